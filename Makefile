@@ -1,0 +1,49 @@
+# fmtune: `make run` runs the whole pipeline on this machine; `make test` runs the test suite.
+# Both install what they need first (a venv with pinned-compatible packages).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+WORKERS ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: install run data test test-slow lint typecheck check clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Fashion-MNIST without a download: FMTUNE_DATA_DIR if set, else Debian's dataset package.
+data:
+	@if [ -n "$$FMTUNE_DATA_DIR" ] || [ -d /usr/share/datasets/fashion-mnist ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's dataset-fashion-mnist"; \
+		(apt-get install -y -qq dataset-fashion-mnist || \
+		 (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	else echo "no local Fashion-MNIST found: fmtune will download it as Keras does"; fi
+
+run: install data
+	$(BIN)/fmtune tune --preset quick --workers $(WORKERS) --fresh
+
+test: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests
+
+typecheck: install
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) runs models .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,3 @@
+from fmtune.cli import main
+
+main()

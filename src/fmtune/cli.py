@@ -1,0 +1,200 @@
+"""The ``fmtune`` command. Heavy imports (TensorFlow, Keras Tuner) happen inside the commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from fmtune import config as config_mod
+from fmtune.config import ConfigError, ExperimentConfig
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Tune, train and serve Keras image classifiers with distributed Keras Tuner.")
+err = Console(stderr=True)
+CONFIG_FILE = "config.yaml"
+
+PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="built-in preset: quick, standard or mnist")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="experiment YAML (over the preset)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. search.max_trials=5")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="dataset directory [env: FMTUNE_DATA_DIR]")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print("[bold red]error:[/]", message, highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+def setup_logging() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stdout, force=True)
+    for noisy in ("tensorflow", "absl", "keras_tuner", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def resolve(preset: str | None, file: Path | None, assignments: list[str] | None,
+            data_dir: Path | None = None, **flags: object) -> ExperimentConfig:
+    """Config from preset, file, environment, ``--set`` and dedicated flags; exit 2 if invalid."""
+    extra = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    if data_dir is not None:
+        extra.append(f"data_dir={data_dir}")
+    try:
+        return config_mod.load(preset or None, file, [*(assignments or []), *extra])
+    except ConfigError as exc:
+        err.print("[bold red]invalid configuration:[/]", highlight=False)
+        for problem in exc.problems:
+            err.print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("config")
+def show_config(
+    preset: PresetOpt = "quick", file: ConfigOpt = None, assignments: SetOpt = None, data_dir: DataDirOpt = None,
+) -> None:
+    """Print the resolved experiment config as YAML (and validate it)."""
+    print(resolve(preset, file, assignments, data_dir).to_yaml(), end="")
+
+
+@app.command()
+def tune(
+    preset: PresetOpt = "quick",
+    file: ConfigOpt = None,
+    assignments: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=64, help="worker processes")] = 2,
+    name: Annotated[str | None, typer.Option(help="experiment name")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="where experiments are kept")] = None,
+    model_repo: Annotated[Path | None, typer.Option(help="model repository for the export")] = None,
+    max_trials: Annotated[int | None, typer.Option(help="trials in the search")] = None,
+    port: Annotated[int, typer.Option(help="oracle port on 127.0.0.1 (0: pick a free one)")] = 0,
+    fresh: Annotated[bool, typer.Option("--fresh", help="discard an earlier run of this experiment")] = False,
+) -> None:
+    """Run the whole pipeline on this machine: coordinator + N workers as local processes."""
+    setup_logging()
+    cfg = resolve(preset, file, assignments, data_dir, name=name, workdir=workdir, model_repo=model_repo,
+                  **{"search.max_trials": max_trials})
+    from fmtune import data
+    from fmtune.tuning.local import LocalCluster
+    from fmtune.tuning.roles import free_port
+
+    try:
+        dataset = data.load(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                            download=cfg.download)
+    except data.DatasetError as exc:
+        fail(str(exc))
+    config_path = prepare_experiment(cfg, fresh)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    err.print(f"experiment [bold]{cfg.name}[/] in {cfg.experiment_dir}: {cfg.dataset} from {dataset.source}, "
+              f"{cfg.search.algorithm} over {cfg.search.family}, {cfg.search.max_trials} trials, "
+              f"{workers} workers", highlight=False)
+    cluster = LocalCluster(config_path, workers, port or free_port(), threads_per_worker=threads)
+    code = cluster.run()
+    if code != 0:
+        fail(f"the coordinator exited with code {code}", code if 0 < code < 256 else 1)
+    show_results(cfg.experiment_dir, top=5)
+
+
+def prepare_experiment(cfg: ExperimentConfig, fresh: bool) -> Path:
+    """Write the resolved config into the experiment dir; refuse to resume under a changed config."""
+    path = cfg.experiment_dir / CONFIG_FILE
+    if fresh and cfg.experiment_dir.exists():
+        shutil.rmtree(cfg.experiment_dir)
+    if path.is_file():
+        previous = config_mod.load(None, path, environ={})
+        if previous.digest() != cfg.digest():
+            fail(f"experiment '{cfg.name}' already exists in {cfg.experiment_dir} with a different config; "
+                 "pass --fresh to start over, or --name to keep both", 2)
+    cfg.experiment_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(cfg.to_yaml())
+    return path
+
+
+def _role(chief: bool, host: str | None, port: int | None, tuner_id: str | None = None):  # type: ignore[no-untyped-def]
+    from fmtune.tuning import roles
+
+    env = dict(os.environ)
+    for key, value in ((roles.ORACLE_IP, host), (roles.ORACLE_PORT, port), (roles.TUNER_ID, tuner_id)):
+        if value is not None:
+            env[key] = str(value)
+    try:
+        return roles.from_env(expect_chief=chief, environ=env)
+    except roles.RoleError as exc:
+        fail(str(exc), 2)
+
+
+@app.command()
+def coordinator(
+    preset: PresetOpt = "", file: ConfigOpt = None, assignments: SetOpt = None, data_dir: DataDirOpt = None,
+    host: Annotated[str | None, typer.Option(help="bind address [env: KERASTUNER_ORACLE_IP, default 0.0.0.0]")] = None,
+    port: Annotated[int | None, typer.Option(help="oracle port [env: KERASTUNER_ORACLE_PORT]")] = None,
+    retrain: Annotated[bool, typer.Option(help="retrain, evaluate and export the best trial")] = True,
+) -> None:
+    """Run the chief oracle for distributed workers, then retrain and export the best model."""
+    setup_logging()
+    cfg = resolve(preset or None, file, assignments, data_dir)
+    role = _role(True, host, port)
+    os.environ.update(role.env())
+    from fmtune.data import DatasetError
+    from fmtune.tuning.coordinator import SearchError, run
+
+    try:
+        run(cfg, role, retrain=retrain)
+    except (DatasetError, SearchError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def worker(
+    preset: PresetOpt = "", file: ConfigOpt = None, assignments: SetOpt = None, data_dir: DataDirOpt = None,
+    tuner_id: Annotated[str | None, typer.Option("--id", help="stable worker id [env: KERASTUNER_TUNER_ID]")] = None,
+    oracle: Annotated[str | None, typer.Option(help="coordinator HOST:PORT [env: KERASTUNER_ORACLE_IP/PORT]")] = None,
+    threads: Annotated[int, typer.Option(help="TensorFlow threads (0: all cores)")] = 0,
+) -> None:
+    """Run trials handed out by the coordinator until it says the search is over."""
+    setup_logging()
+    cfg = resolve(preset or None, file, assignments, data_dir)
+    host, port = None, None
+    if oracle:
+        host, _, raw_port = oracle.rpartition(":")
+        if not host or not raw_port.isdigit():
+            fail(f"--oracle must be HOST:PORT, got '{oracle}'", 2)
+        port = int(raw_port)
+    role = _role(False, host.strip("[]") if host else None, port, tuner_id)
+    from fmtune.data import DatasetError
+    from fmtune.tuning.worker import run
+
+    try:
+        run(cfg, role, threads)
+    except DatasetError as exc:
+        fail(str(exc))
+
+
+@app.command("results")
+def results_cmd(
+    path: Annotated[Path, typer.Argument(help="a work dir, an experiment dir, or a results.json")] = Path("runs"),
+    top: Annotated[int, typer.Option(help="rows to show (0: all)")] = 0,
+) -> None:
+    """Print the trial table, best first, and the best configuration."""
+    show_results(path, top)
+
+
+def show_results(path: Path, top: int) -> None:
+    from fmtune import results
+    from fmtune.report import print_results
+
+    files = results.find(path)
+    if not files:
+        fail(f"no results.json under {path}")
+    for file in files:
+        print_results(results.load(file), top=top)
+
+
+def main() -> None:
+    app()

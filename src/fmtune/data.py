@@ -1,0 +1,272 @@
+"""Datasets: the canonical IDX gz files, located, verified by checksum, and split.
+
+Checksums are of the *decompressed* IDX bytes, because Debian's package recompresses the same
+bytes into different gz files. Search order: an explicit data dir (``--data-dir`` or
+``FMTUNE_DATA_DIR``), Debian's dataset package, the Keras cache, then a download as Keras does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_MAGIC = 2051
+LABEL_MAGIC = 2049
+KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+MNIST_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+
+
+class DatasetError(RuntimeError):
+    """A dataset file is missing, truncated or corrupt; the message names the file."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    folder: str
+    class_names: tuple[str, ...]
+    sha256: dict[str, str]  # IDX file name (without .gz) -> sha256 of its decompressed bytes
+    system_dirs: tuple[Path, ...] = ()
+
+
+_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+DATASETS: dict[str, DatasetSpec] = {
+    "fashion_mnist": DatasetSpec(
+        name="fashion_mnist",
+        folder="fashion-mnist",
+        class_names=(
+            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        ),
+        sha256=dict(zip(_FILES, (
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        ), strict=True)),
+        system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
+    ),
+    "mnist": DatasetSpec(
+        name="mnist",
+        folder="mnist",
+        class_names=tuple(str(d) for d in range(10)),
+        sha256=dict(zip(_FILES, (
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ), strict=True)),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # uint8 (N, 28, 28)
+    labels: np.ndarray  # uint8 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> Split:
+        return Split(self.images[indices], self.labels[indices])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    spec: DatasetSpec
+    train: Split
+    val: Split
+    test: Split
+    source: str
+
+
+def read_idx(data: bytes, name: str, *, images: bool) -> np.ndarray:
+    """Parse IDX bytes, checking the header against the payload length."""
+    header = 16 if images else 8
+    if len(data) < header:
+        raise DatasetError(f"{name}: truncated: {len(data)} bytes is shorter than the IDX header")
+    magic, count = struct.unpack(">II", data[:8])
+    expected_magic = IMAGE_MAGIC if images else LABEL_MAGIC
+    if magic != expected_magic:
+        raise DatasetError(f"{name}: not an IDX {'image' if images else 'label'} file (magic {magic}, expected {expected_magic})")
+    shape: tuple[int, ...] = (count,)
+    if images:
+        rows, cols = struct.unpack(">II", data[8:16])
+        shape = (count, rows, cols)
+    want = header + int(np.prod(shape))
+    if len(data) != want:
+        raise DatasetError(f"{name}: truncated or padded: {len(data)} bytes, header says {want}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _read_verified(path: Path, expected_sha256: str) -> bytes:
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DatasetError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected_sha256:
+        hint = _identify(digest)
+        raise DatasetError(
+            f"{path}: checksum mismatch: sha256 of the decompressed bytes is {digest}, "
+            f"expected {expected_sha256}{hint}"
+        )
+    return data
+
+
+def _identify(digest: str) -> str:
+    for spec in DATASETS.values():
+        for file, sha in spec.sha256.items():
+            if sha == digest:
+                return f" (this file is {spec.name}'s {file})"
+    return " (the file is corrupt, or a different dataset)"
+
+
+def _find_file(directory: Path, name: str) -> Path | None:
+    for candidate in (directory / f"{name}.gz", directory / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _candidate_dirs(spec: DatasetSpec, data_dir: Path | None) -> list[Path]:
+    dirs: list[Path] = []
+    if data_dir is not None:
+        dirs += [data_dir / spec.folder, data_dir]
+    dirs += list(spec.system_dirs)
+    dirs.append(keras_cache_dir() / spec.folder)
+    return dirs
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
+
+
+def _load_idx_dir(spec: DatasetSpec, directory: Path) -> dict[str, np.ndarray] | None:
+    """All four arrays from one directory, or None if the directory lacks any of them."""
+    paths = {name: _find_file(directory, name) for name in spec.sha256}
+    if not all(paths.values()):
+        return None
+    arrays = {}
+    for name, path in paths.items():
+        assert path is not None
+        data = _read_verified(path, spec.sha256[name])
+        arrays[name] = read_idx(data, str(path), images="images" in name)
+    return arrays
+
+
+def _load_mnist_npz(path: Path) -> dict[str, np.ndarray]:
+    _read_verified(path, MNIST_NPZ_SHA256)
+    with np.load(path, allow_pickle=False) as f:
+        return {
+            "train-images-idx3-ubyte": f["x_train"], "train-labels-idx1-ubyte": f["y_train"],
+            "t10k-images-idx3-ubyte": f["x_test"], "t10k-labels-idx1-ubyte": f["y_test"],
+        }
+
+
+def _download(spec: DatasetSpec) -> tuple[dict[str, np.ndarray], str]:
+    from keras.utils import get_file  # heavy import, only on this path
+
+    try:
+        if spec.name == "mnist":
+            path = Path(get_file("mnist.npz", origin=KERAS_ORIGIN + "mnist.npz", file_hash=MNIST_NPZ_SHA256))
+            return _load_mnist_npz(path), f"download ({path})"
+        for name in spec.sha256:
+            get_file(f"{name}.gz", origin=f"{KERAS_ORIGIN}{name}.gz", cache_subdir=f"datasets/{spec.folder}")
+    except Exception as exc:  # network errors come in many types
+        raise DatasetError(f"{spec.name}: download failed ({exc})") from None
+    directory = keras_cache_dir() / spec.folder
+    arrays = _load_idx_dir(spec, directory)
+    assert arrays is not None
+    return arrays, f"download ({directory})"
+
+
+def locate(spec: DatasetSpec, data_dir: Path | None, download: bool) -> tuple[dict[str, np.ndarray], str]:
+    """Find and verify all four arrays; returns them with a description of the source."""
+    searched = _candidate_dirs(spec, data_dir)
+    for directory in searched:
+        arrays = _load_idx_dir(spec, directory)
+        if arrays is not None:
+            return arrays, str(directory)
+    if spec.name == "mnist" and (npz := keras_cache_dir() / "mnist.npz").is_file():
+        return _load_mnist_npz(npz), str(npz)
+    if download and spec.name in DATASETS:
+        return _download(spec)
+    where = ", ".join(str(d) for d in searched)
+    missing = ", ".join(f"{n}.gz" for n in spec.sha256)
+    raise DatasetError(f"{spec.name}: files not found ({missing}); searched {where}; download is off")
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out), holding out ``fraction`` of every class, fixed by ``seed``."""
+    rng = np.random.default_rng(seed)
+    held: list[np.ndarray] = []
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        held.append(idx[: max(1, round(len(idx) * fraction))])
+    held_out = np.sort(np.concatenate(held))
+    keep = np.setdiff1d(np.arange(len(labels)), held_out, assume_unique=True)
+    return keep, held_out
+
+
+MANIFEST = "dataset.json"
+
+
+def resolve_spec(name: str, data_dir: Path | None) -> DatasetSpec:
+    """A registered dataset, or one declared by a ``dataset.json`` manifest in the data dir.
+
+    The manifest lets users bring other 28x28 IDX datasets while keeping checksum verification:
+    ``{"name": ..., "class_names": [...], "sha256": {"train-images-idx3-ubyte": ...}}``.
+    """
+    if name in DATASETS:
+        return DATASETS[name]
+    for directory in ([data_dir / name, data_dir] if data_dir else []):
+        manifest = directory / MANIFEST
+        if not manifest.is_file():
+            continue
+        try:
+            raw = json.loads(manifest.read_text())
+            spec = DatasetSpec(
+                name=raw["name"], folder=directory.name, class_names=tuple(raw["class_names"]),
+                sha256={file: raw["sha256"][file] for file in _FILES},
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DatasetError(f"{manifest}: invalid dataset manifest ({exc!r})") from None
+        if spec.name == name:
+            return spec
+    known = ", ".join(DATASETS)
+    raise DatasetError(f"unknown dataset '{name}': not one of {known}, and no {MANIFEST} in the data dir declares it")
+
+
+def load(
+    name: str,
+    data_dir: Path | None = None,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 42,
+    download: bool = True,
+) -> Dataset:
+    """Load a registered dataset with a fixed-seed stratified validation split of the train set."""
+    spec = resolve_spec(name, data_dir)
+    arrays, source = locate(spec, data_dir, download)
+    train = Split(arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"])
+    test = Split(arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"])
+    for split_name, split in (("train", train), ("test", test)):
+        if split.images.shape[1:] != (28, 28) or len(split.images) != len(split.labels):
+            raise DatasetError(
+                f"{spec.name} {split_name}: images {split.images.shape} do not match labels {split.labels.shape}"
+            )
+    keep, held_out = stratified_split(train.labels, val_fraction, seed)
+    return Dataset(spec, train.subset(keep), train.subset(held_out), test, source)

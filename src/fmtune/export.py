@@ -1,0 +1,119 @@
+"""Export a trained model as a numbered SavedModel version, published atomically.
+
+TF Serving polls the model directory and will load a half-written version, so the SavedModel and
+its ``fmtune.json`` card are written to a hidden temp dir and renamed into place in one step.
+Versions only grow: the highest number ever published is remembered even if a version is removed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from fmtune import __version__
+from fmtune.results import now
+
+log = logging.getLogger("fmtune")
+CARD_FILE = "fmtune.json"
+SIGNATURE = "serving_default"
+INPUT_NAME = "image"
+_COUNTER = ".fmtune-last-version"
+_LOCK = ".fmtune-lock"
+
+
+class ModelCard(BaseModel):
+    """What a served version is: written beside ``saved_model.pb`` as ``fmtune.json``."""
+
+    model_name: str
+    version: int = 0
+    dataset: str
+    class_names: list[str]
+    family: str
+    hyperparameters: dict[str, Any]
+    val_metrics: dict[str, float] = Field(default_factory=dict)
+    test_metrics: dict[str, float] = Field(default_factory=dict)
+    config_digest: str
+    experiment: str
+    created_at: datetime = Field(default_factory=now)
+    fmtune_version: str = __version__
+    signature: dict[str, Any] = Field(default_factory=lambda: {
+        "name": SIGNATURE,
+        "inputs": {INPUT_NAME: {"dtype": "uint8", "shape": [None, 28, 28]}},
+        "outputs": {"probabilities": {"dtype": "float32", "shape": [None, 10]},
+                    "class_id": {"dtype": "int64", "shape": [None]}},
+    })
+
+
+def versions(model_dir: Path) -> list[int]:
+    """Published versions, ascending (hidden temp dirs are never numeric)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir())
+
+
+@contextmanager
+def _locked(model_dir: Path) -> Iterator[None]:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with open(model_dir / _LOCK, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _next_version(model_dir: Path) -> int:
+    counter = model_dir / _COUNTER
+    last = int(counter.read_text().strip() or 0) if counter.is_file() else 0
+    return max([last, *versions(model_dir)]) + 1
+
+
+def write_saved_model(model: Any, path: Path) -> None:
+    """The contracted signature: uint8 ``image`` in; ``probabilities`` and ``class_id`` out."""
+    import keras
+    import tensorflow as tf
+
+    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        probabilities = tf.cast(model(image, training=False), tf.float32)
+        return {"probabilities": probabilities, "class_id": tf.argmax(probabilities, axis=-1, output_type=tf.int64)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name=SIGNATURE, fn=serve, input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name=INPUT_NAME)]
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def publish(model: Any, model_repo: Path, card: ModelCard) -> tuple[int, Path]:
+    """Write the SavedModel and card, then rename them into the next version number."""
+    model_dir = model_repo / card.model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=".staging-"))
+    try:
+        write_saved_model(model, staging)
+        with _locked(model_dir):
+            version = _next_version(model_dir)
+            card = card.model_copy(update={"version": version})
+            (staging / CARD_FILE).write_text(card.model_dump_json(indent=2))
+            target = model_dir / str(version)
+            staging.rename(target)
+            (model_dir / _COUNTER).write_text(str(version))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("exported %s version %d to %s", card.model_name, version, target)
+    return version, target
+
+
+def read_card(version_dir: Path) -> ModelCard:
+    return ModelCard.model_validate_json((version_dir / CARD_FILE).read_text())

@@ -1,0 +1,110 @@
+"""results.json: the record of an experiment, written atomically by the coordinator."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from fmtune.config import Objective
+
+RESULTS_FILE = "results.json"
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class EpochMetrics(BaseModel):
+    epoch: int
+    metrics: dict[str, float]
+
+
+class TrialRecord(BaseModel):
+    trial_id: str
+    status: str
+    worker: str | None = None
+    hyperparameters: dict[str, Any]
+    score: float | None = None
+    best_epoch: int | None = None
+    history: list[EpochMetrics] = Field(default_factory=list)
+    seconds: float | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    message: str | None = None
+
+
+class RetrainRecord(BaseModel):
+    hyperparameters: dict[str, Any]
+    train_samples: int
+    holdout_samples: int
+    epochs_run: int
+    best_epoch: int
+    history: list[EpochMetrics]
+    holdout_metrics: dict[str, float]
+    test_loss: float
+    test_accuracy: float
+    seconds: float
+
+
+class Results(BaseModel):
+    experiment: str
+    dataset: str
+    family: str
+    algorithm: str
+    objective: Objective
+    max_trials: int
+    config_digest: str
+    trials: list[TrialRecord]
+    best_trial_id: str | None
+    best_hyperparameters: dict[str, Any] | None
+    tuning_seconds: float
+    retrain: RetrainRecord | None = None
+    test_accuracy: float | None = None
+    exported_version: int | None = None
+    export_path: str | None = None
+    created_at: datetime = Field(default_factory=now)
+
+    def ranked(self) -> list[TrialRecord]:
+        """Trials by objective, best first; trials without a score last."""
+        sign = -1.0 if self.objective.direction == "max" else 1.0
+        scored = sorted((t for t in self.trials if t.score is not None), key=lambda t: sign * (t.score or 0.0))
+        return scored + [t for t in self.trials if t.score is None]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(results: Results, experiment_dir: Path) -> Path:
+    path = experiment_dir / RESULTS_FILE
+    write_atomic(path, results.model_dump_json(indent=2))
+    return path
+
+
+def find(path: Path) -> list[Path]:
+    """results.json files under a work dir or an experiment dir."""
+    if path.is_file():
+        return [path]
+    if (path / RESULTS_FILE).is_file():
+        return [path / RESULTS_FILE]
+    return sorted(path.glob(f"*/{RESULTS_FILE}"))
+
+
+def load(path: Path) -> Results:
+    return Results.model_validate_json(path.read_text())

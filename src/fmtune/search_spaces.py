@@ -1,0 +1,229 @@
+"""Search spaces: Keras Tuner HyperModels for the mlp, cnn and deep_cnn families.
+
+Every model takes raw uint8 images ``(N, 28, 28)`` and normalises inside the graph, so the exported
+model serves the same bytes it was trained on. Batch size is a tuned hyperparameter (applied in
+``fit``), as in the seed project that subclassed the Bayesian tuner for it.
+
+A family's default ranges live in ``DEFAULTS``; the config may override any of them by name.
+Per-layer values (``units_0``, ``filters_1``...) take the family-wide spec (``units``) unless a
+per-layer override is given.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from fmtune.config import Choice, Fixed, FloatRange, HyperParameterSpec, IntRange
+
+if TYPE_CHECKING:
+    import keras
+    import keras_tuner
+
+NUM_CLASSES = 10
+_LR = FloatRange(min=1e-4, max=1e-2, sampling="log")
+_BATCH = Choice(values=[32, 64, 128])
+
+DEFAULTS: dict[str, dict[str, HyperParameterSpec]] = {
+    "mlp": {
+        "num_layers": IntRange(min=1, max=3),
+        "units": IntRange(min=64, max=512, step=64),
+        "dropout": FloatRange(min=0.1, max=0.5, step=0.05),
+        "learning_rate": _LR,
+        "batch_size": _BATCH,
+    },
+    "cnn": {
+        "filters": IntRange(min=32, max=128, step=32),
+        "kernel_size": Choice(values=[3, 5]),
+        "units": IntRange(min=32, max=128, step=32),
+        "dropout": FloatRange(min=0.0, max=0.5, step=0.1),
+        "l2": FloatRange(min=1e-6, max=1e-3, sampling="log"),
+        "learning_rate": _LR,
+        "batch_size": _BATCH,
+    },
+    "deep_cnn": {
+        "conv_layers": Choice(values=[2, 4, 6]),
+        "filters": IntRange(min=16, max=64, step=16),
+        "units": IntRange(min=64, max=256, step=64),
+        "dropout": FloatRange(min=0.1, max=0.5, step=0.1),
+        "learning_rate": _LR,
+        "batch_size": _BATCH,
+    },
+}
+# Family-wide specs that are declared once per layer or block, as ``<name>_<index>``.
+PER_LAYER = {"mlp": {"units", "dropout"}, "cnn": {"filters"}, "deep_cnn": set()}
+
+
+def check_overrides(family: str, overrides: Mapping[str, Any]) -> list[str]:
+    """One message per override that names no hyperparameter of the family."""
+    known = DEFAULTS[family]
+    problems = []
+    for name in overrides:
+        match = re.fullmatch(r"(.+)_(\d+)", name)
+        if name in known or (match and match.group(1) in PER_LAYER[family]):
+            continue
+        problems.append(
+            f"search.hyperparameters.{name}: not a hyperparameter of '{family}' "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    return problems
+
+
+def resolved_specs(family: str, overrides: Mapping[str, HyperParameterSpec]) -> dict[str, HyperParameterSpec]:
+    return {**DEFAULTS[family], **overrides}
+
+
+def spec_values(spec: HyperParameterSpec) -> list[Any]:
+    """The finite values an integer-like spec can take (used for conditional layers)."""
+    if isinstance(spec, Fixed):
+        return [spec.value]
+    if isinstance(spec, Choice):
+        return list(spec.values)
+    if isinstance(spec, IntRange):
+        return list(range(spec.min, spec.max + 1, spec.step if spec.sampling == "linear" and spec.step else 1))
+    raise ValueError(f"{spec} is not a discrete spec")
+
+
+class FamilyHyperModel:
+    """Shared plumbing: declaring hyperparameters from specs, compiling, batch size in fit."""
+
+    family = ""
+
+    def __init__(self, overrides: Mapping[str, HyperParameterSpec] | None = None):
+        self.specs = resolved_specs(self.family, overrides or {})
+
+    def declare(self, hp: keras_tuner.HyperParameters, name: str, base: str | None = None) -> Any:
+        spec = self.specs.get(name) or self.specs[base or name]
+        if isinstance(spec, IntRange):
+            return hp.Int(name, spec.min, spec.max, step=spec.step, sampling=spec.sampling)
+        if isinstance(spec, FloatRange):
+            return hp.Float(name, spec.min, spec.max, step=spec.step, sampling=spec.sampling)
+        if isinstance(spec, Choice):
+            return hp.Choice(name, spec.values)
+        return hp.Fixed(name, spec.value)
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        import keras
+
+        self.declare(hp, "batch_size")
+        inputs = keras.Input(shape=(28, 28), dtype="uint8", name="image")
+        x = keras.layers.Rescaling(1.0 / 255.0, name="normalise")(inputs)
+        outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(
+            self.body(hp, x)
+        )
+        model = keras.Model(inputs, outputs, name=self.family)
+        model.compile(
+            optimizer=keras.optimizers.Adam(self.declare(hp, "learning_rate")),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+
+    def body(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
+        raise NotImplementedError
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
+        return model.fit(*args, batch_size=hp.get("batch_size"), **kwargs)
+
+
+class MLP(FamilyHyperModel):
+    """1-3 Dense layers with dropout after each; units and dropout tuned per layer."""
+
+    family = "mlp"
+
+    def body(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
+        import keras
+
+        layer_counts = spec_values(self.specs["num_layers"])
+        num_layers = self.declare(hp, "num_layers")
+        x = keras.layers.Flatten()(x)
+        for i in range(max(layer_counts)):
+            active = [n for n in layer_counts if n > i]
+            if not active:
+                break
+            with hp.conditional_scope("num_layers", active):
+                units = self.declare(hp, f"units_{i}", "units")
+                dropout = self.declare(hp, f"dropout_{i}", "dropout")
+            if i < num_layers:
+                x = keras.layers.Dense(units, activation="relu")(x)
+                x = keras.layers.Dropout(dropout)(x)
+        return x
+
+
+def _conv_bn_relu(x: Any, filters: int, kernel: int, l2: float = 0.0) -> Any:
+    import keras
+
+    reg = keras.regularizers.L2(l2) if l2 else None
+    x = keras.layers.Conv2D(filters, kernel, padding="same", use_bias=False, kernel_regularizer=reg)(x)
+    x = keras.layers.BatchNormalization()(x)
+    return keras.layers.Activation("relu")(x)
+
+
+class CNN(FamilyHyperModel):
+    """Two conv blocks, each pooled straight away (cheap on CPU), then a small dense head."""
+
+    family = "cnn"
+
+    def body(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
+        import keras
+
+        kernel = self.declare(hp, "kernel_size")
+        l2 = self.declare(hp, "l2")
+        dropout = self.declare(hp, "dropout")
+        x = keras.layers.Reshape((28, 28, 1))(x)
+        for block in range(2):
+            x = _conv_bn_relu(x, self.declare(hp, f"filters_{block}", "filters"), kernel, l2)
+            x = keras.layers.MaxPooling2D()(x)
+        x = keras.layers.Flatten()(x)
+        x = keras.layers.Dropout(dropout)(x)
+        x = keras.layers.Dense(
+            self.declare(hp, "units"), activation="relu", kernel_regularizer=keras.regularizers.L2(l2)
+        )(x)
+        return keras.layers.Dropout(dropout)(x)
+
+
+class DeepCNN(FamilyHyperModel):
+    """2, 4 or 6 conv layers in blocks of two, pooled after each block, filters doubling."""
+
+    family = "deep_cnn"
+
+    def body(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
+        import keras
+
+        conv_layers = int(self.declare(hp, "conv_layers"))
+        filters = self.declare(hp, "filters")
+        dropout = self.declare(hp, "dropout")
+        x = keras.layers.Reshape((28, 28, 1))(x)
+        for block in range(max(1, conv_layers // 2)):
+            for _ in range(2 if conv_layers > 1 else 1):
+                x = _conv_bn_relu(x, filters * 2**block, 3)
+            x = keras.layers.MaxPooling2D()(x)
+            x = keras.layers.Dropout(dropout / 2)(x)
+        x = keras.layers.Flatten()(x)
+        x = keras.layers.Dense(self.declare(hp, "units"), activation="relu")(x)
+        return keras.layers.Dropout(dropout)(x)
+
+
+FAMILIES: dict[str, type[FamilyHyperModel]] = {"mlp": MLP, "cnn": CNN, "deep_cnn": DeepCNN}
+
+
+def hypermodel(family: str, overrides: Mapping[str, HyperParameterSpec] | None = None) -> Any:
+    """A keras_tuner.HyperModel for the family (the class is mixed in lazily to keep imports light)."""
+    import keras_tuner
+
+    cls = type(FAMILIES[family].__name__, (FAMILIES[family], keras_tuner.HyperModel), {})
+    model = cls(overrides)
+    keras_tuner.HyperModel.__init__(model, name=family)
+    return model
+
+
+def build_from_values(family: str, values: Mapping[str, Any], overrides: Mapping[str, HyperParameterSpec] | None = None) -> tuple[Any, Any]:
+    """Build (model, hp) for fixed values, e.g. the best trial's, for retraining."""
+    import keras_tuner
+
+    hp = keras_tuner.HyperParameters()
+    hm = hypermodel(family, overrides)
+    hm.build(hp)  # declare the space
+    hp.values.update({k: v for k, v in values.items() if not k.startswith("tuner/")})
+    return hm.build(hp), hp

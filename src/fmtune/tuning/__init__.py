@@ -1,0 +1,1 @@
+"""Distributed search on Keras Tuner's chief/worker contract: roles, tuner, coordinator, workers."""
