@@ -8,14 +8,15 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install run data test test-slow lint typecheck check clean
+.PHONY: install run data test test-slow lint typecheck clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all,dev]'
+	$(BIN)/python -m pip install --quiet --progress-bar off -e '.[all,dev]'
+	$(BIN)/python -c 'import fmtune.cli, tensorflow, keras_tuner'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -31,7 +32,7 @@ data:
 run: install data
 	$(BIN)/fmtune tune --preset quick --workers $(WORKERS) --fresh
 
-test: install
+test: lint typecheck
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: install
@@ -43,7 +44,6 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) runs models .pytest_cache .ruff_cache .mypy_cache

@@ -22,10 +22,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 def idx_bytes(array: np.ndarray) -> bytes:
     """Serialise uint8 images (N, 28, 28) or labels (N,) in IDX format."""
-    if array.ndim == 3:
-        header = struct.pack(">IIII", 2051, *array.shape)
-    else:
-        header = struct.pack(">II", 2049, len(array))
+    header = struct.pack(">IIII", 2051, *array.shape) if array.ndim == 3 else struct.pack(">II", 2049, len(array))
     return header + array.astype(np.uint8).tobytes()
 
 
@@ -34,10 +31,10 @@ def synthetic_arrays(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % 10
     rng.shuffle(labels)
-    images = rng.integers(0, 175, size=(count, 28, 28), dtype=np.int64)
+    images = rng.integers(0, 130, size=(count, 28, 28), dtype=np.int64)
     for i, label in enumerate(labels):
         row, col = divmod(int(label), 4)
-        images[i, row * 7 : row * 7 + 7, col * 7 : col * 7 + 7] += 80
+        images[i, row * 7 : row * 7 + 7, col * 7 : col * 7 + 7] += 125
     return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.uint8)
 
 

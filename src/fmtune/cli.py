@@ -14,9 +14,15 @@ from rich.console import Console
 
 from fmtune import config as config_mod
 from fmtune.config import ConfigError, ExperimentConfig
+from fmtune.tuning import roles
+from fmtune.tuning.roles import Role
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Tune, train and serve Keras image classifiers with distributed Keras Tuner.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Tune, train and serve Keras image classifiers with distributed Keras Tuner.",
+)
 err = Console(stderr=True)
 CONFIG_FILE = "config.yaml"
 
@@ -33,14 +39,16 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def setup_logging() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
-                        stream=sys.stdout, force=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout, force=True
+    )
     for noisy in ("tensorflow", "absl", "keras_tuner", "h5py"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
-def resolve(preset: str | None, file: Path | None, assignments: list[str] | None,
-            data_dir: Path | None = None, **flags: object) -> ExperimentConfig:
+def resolve(
+    preset: str | None, file: Path | None, assignments: list[str] | None, data_dir: Path | None = None, **flags: object
+) -> ExperimentConfig:
     """Config from preset, file, environment, ``--set`` and dedicated flags; exit 2 if invalid."""
     extra = [f"{key}={value}" for key, value in flags.items() if value is not None]
     if data_dir is not None:
@@ -56,7 +64,10 @@ def resolve(preset: str | None, file: Path | None, assignments: list[str] | None
 
 @app.command("config")
 def show_config(
-    preset: PresetOpt = "quick", file: ConfigOpt = None, assignments: SetOpt = None, data_dir: DataDirOpt = None,
+    preset: PresetOpt = "quick",
+    file: ConfigOpt = None,
+    assignments: SetOpt = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Print the resolved experiment config as YAML (and validate it)."""
     print(resolve(preset, file, assignments, data_dir).to_yaml(), end="")
@@ -78,24 +89,38 @@ def tune(
 ) -> None:
     """Run the whole pipeline on this machine: coordinator + N workers as local processes."""
     setup_logging()
-    cfg = resolve(preset, file, assignments, data_dir, name=name, workdir=workdir, model_repo=model_repo,
-                  **{"search.max_trials": max_trials})
+    cfg = resolve(
+        preset,
+        file,
+        assignments,
+        data_dir,
+        name=name,
+        workdir=workdir,
+        model_repo=model_repo,
+        **{"search.max_trials": max_trials},
+    )
     from fmtune import data
     from fmtune.tuning.local import LocalCluster
     from fmtune.tuning.roles import free_port
 
     try:
-        dataset = data.load(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                            download=cfg.download)
+        dataset = data.load(
+            cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download
+        )
     except data.DatasetError as exc:
         fail(str(exc))
     config_path = prepare_experiment(cfg, fresh)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    err.print(f"experiment [bold]{cfg.name}[/] in {cfg.experiment_dir}: {cfg.dataset} from {dataset.source}, "
-              f"{cfg.search.algorithm} over {cfg.search.family}, {cfg.search.max_trials} trials, "
-              f"{workers} workers", highlight=False)
+    err.print(
+        f"experiment [bold]{cfg.name}[/] in {cfg.experiment_dir}: {cfg.dataset} from {dataset.source}, "
+        f"{cfg.search.algorithm} over {cfg.search.family}, {cfg.search.max_trials} trials, "
+        f"{workers} workers",
+        highlight=False,
+    )
     cluster = LocalCluster(config_path, workers, port or free_port(), threads_per_worker=threads)
     code = cluster.run()
+    if code == 130:
+        fail("interrupted", 130)
     if code != 0:
         fail(f"the coordinator exited with code {code}", code if 0 < code < 256 else 1)
     show_results(cfg.experiment_dir, top=5)
@@ -109,15 +134,17 @@ def prepare_experiment(cfg: ExperimentConfig, fresh: bool) -> Path:
     if path.is_file():
         previous = config_mod.load(None, path, environ={})
         if previous.digest() != cfg.digest():
-            fail(f"experiment '{cfg.name}' already exists in {cfg.experiment_dir} with a different config; "
-                 "pass --fresh to start over, or --name to keep both", 2)
+            fail(
+                f"experiment '{cfg.name}' already exists in {cfg.experiment_dir} with a different config; "
+                "pass --fresh to start over, or --name to keep both",
+                2,
+            )
     cfg.experiment_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(cfg.to_yaml())
     return path
 
 
-def _role(chief: bool, host: str | None, port: int | None, tuner_id: str | None = None):  # type: ignore[no-untyped-def]
-    from fmtune.tuning import roles
+def _role(chief: bool, host: str | None, port: int | None, tuner_id: str | None = None) -> Role:
 
     env = dict(os.environ)
     for key, value in ((roles.ORACLE_IP, host), (roles.ORACLE_PORT, port), (roles.TUNER_ID, tuner_id)):
@@ -131,7 +158,10 @@ def _role(chief: bool, host: str | None, port: int | None, tuner_id: str | None 
 
 @app.command()
 def coordinator(
-    preset: PresetOpt = "", file: ConfigOpt = None, assignments: SetOpt = None, data_dir: DataDirOpt = None,
+    preset: PresetOpt = "",
+    file: ConfigOpt = None,
+    assignments: SetOpt = None,
+    data_dir: DataDirOpt = None,
     host: Annotated[str | None, typer.Option(help="bind address [env: KERASTUNER_ORACLE_IP, default 0.0.0.0]")] = None,
     port: Annotated[int | None, typer.Option(help="oracle port [env: KERASTUNER_ORACLE_PORT]")] = None,
     retrain: Annotated[bool, typer.Option(help="retrain, evaluate and export the best trial")] = True,
@@ -152,7 +182,10 @@ def coordinator(
 
 @app.command()
 def worker(
-    preset: PresetOpt = "", file: ConfigOpt = None, assignments: SetOpt = None, data_dir: DataDirOpt = None,
+    preset: PresetOpt = "",
+    file: ConfigOpt = None,
+    assignments: SetOpt = None,
+    data_dir: DataDirOpt = None,
     tuner_id: Annotated[str | None, typer.Option("--id", help="stable worker id [env: KERASTUNER_TUNER_ID]")] = None,
     oracle: Annotated[str | None, typer.Option(help="coordinator HOST:PORT [env: KERASTUNER_ORACLE_IP/PORT]")] = None,
     threads: Annotated[int, typer.Option(help="TensorFlow threads (0: all cores)")] = 0,

@@ -44,27 +44,47 @@ DATASETS: dict[str, DatasetSpec] = {
         name="fashion_mnist",
         folder="fashion-mnist",
         class_names=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ),
-        sha256=dict(zip(_FILES, (
-            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        ), strict=True)),
+        sha256=dict(
+            zip(
+                _FILES,
+                (
+                    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                    "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+                ),
+                strict=True,
+            )
+        ),
         system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
     ),
     "mnist": DatasetSpec(
         name="mnist",
         folder="mnist",
         class_names=tuple(str(d) for d in range(10)),
-        sha256=dict(zip(_FILES, (
-            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        ), strict=True)),
+        sha256=dict(
+            zip(
+                _FILES,
+                (
+                    "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                    "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                    "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+                ),
+                strict=True,
+            )
+        ),
     ),
 }
 
@@ -98,7 +118,9 @@ def read_idx(data: bytes, name: str, *, images: bool) -> np.ndarray:
     magic, count = struct.unpack(">II", data[:8])
     expected_magic = IMAGE_MAGIC if images else LABEL_MAGIC
     if magic != expected_magic:
-        raise DatasetError(f"{name}: not an IDX {'image' if images else 'label'} file (magic {magic}, expected {expected_magic})")
+        raise DatasetError(
+            f"{name}: not an IDX {'image' if images else 'label'} file (magic {magic}, expected {expected_magic})"
+        )
     shape: tuple[int, ...] = (count,)
     if images:
         rows, cols = struct.unpack(">II", data[8:16])
@@ -120,8 +142,7 @@ def _read_verified(path: Path, expected_sha256: str) -> bytes:
     if digest != expected_sha256:
         hint = _identify(digest)
         raise DatasetError(
-            f"{path}: checksum mismatch: sha256 of the decompressed bytes is {digest}, "
-            f"expected {expected_sha256}{hint}"
+            f"{path}: checksum mismatch: sha256 of the decompressed bytes is {digest}, expected {expected_sha256}{hint}"
         )
     return data
 
@@ -171,8 +192,10 @@ def _load_mnist_npz(path: Path) -> dict[str, np.ndarray]:
     _read_verified(path, MNIST_NPZ_SHA256)
     with np.load(path, allow_pickle=False) as f:
         return {
-            "train-images-idx3-ubyte": f["x_train"], "train-labels-idx1-ubyte": f["y_train"],
-            "t10k-images-idx3-ubyte": f["x_test"], "t10k-labels-idx1-ubyte": f["y_test"],
+            "train-images-idx3-ubyte": f["x_train"],
+            "train-labels-idx1-ubyte": f["y_train"],
+            "t10k-images-idx3-ubyte": f["x_test"],
+            "t10k-labels-idx1-ubyte": f["y_test"],
         }
 
 
@@ -232,14 +255,16 @@ def resolve_spec(name: str, data_dir: Path | None) -> DatasetSpec:
     """
     if name in DATASETS:
         return DATASETS[name]
-    for directory in ([data_dir / name, data_dir] if data_dir else []):
+    for directory in [data_dir / name, data_dir] if data_dir else []:
         manifest = directory / MANIFEST
         if not manifest.is_file():
             continue
         try:
             raw = json.loads(manifest.read_text())
             spec = DatasetSpec(
-                name=raw["name"], folder=directory.name, class_names=tuple(raw["class_names"]),
+                name=raw["name"],
+                folder=directory.name,
+                class_names=tuple(raw["class_names"]),
                 sha256={file: raw["sha256"][file] for file in _FILES},
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:

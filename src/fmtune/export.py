@@ -45,12 +45,16 @@ class ModelCard(BaseModel):
     experiment: str
     created_at: datetime = Field(default_factory=now)
     fmtune_version: str = __version__
-    signature: dict[str, Any] = Field(default_factory=lambda: {
-        "name": SIGNATURE,
-        "inputs": {INPUT_NAME: {"dtype": "uint8", "shape": [None, 28, 28]}},
-        "outputs": {"probabilities": {"dtype": "float32", "shape": [None, 10]},
-                    "class_id": {"dtype": "int64", "shape": [None]}},
-    })
+    signature: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "name": SIGNATURE,
+            "inputs": {INPUT_NAME: {"dtype": "uint8", "shape": [None, 28, 28]}},
+            "outputs": {
+                "probabilities": {"dtype": "float32", "shape": [None, 10]},
+                "class_id": {"dtype": "int64", "shape": [None]},
+            },
+        }
+    )
 
 
 def versions(model_dir: Path) -> list[int]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
-
-from typing import Any
 
 from fmtune.results import Results
 
@@ -30,10 +30,14 @@ def trial_table(res: Results, top: int = 0) -> Table:
     rows = res.ranked()
     for rank, trial in enumerate(rows[:top] if top else rows, start=1):
         table.add_row(
-            str(rank), trial.trial_id, trial.status.lower(),
+            str(rank),
+            trial.trial_id,
+            trial.status.lower(),
             "" if trial.score is None else f"{trial.score:.4f}",
             "" if trial.best_epoch is None else str(trial.best_epoch + 1),
-            trial.worker or "", _seconds(trial.seconds), format_values(trial.hyperparameters),
+            trial.worker or "",
+            _seconds(trial.seconds),
+            format_values(trial.hyperparameters),
         )
     return table
 
@@ -49,4 +53,6 @@ def print_results(res: Results, top: int = 0, console: Console | None = None) ->
         console.print(
             f"retrained {res.retrain.epochs_run} epochs in {res.retrain.seconds:.0f}s on {res.retrain.train_samples} "
             f"images; test accuracy [bold]{res.retrain.test_accuracy:.4f}[/]; "
-            f"exported version {res.exported_version} to {res.export_path}", highlight=False)
+            f"exported version {res.exported_version} to {res.export_path}",
+            highlight=False,
+        )

@@ -64,8 +64,7 @@ def check_overrides(family: str, overrides: Mapping[str, Any]) -> list[str]:
         if name in known or (match and match.group(1) in PER_LAYER[family]):
             continue
         problems.append(
-            f"search.hyperparameters.{name}: not a hyperparameter of '{family}' "
-            f"(known: {', '.join(sorted(known))})"
+            f"search.hyperparameters.{name}: not a hyperparameter of '{family}' (known: {', '.join(sorted(known))})"
         )
     return problems
 
@@ -109,9 +108,7 @@ class FamilyHyperModel:
         self.declare(hp, "batch_size")
         inputs = keras.Input(shape=(28, 28), dtype="uint8", name="image")
         x = keras.layers.Rescaling(1.0 / 255.0, name="normalise")(inputs)
-        outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(
-            self.body(hp, x)
-        )
+        outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(self.body(hp, x))
         model = keras.Model(inputs, outputs, name=self.family)
         model.compile(
             optimizer=keras.optimizers.Adam(self.declare(hp, "learning_rate")),
@@ -218,7 +215,9 @@ def hypermodel(family: str, overrides: Mapping[str, HyperParameterSpec] | None =
     return model
 
 
-def build_from_values(family: str, values: Mapping[str, Any], overrides: Mapping[str, HyperParameterSpec] | None = None) -> tuple[Any, Any]:
+def build_from_values(
+    family: str, values: Mapping[str, Any], overrides: Mapping[str, HyperParameterSpec] | None = None
+) -> tuple[Any, Any]:
     """Build (model, hp) for fixed values, e.g. the best trial's, for retraining."""
     import keras_tuner
 

@@ -15,9 +15,9 @@ import numpy as np
 
 from fmtune.config import ExperimentConfig
 from fmtune.data import Dataset, Split, stratified_split
+from fmtune.report import format_metrics
 from fmtune.results import EpochMetrics, RetrainRecord
 from fmtune.search_spaces import build_from_values
-from fmtune.report import format_metrics
 
 log = logging.getLogger("fmtune")
 
@@ -27,7 +27,8 @@ class EpochLog(keras.callbacks.Callback):
 
     def __init__(self, label: str, epochs: int):
         super().__init__()
-        self.label, self.epochs, self.history = label, epochs, []
+        self.label, self.epochs = label, epochs
+        self.history: list[EpochMetrics] = []
         self._started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
@@ -36,13 +37,21 @@ class EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         metrics = {k: float(v) for k, v in (logs or {}).items()}
         self.history.append(EpochMetrics(epoch=epoch, metrics=metrics))
-        log.info("%s epoch %d/%d: %s (%.1fs)", self.label, epoch + 1, self.epochs, format_metrics(metrics),
-                 time.monotonic() - self._started)
+        log.info(
+            "%s epoch %d/%d: %s (%.1fs)",
+            self.label,
+            epoch + 1,
+            self.epochs,
+            format_metrics(metrics),
+            time.monotonic() - self._started,
+        )
 
 
 def merged_train_val(dataset: Dataset) -> Split:
-    return Split(np.concatenate([dataset.train.images, dataset.val.images]),
-                 np.concatenate([dataset.train.labels, dataset.val.labels]))
+    return Split(
+        np.concatenate([dataset.train.images, dataset.val.images]),
+        np.concatenate([dataset.train.labels, dataset.val.labels]),
+    )
 
 
 def retrain(cfg: ExperimentConfig, values: dict[str, Any], dataset: Dataset) -> tuple[keras.Model, RetrainRecord]:
@@ -58,16 +67,37 @@ def retrain(cfg: ExperimentConfig, values: dict[str, Any], dataset: Dataset) -> 
     epoch_log = EpochLog("retrain", settings.max_epochs)
     callbacks: list[keras.callbacks.Callback] = [epoch_log]
     if settings.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=objective.name, mode=objective.direction, patience=settings.patience, restore_best_weights=True))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=objective.name, mode=objective.direction, patience=settings.patience, restore_best_weights=True
+            )
+        )
     if settings.reduce_lr_patience:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=objective.name, mode=objective.direction, factor=0.5, patience=settings.reduce_lr_patience,
-            min_lr=1e-6))
-    log.info("retrain: %d images (+%d held out for early stopping), up to %d epochs, batch size %s",
-             len(fit), len(holdout), settings.max_epochs, hp.get("batch_size"))
-    model.fit(fit.images, fit.labels, validation_data=(holdout.images, holdout.labels),
-              epochs=settings.max_epochs, batch_size=hp.get("batch_size"), callbacks=callbacks, verbose=0)
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=objective.name,
+                mode=objective.direction,
+                factor=0.5,
+                patience=settings.reduce_lr_patience,
+                min_lr=1e-6,
+            )
+        )
+    log.info(
+        "retrain: %d images (+%d held out for early stopping), up to %d epochs, batch size %s",
+        len(fit),
+        len(holdout),
+        settings.max_epochs,
+        hp.get("batch_size"),
+    )
+    model.fit(
+        fit.images,
+        fit.labels,
+        validation_data=(holdout.images, holdout.labels),
+        epochs=settings.max_epochs,
+        batch_size=hp.get("batch_size"),
+        callbacks=callbacks,
+        verbose=0,
+    )
 
     holdout_metrics = model.evaluate(holdout.images, holdout.labels, verbose=0, return_dict=True)
     test = model.evaluate(dataset.test.images, dataset.test.labels, verbose=0, return_dict=True)
@@ -75,12 +105,22 @@ def retrain(cfg: ExperimentConfig, values: dict[str, Any], dataset: Dataset) -> 
     finite = [s for s in scores if s is not None]
     best_epoch = int((np.argmax if objective.direction == "max" else np.argmin)(finite)) if finite else len(scores) - 1
     record = RetrainRecord(
-        hyperparameters=values, train_samples=len(fit), holdout_samples=len(holdout),
-        epochs_run=len(epoch_log.history), best_epoch=best_epoch, history=epoch_log.history,
+        hyperparameters=values,
+        train_samples=len(fit),
+        holdout_samples=len(holdout),
+        epochs_run=len(epoch_log.history),
+        best_epoch=best_epoch,
+        history=epoch_log.history,
         holdout_metrics={k: float(v) for k, v in holdout_metrics.items()},
-        test_loss=float(test["loss"]), test_accuracy=float(test["accuracy"]), seconds=time.monotonic() - started,
+        test_loss=float(test["loss"]),
+        test_accuracy=float(test["accuracy"]),
+        seconds=time.monotonic() - started,
     )
-    log.info("retrain done: %d epochs, best epoch %d, test accuracy %.4f (%.0fs)",
-             record.epochs_run, best_epoch + 1, record.test_accuracy, record.seconds)
+    log.info(
+        "retrain done: %d epochs, best epoch %d, test accuracy %.4f (%.0fs)",
+        record.epochs_run,
+        best_epoch + 1,
+        record.test_accuracy,
+        record.seconds,
+    )
     return model, record
-

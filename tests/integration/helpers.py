@@ -10,19 +10,40 @@ from pathlib import Path
 from ..conftest import SYNTHETIC
 
 TINY = [
-    f"dataset={SYNTHETIC}", "search.epochs=2", "search.early_stopping_patience=0",
-    "search.hyperparameters.units=[32, 64]", "search.hyperparameters.batch_size=[32]",
+    f"dataset={SYNTHETIC}",
+    "search.epochs=2",
+    "search.early_stopping_patience=0",
+    "search.hyperparameters.units=[32, 64]",
+    "search.hyperparameters.batch_size=[32]",
     "search.hyperparameters.learning_rate=[0.005, 0.01]",
-    "retrain.max_epochs=3", "retrain.patience=1",
+    "retrain.max_epochs=3",
+    "retrain.patience=1",
 ]
 
 
 def tune_argv(data_dir: Path, workdir: Path, *extra: str, trials: int = 4, workers: int = 2) -> list[str]:
     sets = [arg for assignment in TINY for arg in ("--set", assignment)]
     return [
-        sys.executable, "-m", "fmtune", "tune", "--preset", "quick", *sets, "--data-dir", str(data_dir.parent),
-        "--workdir", str(workdir / "runs"), "--model-repo", str(workdir / "models"), "--name", "itest",
-        "--max-trials", str(trials), "--workers", str(workers), *extra,
+        sys.executable,
+        "-m",
+        "fmtune",
+        "tune",
+        "--preset",
+        "quick",
+        *sets,
+        "--data-dir",
+        str(data_dir.parent),
+        "--workdir",
+        str(workdir / "runs"),
+        "--model-repo",
+        str(workdir / "models"),
+        "--name",
+        "itest",
+        "--max-trials",
+        str(trials),
+        "--workers",
+        str(workers),
+        *extra,
     ]
 
 

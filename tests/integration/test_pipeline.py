@@ -58,7 +58,7 @@ def test_bayesian_search_runs_exactly_max_trials(pipeline: tuple[Path, str]) -> 
     assert res.best_trial_id == best.trial_id and res.best_hyperparameters == best.hyperparameters
     assert res.retrain is not None and res.retrain.hyperparameters == best.hyperparameters
     assert res.test_accuracy == res.retrain.test_accuracy
-    assert res.test_accuracy is not None and res.test_accuracy > 0.3  # well above chance (0.1)
+    assert res.test_accuracy is not None and res.test_accuracy > 0.5  # chance is 0.1
 
 
 def test_logs_show_trials_on_workers_and_coordinator(pipeline: tuple[Path, str]) -> None:
@@ -67,8 +67,11 @@ def test_logs_show_trials_on_workers_and_coordinator(pipeline: tuple[Path, str])
     assert re.search(r"\[tuner[01]\] \S+ trial \d epoch 2/2: .*val_accuracy=0\.\d{4}", out)
     assert re.search(r"\[tuner[01]\] \S+ trial \d end: COMPLETED", out)
     for done in range(1, 5):
-        assert re.search(rf"\[coordinator\] \S+ trial {done}/4 done: val_accuracy=0\.\d{{4}} \(best 0\.\d{{4}}\) "
-                         r"\[trial \d on tuner[01], \d+s\]", out)
+        assert re.search(
+            rf"\[coordinator\] \S+ trial {done}/4 done: val_accuracy=0\.\d{{4}} \(best 0\.\d{{4}}\) "
+            r"\[trial \d on tuner[01], \d+s\]",
+            out,
+        )
     assert "absl::InitializeLog" not in out
 
 
@@ -81,8 +84,13 @@ def test_export_loads_in_a_fresh_process_with_the_contract(pipeline: tuple[Path,
     card = json.loads((version_dir / "fmtune.json").read_text())
     assert card["version"] == 1 and card["dataset"] == "synthetic" and len(card["class_names"]) == 10
     assert card["test_metrics"]["accuracy"] == pytest.approx(res.test_accuracy)
-    done = subprocess.run([sys.executable, "-c", LOAD_AND_CHECK, str(version_dir), str(synthetic_dir)],
-                          capture_output=True, text=True, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_CHECK, str(version_dir), str(synthetic_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     checked = json.loads(done.stdout.strip().splitlines()[-1])
     assert checked["input"] == ["image", "uint8", [None, 28, 28]]
     assert checked["outputs"] == {"probabilities": ["float32", [None, 10]], "class_id": ["int64", [None]]}

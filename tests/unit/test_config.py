@@ -32,12 +32,17 @@ def test_layers_file_env_and_set_in_order(tmp_path: Path) -> None:
 
 
 def test_hyperparameter_shorthand() -> None:
-    cfg = config.load("quick", None, [
-        "search.hyperparameters.units=[64, 128]",
-        "search.hyperparameters.dropout={min: 0.1, max: 0.3}",
-        "search.hyperparameters.num_layers={min: 1, max: 2}",
-        "search.hyperparameters.learning_rate=0.001",
-    ], environ={})
+    cfg = config.load(
+        "quick",
+        None,
+        [
+            "search.hyperparameters.units=[64, 128]",
+            "search.hyperparameters.dropout={min: 0.1, max: 0.3}",
+            "search.hyperparameters.num_layers={min: 1, max: 2}",
+            "search.hyperparameters.learning_rate=0.001",
+        ],
+        environ={},
+    )
     hps = cfg.search.hyperparameters
     assert hps["units"] == Choice(values=[64, 128])
     assert hps["dropout"] == FloatRange(min=0.1, max=0.3)
@@ -48,8 +53,12 @@ def test_hyperparameter_shorthand() -> None:
 
 def test_one_message_per_bad_field() -> None:
     with pytest.raises(ConfigError) as info:
-        config.load("quick", None, ["search.max_trials=0", "search.algorithm=annealing", "val_fraction=2",
-                                    "nonsense=1"], environ={})
+        config.load(
+            "quick",
+            None,
+            ["search.max_trials=0", "search.algorithm=annealing", "val_fraction=2", "nonsense=1"],
+            environ={},
+        )
     problems = info.value.problems
     assert len(problems) == 4, problems
     text = "\n".join(problems)
@@ -58,7 +67,7 @@ def test_one_message_per_bad_field() -> None:
 
 
 def test_unknown_hyperparameter_is_named() -> None:
-    with pytest.raises(ConfigError, match="search.hyperparameters.filters: not a hyperparameter of 'mlp'"):
+    with pytest.raises(ConfigError, match=r"search\.hyperparameters\.filters: not a hyperparameter of 'mlp'"):
         config.load("quick", None, ["search.hyperparameters.filters=[32]"], environ={})
 
 
@@ -70,8 +79,9 @@ def test_bad_range_is_named() -> None:
 def test_grid_needs_a_finite_space() -> None:
     with pytest.raises(ConfigError, match="grid search needs a finite value set for 'learning_rate'"):
         config.load("quick", None, ["search.algorithm=grid"], environ={})
-    cfg = config.load("quick", None, ["search.algorithm=grid", "search.hyperparameters.learning_rate=[0.001, 0.01]"],
-                      environ={})
+    cfg = config.load(
+        "quick", None, ["search.algorithm=grid", "search.hyperparameters.learning_rate=[0.001, 0.01]"], environ={}
+    )
     assert cfg.search.algorithm == "grid"
 
 
@@ -94,8 +104,9 @@ def test_digest_follows_settings() -> None:
 
 
 def test_cli_exits_2_and_starts_nothing(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["tune", "--set", "search.max_trials=-1", "--set", "search.epochs=0",
-                                      "--workdir", str(tmp_path / "runs")])
+    result = CliRunner().invoke(
+        app, ["tune", "--set", "search.max_trials=-1", "--set", "search.epochs=0", "--workdir", str(tmp_path / "runs")]
+    )
     assert result.exit_code == 2
     assert "search.max_trials" in result.output and "search.epochs" in result.output
     assert not (tmp_path / "runs").exists()

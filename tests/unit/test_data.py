@@ -62,7 +62,7 @@ def test_unknown_dataset(tmp_path: Path) -> None:
 def test_wrong_dataset_in_place_is_identified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files of the right names but from another dataset are named as such."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    mnist_labels = (SHARED_DATA / "mnist" / "t10k-labels-idx1-ubyte.gz")
+    mnist_labels = SHARED_DATA / "mnist" / "t10k-labels-idx1-ubyte.gz"
     if not mnist_labels.is_file():
         pytest.skip(f"{mnist_labels} not present")
     folder = tmp_path / "fashion-mnist"

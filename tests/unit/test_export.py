@@ -14,8 +14,15 @@ VALUES = {"num_layers": 1, "units_0": 16, "dropout_0": 0.1, "learning_rate": 1e-
 
 
 def card(**overrides: object) -> ModelCard:
-    fields = {"model_name": "clf", "dataset": "synthetic", "class_names": [str(i) for i in range(10)],
-              "family": "mlp", "hyperparameters": VALUES, "config_digest": "abc", "experiment": "t"}
+    fields = {
+        "model_name": "clf",
+        "dataset": "synthetic",
+        "class_names": [str(i) for i in range(10)],
+        "family": "mlp",
+        "hyperparameters": VALUES,
+        "config_digest": "abc",
+        "experiment": "t",
+    }
     return ModelCard(**{**fields, **overrides})  # type: ignore[arg-type]
 
 

@@ -15,14 +15,21 @@ def test_worker_contract() -> None:
     assert role.address == "fmtune-oracle:8000" and role.env() == env
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"KERASTUNER_ORACLE_IP": "h", "KERASTUNER_ORACLE_PORT": "1"}, "KERASTUNER_TUNER_ID is not set"),
-    ({"KERASTUNER_TUNER_ID": "chief-helper", "KERASTUNER_ORACLE_IP": "h", "KERASTUNER_ORACLE_PORT": "1"},
-     "must not contain 'chief'"),
-    ({"KERASTUNER_TUNER_ID": "tuner0", "KERASTUNER_ORACLE_PORT": "1"}, "KERASTUNER_ORACLE_IP is not set"),
-    ({"KERASTUNER_TUNER_ID": "tuner0", "KERASTUNER_ORACLE_IP": "h", "KERASTUNER_ORACLE_PORT": "http"},
-     "must be a port number"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KERASTUNER_ORACLE_IP": "h", "KERASTUNER_ORACLE_PORT": "1"}, "KERASTUNER_TUNER_ID is not set"),
+        (
+            {"KERASTUNER_TUNER_ID": "chief-helper", "KERASTUNER_ORACLE_IP": "h", "KERASTUNER_ORACLE_PORT": "1"},
+            "must not contain 'chief'",
+        ),
+        ({"KERASTUNER_TUNER_ID": "tuner0", "KERASTUNER_ORACLE_PORT": "1"}, "KERASTUNER_ORACLE_IP is not set"),
+        (
+            {"KERASTUNER_TUNER_ID": "tuner0", "KERASTUNER_ORACLE_IP": "h", "KERASTUNER_ORACLE_PORT": "http"},
+            "must be a port number",
+        ),
+    ],
+)
 def test_worker_errors(env: dict[str, str], message: str) -> None:
     with pytest.raises(RoleError, match=message):
         roles.from_env(False, env)

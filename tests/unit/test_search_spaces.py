@@ -24,8 +24,7 @@ def test_each_family_trains_a_step_on_uint8_images(family: str, tiny: data.Datas
     model = hm.build(hp)
     assert model.inputs[0].dtype == "uint8" and tuple(model.inputs[0].shape) == (None, 28, 28)
     assert set(DEFAULTS[family]) <= {name.rsplit("_", 1)[0] if name[-1].isdigit() else name for name in hp.values}
-    history = hm.fit(hp, model, tiny.train.images[:64], tiny.train.labels[:64], epochs=1, steps_per_epoch=1,
-                     verbose=0)
+    history = hm.fit(hp, model, tiny.train.images[:64], tiny.train.labels[:64], epochs=1, steps_per_epoch=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     probabilities = model.predict(tiny.test.images[:3], verbose=0)
     assert probabilities.shape == (3, 10)
@@ -33,8 +32,17 @@ def test_each_family_trains_a_step_on_uint8_images(family: str, tiny: data.Datas
 
 
 def test_mlp_depth_follows_num_layers() -> None:
-    values = {"num_layers": 3, "units_0": 64, "units_1": 128, "units_2": 192, "dropout_0": 0.1,
-              "dropout_1": 0.2, "dropout_2": 0.3, "learning_rate": 1e-3, "batch_size": 32}
+    values = {
+        "num_layers": 3,
+        "units_0": 64,
+        "units_1": 128,
+        "units_2": 192,
+        "dropout_0": 0.1,
+        "dropout_1": 0.2,
+        "dropout_2": 0.3,
+        "learning_rate": 1e-3,
+        "batch_size": 32,
+    }
     model, hp = build_from_values("mlp", values)
     dense = [layer.units for layer in model.layers if layer.__class__.__name__ == "Dense"]
     assert dense == [64, 128, 192, 10]
@@ -42,8 +50,9 @@ def test_mlp_depth_follows_num_layers() -> None:
 
 
 def test_overrides_narrow_the_space() -> None:
-    cfg = config.load("quick", None, ["search.hyperparameters.units=[96]", "search.hyperparameters.num_layers=1"],
-                      environ={})
+    cfg = config.load(
+        "quick", None, ["search.hyperparameters.units=[96]", "search.hyperparameters.num_layers=1"], environ={}
+    )
     hp = kt.HyperParameters()
     hypermodel("mlp", cfg.search.hyperparameters).build(hp)
     assert hp.values["units_0"] == 96 and hp.values["num_layers"] == 1
@@ -52,15 +61,35 @@ def test_overrides_narrow_the_space() -> None:
 
 def test_grid_enumerates_exactly_the_declared_grid(tiny: data.Dataset, tmp_path: Path) -> None:
     grid = {"units": [16, 32], "dropout": [0.1, 0.3], "learning_rate": [0.001, 0.01]}
-    cfg = config.load(None, None, [
-        "search.family=mlp", "search.algorithm=grid", "search.max_trials=50", "search.epochs=1",
-        "search.hyperparameters.num_layers=1", "search.hyperparameters.batch_size=128",
-        *(f"search.hyperparameters.{k}={v}" for k, v in grid.items()),
-    ], environ={})
+    cfg = config.load(
+        None,
+        None,
+        [
+            "search.family=mlp",
+            "search.algorithm=grid",
+            "search.max_trials=50",
+            "search.epochs=1",
+            "search.hyperparameters.num_layers=1",
+            "search.hyperparameters.batch_size=128",
+            *(f"search.hyperparameters.{k}={v}" for k, v in grid.items()),
+        ],
+        environ={},
+    )
     tuner = FmtuneTuner(cfg, tmp_path)
-    tuner.search(tiny.train.images[:200], tiny.train.labels[:200],
-                 validation_data=(tiny.val.images, tiny.val.labels), epochs=1, verbose=0)
-    seen = sorted((t.hyperparameters.values["units_0"], t.hyperparameters.values["dropout_0"],
-                   t.hyperparameters.values["learning_rate"]) for t in tuner.oracle.trials.values())
+    tuner.search(
+        tiny.train.images[:200],
+        tiny.train.labels[:200],
+        validation_data=(tiny.val.images, tiny.val.labels),
+        epochs=1,
+        verbose=0,
+    )
+    seen = sorted(
+        (
+            t.hyperparameters.values["units_0"],
+            t.hyperparameters.values["dropout_0"],
+            t.hyperparameters.values["learning_rate"],
+        )
+        for t in tuner.oracle.trials.values()
+    )
     assert seen == sorted(itertools.product(grid["units"], grid["dropout"], grid["learning_rate"]))
     assert all(t.status == "COMPLETED" for t in tuner.oracle.trials.values())

@@ -72,29 +72,37 @@ def trial_records(oracle: Any) -> list[TrialRecord]:
                 per_step.setdefault(int(obs.step), {})[name] = float(obs.mean())
         meta = oracle.record.get(trial_id, {})
         started, ended = meta.get("started"), meta.get("ended")
-        records.append(TrialRecord(
-            trial_id=trial_id,
-            status=trial.status,
-            worker=meta.get("worker"),
-            hyperparameters=active_values(trial.hyperparameters),
-            score=None if trial.score is None else float(trial.score),
-            best_epoch=trial.best_step,
-            history=[EpochMetrics(epoch=s, metrics=m) for s, m in sorted(per_step.items())],
-            seconds=(ended - started) if started and ended else None,
-            started_at=_timestamp(started),
-            ended_at=_timestamp(ended),
-            message=trial.message,
-        ))
+        records.append(
+            TrialRecord(
+                trial_id=trial_id,
+                status=trial.status,
+                worker=meta.get("worker"),
+                hyperparameters=active_values(trial.hyperparameters),
+                score=None if trial.score is None else float(trial.score),
+                best_epoch=trial.best_step,
+                history=[EpochMetrics(epoch=s, metrics=m) for s, m in sorted(per_step.items())],
+                seconds=(ended - started) if started and ended else None,
+                started_at=_timestamp(started),
+                ended_at=_timestamp(ended),
+                message=trial.message,
+            )
+        )
     return records
 
 
 def run(cfg: ExperimentConfig, role: Role, *, retrain: bool = True) -> Results:
     """Search, then (unless told not to) retrain the best trial, evaluate and export it."""
     experiment_dir = cfg.experiment_dir
-    dataset = data.load(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                        download=cfg.download)
-    log.info("coordinator: experiment %s, %s from %s, %s search over %s, %d trials",
-             cfg.name, cfg.dataset, dataset.source, cfg.search.algorithm, cfg.search.family, cfg.search.max_trials)
+    dataset = data.load(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download)
+    log.info(
+        "coordinator: experiment %s, %s from %s, %s search over %s, %d trials",
+        cfg.name,
+        cfg.dataset,
+        dataset.source,
+        cfg.search.algorithm,
+        cfg.search.family,
+        cfg.search.max_trials,
+    )
     tuner = FmtuneTuner(cfg, experiment_dir / "oracle")
     oracle = tuner.oracle
     oracle.verbose = 0
@@ -108,8 +116,13 @@ def run(cfg: ExperimentConfig, role: Role, *, retrain: bool = True) -> Results:
 
     best = oracle.get_best_trials(1)
     record = Results(
-        experiment=cfg.name, dataset=cfg.dataset, family=cfg.search.family, algorithm=cfg.search.algorithm,
-        objective=cfg.search.objective, max_trials=cfg.search.max_trials, config_digest=cfg.digest(),
+        experiment=cfg.name,
+        dataset=cfg.dataset,
+        family=cfg.search.family,
+        algorithm=cfg.search.algorithm,
+        objective=cfg.search.objective,
+        max_trials=cfg.search.max_trials,
+        config_digest=cfg.digest(),
         trials=trial_records(oracle),
         best_trial_id=best[0].trial_id if best else None,
         best_hyperparameters=active_values(best[0].hyperparameters) if best else None,
@@ -117,7 +130,9 @@ def run(cfg: ExperimentConfig, role: Role, *, retrain: bool = True) -> Results:
     )
     results.save(record, experiment_dir)
     counts = {s: sum(t.status == s for t in record.trials) for s in {t.status for t in record.trials}}
-    log.info("search done in %.0fs: %s", tuning_seconds, ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    log.info(
+        "search done in %.0fs: %s", tuning_seconds, ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+    )
     if not best:
         raise SearchError("no trial completed, so there is nothing to retrain; see results.json for the errors")
     log.info("best trial %s: %s=%.4f", best[0].trial_id, cfg.search.objective.name, best[0].score)
@@ -132,17 +147,25 @@ def retrain_and_export(cfg: ExperimentConfig, record: Results, dataset: data.Dat
     assert record.best_hyperparameters is not None
     model, retrained = retrain(cfg, record.best_hyperparameters, dataset)
     card = ModelCard(
-        model_name=cfg.model_name, dataset=cfg.dataset, class_names=list(dataset.spec.class_names),
-        family=cfg.search.family, hyperparameters=record.best_hyperparameters,
+        model_name=cfg.model_name,
+        dataset=cfg.dataset,
+        class_names=list(dataset.spec.class_names),
+        family=cfg.search.family,
+        hyperparameters=record.best_hyperparameters,
         val_metrics=retrained.holdout_metrics,
         test_metrics={"accuracy": retrained.test_accuracy, "loss": retrained.test_loss},
-        config_digest=cfg.digest(), experiment=cfg.name,
+        config_digest=cfg.digest(),
+        experiment=cfg.name,
     )
     version, path = publish(model, cfg.model_repo, card)
-    record = record.model_copy(update={
-        "retrain": retrained, "test_accuracy": retrained.test_accuracy,
-        "exported_version": version, "export_path": str(Path(path).resolve()),
-    })
+    record = record.model_copy(
+        update={
+            "retrain": retrained,
+            "test_accuracy": retrained.test_accuracy,
+            "exported_version": version,
+            "export_path": str(Path(path).resolve()),
+        }
+    )
     results.save(record, cfg.experiment_dir)
     log.info("test accuracy %.4f; model %s version %d at %s", retrained.test_accuracy, cfg.model_name, version, path)
     return record

@@ -7,6 +7,7 @@ this process stops every child: they run in their own sessions with a parent-dea
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -33,10 +34,8 @@ WORKER_EXIT_GRACE_SECONDS = 15.0
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 @dataclass
@@ -52,8 +51,16 @@ class Child:
 class LocalCluster:
     """Runs the processes of one search and returns the coordinator's exit code."""
 
-    def __init__(self, config_path: Path, workers: int, port: int, threads_per_worker: int = 1,
-                 max_restarts: int = 3, out: TextIO | None = None, extra_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        config_path: Path,
+        workers: int,
+        port: int,
+        threads_per_worker: int = 1,
+        max_restarts: int = 3,
+        out: TextIO | None = None,
+        extra_env: dict[str, str] | None = None,
+    ):
         self.out = out or sys.stdout
         self.max_restarts = max_restarts
         self._lock = threading.Lock()
@@ -61,11 +68,15 @@ class LocalCluster:
         base = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(extra_env or {})}
         cmd = [sys.executable, "-m", "fmtune"]
         chief = Role(CHIEF, "127.0.0.1", port)
-        self.coordinator = Child("coordinator", [*cmd, "coordinator", "--config", str(config_path)],
-                                 {**base, **chief.env()})
+        self.coordinator = Child(
+            "coordinator", [*cmd, "coordinator", "--config", str(config_path)], {**base, **chief.env()}
+        )
         self.workers = [
-            Child(tid, [*cmd, "worker", "--config", str(config_path), "--threads", str(threads_per_worker)],
-                  {**base, **Role(tid, "127.0.0.1", port).env()})
+            Child(
+                tid,
+                [*cmd, "worker", "--config", str(config_path), "--threads", str(threads_per_worker)],
+                {**base, **Role(tid, "127.0.0.1", port).env()},
+            )
             for tid in (worker_id(i) for i in range(workers))
         ]
 
@@ -76,8 +87,13 @@ class LocalCluster:
 
     def _start(self, child: Child) -> None:
         child.proc = subprocess.Popen(
-            child.argv, env=child.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
+            child.argv,
+            env=child.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         child.pump = threading.Thread(target=self._pump, args=(child, child.proc), daemon=True)
         child.pump.start()
@@ -128,8 +144,10 @@ class LocalCluster:
             child.restarts = -1
             return
         child.restarts += 1
-        self.say("fmtune", f"{child.name} exited with {code}; restarting it under the same id "
-                           f"({child.restarts}/{self.max_restarts})")
+        self.say(
+            "fmtune",
+            f"{child.name} exited with {code}; restarting it under the same id ({child.restarts}/{self.max_restarts})",
+        )
         self._start(child)
 
     def _await_workers(self) -> None:
@@ -137,10 +155,8 @@ class LocalCluster:
         deadline = time.monotonic() + WORKER_EXIT_GRACE_SECONDS
         for child in self.workers:
             if child.proc is not None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
 
     def _stop_all(self) -> None:
         live = [c.proc for c in self._children() if c.proc is not None and c.proc.poll() is None]
@@ -159,7 +175,5 @@ class LocalCluster:
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass

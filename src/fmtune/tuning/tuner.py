@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import keras_tuner as kt
 from keras_tuner.src import protos
-from keras_tuner.src.engine import conditions
+from keras_tuner.src.engine import conditions, metrics_tracking
 from keras_tuner.src.engine import trial as trial_module
 
 from fmtune.config import ExperimentConfig
@@ -22,6 +22,8 @@ from fmtune.report import format_metrics, format_values
 from fmtune.search_spaces import hypermodel
 
 log = logging.getLogger("fmtune")
+# Type checkers see the mixin as an Oracle; at run time it is mixed into the chosen oracle class.
+_OracleBase: type = kt.Oracle if TYPE_CHECKING else object
 PROJECT = "search"
 ORACLE_CLASSES: dict[str, type[kt.Oracle]] = {
     "bayesian": kt.oracles.BayesianOptimizationOracle,
@@ -34,8 +36,15 @@ ORACLE_CLASSES: dict[str, type[kt.Oracle]] = {
 def _parent_to_proto(self: conditions.Parent) -> Any:
     """keras-tuner 1.4.8's ``Parent.to_proto`` prints a debug line on every call; same code, silent."""
     first = self.values[0]
-    kind = ("string_value" if isinstance(first, str) else "boolean_value" if isinstance(first, bool)
-            else "int_value" if isinstance(first, int) else "float_value")
+    kind = (
+        "string_value"
+        if isinstance(first, str)
+        else "boolean_value"
+        if isinstance(first, bool)
+        else "int_value"
+        if isinstance(first, int)
+        else "float_value"
+    )
     proto = protos.get_proto()
     values = [proto.Value(**{kind: v}) for v in self.values]
     return proto.Condition(parent=proto.Condition.Parent(name=self.name, values=values))
@@ -51,7 +60,7 @@ def active_values(hp: kt.HyperParameters) -> dict[str, Any]:
     }
 
 
-class RecordingOracle:
+class RecordingOracle(_OracleBase):
     """Mixin for a Keras Tuner oracle: who ran each trial, when, and a log line per finished trial.
 
     The record is part of the oracle's saved state, so it survives a coordinator restart.
@@ -63,36 +72,42 @@ class RecordingOracle:
 
     @kt.synchronized
     def create_trial(self, tuner_id: str) -> Any:
-        trial = super().create_trial(tuner_id)  # type: ignore[misc]
+        held = self.ongoing_trials.get(tuner_id)
+        if held is not None:
+            # A worker asking again while holding a trial has restarted: it re-runs the trial from
+            # scratch, so the epochs it reported before the restart no longer count.
+            held.metrics = metrics_tracking.MetricsTracker()
+            log.info("%s came back: it re-runs trial %s from the start", tuner_id, held.trial_id)
+        trial = super().create_trial(tuner_id)
         if trial.status == trial_module.TrialStatus.RUNNING:
-            entry = self.record.setdefault(trial.trial_id, {})
-            entry.update(worker=tuner_id, started=time.time(), ended=None)
-            log.info("trial %s started on %s: %s", trial.trial_id, tuner_id, format_values(active_values(trial.hyperparameters)))
+            self.record.setdefault(trial.trial_id, {}).update(worker=tuner_id, started=time.time(), ended=None)
+            values = format_values(active_values(trial.hyperparameters))
+            log.info("trial %s started on %s: %s", trial.trial_id, tuner_id, values)
         return trial
 
     @kt.synchronized
     def end_trial(self, trial: Any) -> None:
-        super().end_trial(trial)  # type: ignore[misc]
-        stored = self.trials[trial.trial_id]  # type: ignore[attr-defined]
-        self.record.setdefault(trial.trial_id, {})["ended"] = time.time()
-        self.save()  # type: ignore[attr-defined]
-        finished = sum(t.status in ("COMPLETED", "FAILED", "STOPPED") for t in self.trials.values())  # type: ignore[attr-defined]
-        best = self.get_best_trials(1)  # type: ignore[attr-defined]
+        entry = self.record.setdefault(trial.trial_id, {})
+        entry["ended"] = time.time()
+        super().end_trial(trial)
+        stored = self.trials[trial.trial_id]
+        finished = sum(t.status in ("COMPLETED", "FAILED", "STOPPED") for t in self.trials.values())
+        best = self.get_best_trials(1)
         best_text = f"{best[0].score:.4f}" if best and best[0].score is not None else "n/a"
-        entry = self.record[trial.trial_id]
-        where = f"[trial {trial.trial_id} on {entry.get('worker')}, {entry['ended'] - entry.get('started', entry['ended']):.0f}s]"
-        progress = f"trial {finished}/{self.max_trials or '?'}"  # type: ignore[attr-defined]
+        seconds = entry["ended"] - entry.get("started", entry["ended"])
+        where = f"[trial {trial.trial_id} on {entry.get('worker')}, {seconds:.0f}s]"
+        progress = f"trial {finished}/{self.max_trials or '?'}"
         if stored.status == "COMPLETED":
-            log.info("%s done: %s=%.4f (best %s) %s", progress, self.objective.name, stored.score, best_text, where)  # type: ignore[attr-defined]
+            log.info("%s done: %s=%.4f (best %s) %s", progress, self.objective.name, stored.score, best_text, where)
         else:
             reason = (stored.message or "").strip().splitlines()[-1:] or [""]
             log.info("%s %s: %s (best %s) %s", progress, stored.status.lower(), reason[0], best_text, where)
 
     def get_state(self) -> dict[str, Any]:
-        return {**super().get_state(), "fmtune_record": self.record}  # type: ignore[misc]
+        return {**super().get_state(), "fmtune_record": self.record}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        super().set_state(state)  # type: ignore[misc]
+        super().set_state(state)
         self.record = state.get("fmtune_record", {})
 
 
@@ -169,7 +184,14 @@ class FmtuneTuner(kt.Tuner):
         metrics = {k: float(v) for k, v in (logs or {}).items()}
         status = self.oracle.update_trial(trial.trial_id, metrics, step=epoch)
         seconds = time.monotonic() - self._epoch_started
-        log.info("trial %s epoch %d/%s: %s (%.1fs)", trial.trial_id, epoch + 1, self._epochs(trial), format_metrics(metrics), seconds)
+        log.info(
+            "trial %s epoch %d/%s: %s (%.1fs)",
+            trial.trial_id,
+            epoch + 1,
+            self._epochs(trial),
+            format_metrics(metrics),
+            seconds,
+        )
         if getattr(status, "status", None) == trial_module.TrialStatus.STOPPED:
             log.info("trial %s stopped early by the coordinator", trial.trial_id)
             model.stop_training = True

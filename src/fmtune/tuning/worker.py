@@ -37,16 +37,24 @@ def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
     limit_threads(threads)
     from fmtune.tuning.tuner import FmtuneTuner, fit_callbacks
 
-    dataset = data.load(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                        download=cfg.download)
+    dataset = data.load(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download)
     train = training_split(cfg, dataset)
-    log.info("worker %s: coordinator %s, %s (%d train / %d val images)", role.tuner_id, role.address,
-             cfg.dataset, len(train), len(dataset.val))
+    log.info(
+        "worker %s: coordinator %s, %s (%d train / %d val images)",
+        role.tuner_id,
+        role.address,
+        cfg.dataset,
+        len(train),
+        len(dataset.val),
+    )
     workers_dir = cfg.experiment_dir / "workers"
     tuner = FmtuneTuner(cfg, workers_dir / role.tuner_id, checkpoint_root=workers_dir)
     tuner.search(
-        train.images, train.labels,
+        train.images,
+        train.labels,
         validation_data=(dataset.val.images, dataset.val.labels),
-        epochs=cfg.search.epochs, callbacks=fit_callbacks(cfg), verbose=0,
+        epochs=cfg.search.epochs,
+        callbacks=fit_callbacks(cfg),
+        verbose=0,
     )
     log.info("worker %s: the coordinator says the search is over", role.tuner_id)
