@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install run data test test-slow lint typecheck clean
+.PHONY: install run data test test-slow bench protos lint typecheck clean
 
 install: $(STAMP)
 
@@ -37,6 +37,16 @@ test: lint typecheck
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+# Benchmarks write reports/*.json and reports/*.md.
+bench: install
+	$(BIN)/python -m tests.bench.serving
+
+# The client's TensorFlow-free messages, generated with protobuf 6.31 gencode (runs on protobuf 6.31+ and 7).
+protos:
+	$(PYTHON) -m venv .venv-protos
+	.venv-protos/bin/python -m pip install --quiet 'grpcio-tools==1.75.1'
+	cd src && ../.venv-protos/bin/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. fmtune/wire/serving.proto
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -229,5 +229,47 @@ def show_results(path: Path, top: int) -> None:
         print_results(results.load(file), top=top)
 
 
+@app.command()
+def serve(
+    model_repo: Annotated[Path, typer.Option(help="model repository (holds <model-name>/<version>/)")] = Path("models"),
+    model_name: Annotated[str, typer.Option(help="model to serve")] = "fmtune",
+    grpc_port: Annotated[int, typer.Option(help="gRPC port")] = 8500,
+    rest_port: Annotated[int, typer.Option(help="REST port")] = 8501,
+    host: Annotated[str, typer.Option(help="bind address")] = "0.0.0.0",
+    poll_seconds: Annotated[float, typer.Option(help="how often to look for new versions")] = 1.0,
+    builtin: Annotated[bool, typer.Option("--builtin", help="never use tensorflow_model_server")] = False,
+) -> None:
+    """Serve the model over TF Serving's gRPC and REST APIs (tensorflow_model_server if on PATH)."""
+    setup_logging()
+    from fmtune.serving.server import serve as run_server
+
+    try:
+        run_server(model_repo, model_name, grpc_port, rest_port, host, poll_seconds, builtin)
+    except OSError as exc:
+        fail(str(exc))
+
+
+@app.command("predict")
+def predict_cmd(
+    images: Annotated[list[Path] | None, typer.Argument(help="PNG or JPEG files")] = None,
+    target: Annotated[str, typer.Option(help="gRPC HOST:PORT, or REST http://HOST:PORT")] = "localhost:8500",
+    sample: Annotated[int, typer.Option(min=0, help="classify N random test-set images instead")] = 0,
+    model_name: Annotated[str, typer.Option(help="served model name")] = "fmtune",
+    dataset: Annotated[str, typer.Option(help="dataset for class names and --sample")] = "fashion_mnist",
+    data_dir: DataDirOpt = None,
+    version: Annotated[int | None, typer.Option(help="model version (default: the served one)")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds per call")] = 10.0,
+    seed: Annotated[int | None, typer.Option(help="seed for --sample")] = None,
+) -> None:
+    """Classify images with a served model and print a table."""
+    from fmtune.predict import run_predict
+
+    if bool(images) == bool(sample):
+        fail("give image files or --sample N (one of the two)", 2)
+    data_dir = data_dir or (Path(os.environ["FMTUNE_DATA_DIR"]) if os.environ.get("FMTUNE_DATA_DIR") else None)
+    code = run_predict(target, model_name, dataset, images or [], sample, data_dir, version, timeout, seed)
+    raise typer.Exit(code)
+
+
 def main() -> None:
     app()

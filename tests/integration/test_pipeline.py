@@ -12,7 +12,7 @@ import pytest
 
 from fmtune import results
 
-from .helpers import run, tune_argv
+from .helpers import run
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -31,15 +31,6 @@ print(json.dumps({
     "accuracy": float(np.mean(out["class_id"].numpy() == test.labels)),
 }))
 """
-
-
-@pytest.fixture(scope="module")
-def pipeline(synthetic_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    workdir = tmp_path_factory.mktemp("pipeline")
-    argv = tune_argv(synthetic_dir, workdir, "--set", "search.algorithm=bayesian", trials=4)
-    done = run(argv, workdir)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return workdir, done.stdout
 
 
 def test_bayesian_search_runs_exactly_max_trials(pipeline: tuple[Path, str]) -> None:

@@ -97,14 +97,28 @@ def test_grid_enumerates_exactly_the_declared_grid(tiny: data.Dataset, tmp_path:
 
 @pytest.mark.parametrize("algorithm", ["random", "bayesian", "hyperband"])
 def test_each_algorithm_searches(algorithm: str, tiny: data.Dataset, tmp_path: Path) -> None:
-    cfg = config.load(None, None, [
-        f"search.algorithm={algorithm}", "search.max_trials=4", "search.epochs=3", "search.hyperband_factor=3",
-        "search.hyperparameters.units=[16, 32]", "search.hyperparameters.num_layers=1",
-        "search.hyperparameters.batch_size=64",
-    ], environ={})
+    cfg = config.load(
+        None,
+        None,
+        [
+            f"search.algorithm={algorithm}",
+            "search.max_trials=4",
+            "search.epochs=3",
+            "search.hyperband_factor=3",
+            "search.hyperparameters.units=[16, 32]",
+            "search.hyperparameters.num_layers=1",
+            "search.hyperparameters.batch_size=64",
+        ],
+        environ={},
+    )
     tuner = FmtuneTuner(cfg, tmp_path / "tuner0", checkpoint_root=tmp_path)
-    tuner.search(tiny.train.images[:200], tiny.train.labels[:200],
-                 validation_data=(tiny.val.images, tiny.val.labels), epochs=3, verbose=0)
+    tuner.search(
+        tiny.train.images[:200],
+        tiny.train.labels[:200],
+        validation_data=(tiny.val.images, tiny.val.labels),
+        epochs=3,
+        verbose=0,
+    )
     trials = list(tuner.oracle.trials.values())
     assert len(trials) == 4 and all(t.status == "COMPLETED" and t.score is not None for t in trials)
     if algorithm == "hyperband":

@@ -1,0 +1,67 @@
+"""numpy arrays <-> the wire TensorProto, encoded exactly as ``tf.make_tensor_proto`` does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fmtune.wire import serving_pb2 as pb
+
+_DTYPES: dict[np.dtype[Any], int] = {
+    np.dtype(np.float32): pb.DT_FLOAT,
+    np.dtype(np.float64): pb.DT_DOUBLE,
+    np.dtype(np.int32): pb.DT_INT32,
+    np.dtype(np.uint8): pb.DT_UINT8,
+    np.dtype(np.int16): pb.DT_INT16,
+    np.dtype(np.int8): pb.DT_INT8,
+    np.dtype(np.int64): pb.DT_INT64,
+    np.dtype(np.bool_): pb.DT_BOOL,
+}
+_NUMPY: dict[int, np.dtype[Any]] = {code: dtype for dtype, code in _DTYPES.items()}
+# The typed repeated field each dtype uses when tensor_content is empty.
+_VALUE_FIELDS = {
+    pb.DT_FLOAT: "float_val",
+    pb.DT_DOUBLE: "double_val",
+    pb.DT_INT32: "int_val",
+    pb.DT_UINT8: "int_val",
+    pb.DT_INT16: "int_val",
+    pb.DT_INT8: "int_val",
+    pb.DT_INT64: "int64_val",
+    pb.DT_BOOL: "bool_val",
+}
+
+
+def dtype_name(code: int) -> str:
+    return pb.DataType.Name(code) if code in pb.DataType.values() else f"DT_{code}"
+
+
+def to_proto(array: np.ndarray, message: type[Any] = pb.TensorProto) -> Any:
+    """Raw little-endian bytes in ``tensor_content``, as TensorFlow writes numeric tensors.
+
+    ``message`` may be TensorFlow's own TensorProto class: its fields and dtype codes are the same.
+    """
+    array = np.ascontiguousarray(array)
+    if array.dtype not in _DTYPES:
+        raise TypeError(f"dtype {array.dtype} has no TensorProto encoding here")
+    proto = message(dtype=_DTYPES[array.dtype])
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    proto.tensor_content = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return proto
+
+
+def from_proto(proto: Any) -> np.ndarray:
+    if proto.dtype not in _NUMPY:
+        raise TypeError(f"cannot decode a {dtype_name(proto.dtype)} tensor")
+    dtype = _NUMPY[proto.dtype]
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+    values = np.asarray(getattr(proto, _VALUE_FIELDS[proto.dtype]), dtype=dtype)
+    count = int(np.prod(shape)) if shape else 1
+    if values.size == count:
+        return values.reshape(shape)
+    if values.size == 1:  # TensorFlow's shorthand: one value filling the whole tensor
+        return np.full(shape, values[0], dtype=dtype)
+    raise ValueError(f"tensor holds {values.size} values for shape {shape}")

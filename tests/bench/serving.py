@@ -1,0 +1,205 @@
+"""Serving benchmark: the built-in server over gRPC and REST against the SavedModel in-process.
+
+Run with `make bench`. Writes reports/serving.json and reports/serving.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+COMMAND = "make bench  (python -m tests.bench.serving)"
+VALUES = {
+    "num_layers": 2,
+    "units_0": 512,
+    "units_1": 256,
+    "dropout_0": 0.2,
+    "dropout_1": 0.2,
+    "learning_rate": 1e-3,
+    "batch_size": 128,
+}
+
+
+def latency_ms(call: Callable[[], Any], count: int, warmup: int = 30) -> dict[str, float]:
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return {
+        "p50_ms": statistics.median(samples),
+        "p99_ms": samples[int(len(samples) * 0.99) - 1],
+        "mean_ms": statistics.fmean(samples),
+        "calls": count,
+    }
+
+
+def throughput(call: Callable[[], Any], batch: int, seconds: float, concurrency: int) -> dict[str, float]:
+    """Images per second with ``concurrency`` callers in flight (the same for every path)."""
+    for _ in range(5):
+        call()
+    counts = [0] * concurrency
+    deadline = time.perf_counter() + seconds
+
+    def loop(slot: int) -> None:
+        while time.perf_counter() < deadline:
+            call()
+            counts[slot] += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return {
+        "images_per_s": sum(counts) * batch / elapsed,
+        "calls": sum(counts),
+        "batch": batch,
+        "concurrency": concurrency,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=2, help="callers in flight for throughput")
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from fmtune import export
+    from fmtune.client import FmtuneClient
+    from fmtune.search_spaces import build_from_values
+
+    repo = Path(tempfile.mkdtemp(prefix="fmtune-bench-")) / "models"
+    model, _ = build_from_values("mlp", VALUES)
+    card = export.ModelCard(
+        model_name="fmtune",
+        dataset="fashion_mnist",
+        class_names=[str(i) for i in range(10)],
+        family="mlp",
+        hyperparameters=VALUES,
+        config_digest="bench",
+        experiment="bench",
+    )
+    _, path = export.publish(model, repo, card)
+    rng = np.random.default_rng(0)
+    one, many = rng.integers(0, 256, (1, 28, 28), np.uint8), rng.integers(0, 256, (64, 28, 28), np.uint8)
+
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    results: dict[str, Any] = {
+        "in_process": {
+            "batch1": latency_ms(lambda: fn(image=tf.constant(one)), args.calls),
+            "batch64": throughput(lambda: fn(image=tf.constant(many)), 64, args.seconds, args.concurrency),
+        }
+    }
+
+    grpc_port, rest_port = free_port(), free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fmtune",
+            "serve",
+            "--builtin",
+            "--model-repo",
+            str(repo),
+            "--host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(grpc_port),
+            "--rest-port",
+            str(rest_port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for name, target in (("grpc", f"127.0.0.1:{grpc_port}"), ("rest", f"http://127.0.0.1:{rest_port}")):
+            with FmtuneClient(target, timeout=30) as client:
+                client.wait_until_ready(120)
+                results[name] = {
+                    "batch1": latency_ms(lambda c=client: c.predict(one), args.calls),
+                    "batch64": throughput(lambda c=client: c.predict(many), 64, args.seconds, args.concurrency),
+                }
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    base = results["in_process"]
+    for name in ("grpc", "rest"):
+        results[name]["batch1"]["p50_overhead_ms"] = results[name]["batch1"]["p50_ms"] - base["batch1"]["p50_ms"]
+        results[name]["batch64"]["ratio_to_in_process"] = (
+            results[name]["batch64"]["images_per_s"] / base["batch64"]["images_per_s"]
+        )
+    report = {
+        "command": COMMAND,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "model": f"mlp {VALUES}",
+        "results": results,
+        "targets": {"grpc_batch1_p50_overhead_ms_max": 2.0, "grpc_batch64_ratio_min": 0.7},
+        "met": {
+            "grpc_batch1_p50": results["grpc"]["batch1"]["p50_overhead_ms"] <= 2.0,
+            "grpc_batch64": results["grpc"]["batch64"]["ratio_to_in_process"] >= 0.7,
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serving.json").write_text(json.dumps(report, indent=2))
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"Command: `{COMMAND}`. Machine: {report['machine']}. Model: an MLP (2 x 512/256) exported by fmtune.",
+        "Latency: one caller, sequential calls. Throughput: the same number of callers in flight on every path "
+        f"({args.concurrency}). The server is the built-in one, in its own process; the client is the SDK.",
+        "",
+        "| path | batch 1 p50 (ms) | batch 1 p99 (ms) | p50 over in-process (ms) | batch 64 images/s | vs in-process |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("in_process", "grpc", "rest"):
+        r = results[name]
+        lines.append(
+            f"| {name} | {r['batch1']['p50_ms']:.2f} | {r['batch1']['p99_ms']:.2f} | "
+            f"{r['batch1'].get('p50_overhead_ms', 0):.2f} | {r['batch64']['images_per_s']:.0f} | "
+            f"{r['batch64'].get('ratio_to_in_process', 1):.2f}x |"
+        )
+    verdict = {k: "met" if v else "NOT met" for k, v in report["met"].items()}
+    lines += [
+        "",
+        f"Targets: gRPC batch-1 p50 within 2 ms of in-process: {verdict['grpc_batch1_p50']}; "
+        f"gRPC batch-64 throughput at least 0.7x in-process: {verdict['grpc_batch64']}.",
+    ]
+    (args.out / "serving.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
