@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from concurrent import futures
+import asyncio
+import threading
 from typing import Any
 
 import grpc
@@ -53,21 +54,21 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, manager: ModelManager):
         self.manager = manager
 
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             spec = request.model_spec
             servable = self.manager.resolve(spec.name, _version(spec), spec.version_label or None)
             inputs = {name: _to_array(proto) for name, proto in request.inputs.items()}
             outputs = predict.run(servable, spec.signature_name, inputs, list(request.output_filter))
         except ServingError as exc:
-            context.abort(exc.code, exc.message)
+            await context.abort(exc.code, exc.message)
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, self.manager.name, servable, spec.signature_name or predict.DEFAULT_SIGNATURE)
         for name, value in outputs.items():
             response.outputs[name].CopyFrom(_to_proto(value))
         return response
 
-    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             fields = list(request.metadata_field)
             if fields != ["signature_def"]:
@@ -80,7 +81,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             spec = request.model_spec
             servable = self.manager.resolve(spec.name, _version(spec), spec.version_label or None)
         except ServingError as exc:
-            context.abort(exc.code, exc.message)
+            await context.abort(exc.code, exc.message)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         _fill_spec(response.model_spec, self.manager.name, servable)
         signatures = get_model_metadata_pb2.SignatureDefMap()
@@ -94,11 +95,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, manager: ModelManager):
         self.manager = manager
 
-    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             found = self.manager.statuses(request.model_spec.name, _version(request.model_spec))
         except ServingError as exc:
-            context.abort(exc.code, exc.message)
+            await context.abort(exc.code, exc.message)
         response = get_model_status_pb2.GetModelStatusResponse()
         for servable in found:
             status = response.model_version_status.add(version=servable.version, state=servable.state)
@@ -108,16 +109,47 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def start(manager: ModelManager, address: str, threads: int = 8) -> grpc.Server:
-    options = [
-        ("grpc.max_send_message_length", MAX_MESSAGE),
-        ("grpc.max_receive_message_length", MAX_MESSAGE),
-        ("grpc.so_reuseport", 0),
-    ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
-    if server.add_insecure_port(address) == 0:
-        raise OSError(f"cannot listen on {address} (gRPC)")
-    server.start()
-    return server
+class GrpcServer:
+    """grpc.aio on its own event-loop thread, running each request inline on that one thread.
+
+    A predict is CPU work that TensorFlow already spreads over the cores; keeping every call on one
+    Python thread avoids a hand-off per request and keeps TensorFlow's per-thread caches warm
+    (with a thread pool, CNN requests hopping between threads cost about 2 ms more at batch 1).
+    """
+
+    def __init__(self, manager: ModelManager, address: str):
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(manager, address), name="grpc", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self, manager: ModelManager, address: str) -> None:
+        asyncio.set_event_loop(self._loop)
+        options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE),
+                   ("grpc.so_reuseport", 0)]
+        self._server = grpc.aio.server(options=options)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), self._server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), self._server)
+        try:
+            if self._server.add_insecure_port(address) == 0:
+                raise OSError(f"cannot listen on {address} (gRPC)")
+            self._loop.run_until_complete(self._server.start())
+        except BaseException as exc:
+            self._error = exc
+            return
+        finally:
+            self._started.set()
+        self._loop.run_forever()
+
+    def stop(self, grace: float = 1.0) -> None:
+        asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result(timeout=grace + 5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+def start(manager: ModelManager, address: str) -> GrpcServer:
+    return GrpcServer(manager, address)

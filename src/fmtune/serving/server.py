@@ -49,7 +49,7 @@ class BuiltinServer:
     def close(self) -> None:
         self.rest.shutdown()
         self.rest.server_close()
-        self.grpc.stop(grace=1).wait()
+        self.grpc.stop(grace=1)
         self.manager.stop()
 
 
