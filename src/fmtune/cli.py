@@ -241,10 +241,19 @@ def serve(
 ) -> None:
     """Serve the model over TF Serving's gRPC and REST APIs (tensorflow_model_server if on PATH)."""
     setup_logging()
+    from fmtune.serving.server import ServeOptions
     from fmtune.serving.server import serve as run_server
 
+    opts = ServeOptions(
+        model_repo=model_repo,
+        model_name=model_name,
+        grpc_port=grpc_port,
+        rest_port=rest_port,
+        host=host,
+        poll_seconds=poll_seconds,
+    )
     try:
-        run_server(model_repo, model_name, grpc_port, rest_port, host, poll_seconds, builtin)
+        run_server(opts, builtin)
     except OSError as exc:
         fail(str(exc))
 

@@ -9,42 +9,49 @@ import signal
 import threading
 from pathlib import Path
 
+from pydantic import BaseModel, Field
+
 log = logging.getLogger("fmtune")
 TF_SERVING = "tensorflow_model_server"
 
 
-def tf_serving_argv(
-    binary: str, model_repo: Path, model_name: str, grpc_port: int, rest_port: int, poll_seconds: float
-) -> list[str]:
+class ServeOptions(BaseModel):
+    """Where the model is and where to serve it."""
+
+    model_repo: Path = Path("models")
+    model_name: str = "fmtune"
+    grpc_port: int = Field(default=8500, ge=0, lt=65536)
+    rest_port: int = Field(default=8501, ge=0, lt=65536)
+    host: str = "0.0.0.0"
+    poll_seconds: float = Field(default=1.0, gt=0)
+
+    @property
+    def base_path(self) -> Path:
+        return self.model_repo / self.model_name
+
+
+def tf_serving_argv(binary: str, opts: ServeOptions) -> list[str]:
     return [
         binary,
-        f"--port={grpc_port}",
-        f"--rest_api_port={rest_port}",
-        f"--model_name={model_name}",
-        f"--model_base_path={(model_repo / model_name).resolve()}",
-        f"--file_system_poll_wait_seconds={max(1, round(poll_seconds))}",
+        f"--port={opts.grpc_port}",
+        f"--rest_api_port={opts.rest_port}",
+        f"--model_name={opts.model_name}",
+        f"--model_base_path={opts.base_path.resolve()}",
+        f"--file_system_poll_wait_seconds={max(1, round(opts.poll_seconds))}",
     ]
 
 
 class BuiltinServer:
     """Both APIs over one model manager; ``close()`` stops everything."""
 
-    def __init__(
-        self,
-        model_repo: Path,
-        model_name: str,
-        grpc_port: int,
-        rest_port: int,
-        host: str = "0.0.0.0",
-        poll_seconds: float = 1.0,
-    ):
+    def __init__(self, opts: ServeOptions):
         from fmtune.serving import grpc_api, rest_api
         from fmtune.serving.models import ModelManager
 
-        self.manager = ModelManager(model_repo / model_name, model_name, poll_seconds)
+        self.manager = ModelManager(opts.base_path, opts.model_name, opts.poll_seconds)
         self.manager.start()
-        self.grpc = grpc_api.start(self.manager, f"{host}:{grpc_port}")
-        self.rest = rest_api.start(self.manager, host, rest_port)
+        self.grpc = grpc_api.start(self.manager, f"{opts.host}:{opts.grpc_port}")
+        self.rest = rest_api.start(self.manager, opts.host, opts.rest_port)
 
     def close(self) -> None:
         self.rest.shutdown()
@@ -53,29 +60,21 @@ class BuiltinServer:
         self.manager.stop()
 
 
-def serve(
-    model_repo: Path,
-    model_name: str,
-    grpc_port: int,
-    rest_port: int,
-    host: str = "0.0.0.0",
-    poll_seconds: float = 1.0,
-    builtin: bool = False,
-) -> None:
+def serve(opts: ServeOptions, builtin: bool = False) -> None:
     binary = None if builtin else shutil.which(TF_SERVING)
     if binary:
-        argv = tf_serving_argv(binary, model_repo, model_name, grpc_port, rest_port, poll_seconds)
+        argv = tf_serving_argv(binary, opts)
         log.info("running %s", " ".join(argv))
         os.execv(binary, argv)
-    server = BuiltinServer(model_repo, model_name, grpc_port, rest_port, host, poll_seconds)
+    server = BuiltinServer(opts)
     log.info(
         "built-in server for %s (%s): gRPC on %s:%d, REST on %s:%d",
-        model_name,
-        model_repo / model_name,
-        host,
-        grpc_port,
-        host,
-        rest_port,
+        opts.model_name,
+        opts.base_path,
+        opts.host,
+        opts.grpc_port,
+        opts.host,
+        opts.rest_port,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
