@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: install run data test test-slow bench protos lint typecheck clean
+.PHONY: install tools run data test test-slow bench protos manifests images e2e lint typecheck clean
 
 install: $(STAMP)
 
@@ -32,7 +32,11 @@ data:
 run: install data
 	$(BIN)/fmtune tune --preset quick --workers $(WORKERS) --fresh
 
-test: lint typecheck
+# helm 3, helm 4 and kubectl for the chart tests, into .tools/ (git-ignored).
+tools:
+	./scripts/fetch-tools.sh
+
+test: lint typecheck tools
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: install
@@ -48,6 +52,10 @@ protos:
 	.venv-protos/bin/python -m pip install --quiet 'grpcio-tools==1.75.1'
 	cd src && ../.venv-protos/bin/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. fmtune/wire/serving.proto
 
+# The chart rendered with default values; a test fails when this drifts from the chart.
+manifests: tools
+	.tools/helm4 template fmtune helm --namespace default > k8s/rendered/default.yaml
+
 lint: install
 	$(BIN)/ruff check src tests
 
@@ -56,4 +64,4 @@ typecheck: install
 
 
 clean:
-	rm -rf $(VENV) runs models .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-protos .tools runs models .pytest_cache .ruff_cache .mypy_cache

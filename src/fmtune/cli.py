@@ -165,6 +165,7 @@ def coordinator(
     host: Annotated[str | None, typer.Option(help="bind address [env: KERASTUNER_ORACLE_IP, default 0.0.0.0]")] = None,
     port: Annotated[int | None, typer.Option(help="oracle port [env: KERASTUNER_ORACLE_PORT]")] = None,
     retrain: Annotated[bool, typer.Option(help="retrain, evaluate and export the best trial")] = True,
+    deploy: Annotated[Path | None, typer.Option(help="deploy.yaml: deploy to TF Serving on Kubernetes")] = None,
 ) -> None:
     """Run the chief oracle for distributed workers, then retrain and export the best model."""
     setup_logging()
@@ -172,11 +173,14 @@ def coordinator(
     role = _role(True, host, port)
     os.environ.update(role.env())
     from fmtune.data import DatasetError
+    from fmtune.deploy import DeployError, GateRefused
     from fmtune.tuning.coordinator import SearchError, run
 
     try:
-        run(cfg, role, retrain=retrain)
-    except (DatasetError, SearchError) as exc:
+        run(cfg, role, retrain=retrain, deploy=deploy)
+    except GateRefused as exc:
+        err.print(f"[yellow]not deployed:[/] {exc}", highlight=False)
+    except (DatasetError, SearchError, DeployError) as exc:
         fail(str(exc))
 
 
@@ -207,6 +211,38 @@ def worker(
         run(cfg, role, threads)
     except DatasetError as exc:
         fail(str(exc))
+
+
+@app.command("deploy")
+def deploy_cmd(
+    version_dir: Annotated[Path, typer.Argument(help="an exported version (SavedModel + fmtune.json)")],
+    deploy_config: Annotated[Path, typer.Option("--deploy-config", help="deploy.yaml (the chart's ConfigMap)")],
+    model_repo: Annotated[Path, typer.Option(help="the repository the serving pods watch")] = Path("/data/models"),
+    force: Annotated[bool, typer.Option("--force", help="deploy even if worse than the served model")] = False,
+) -> None:
+    """Deploy an exported model to the TF Serving Deployment (gate, publish, verify, record)."""
+    setup_logging()
+    import numpy as np
+    import tensorflow as tf
+
+    from fmtune import export
+    from fmtune.deploy import DeployConfig, Deployer, DeployError, GrpcServingCheck, KubernetesCluster
+
+    try:
+        card = export.read_card(version_dir)
+        cfg = DeployConfig.load(deploy_config)
+        fn = tf.saved_model.load(str(version_dir)).signatures[export.SIGNATURE]
+    except (OSError, ValueError) as exc:
+        fail(f"{version_dir}: {exc}")
+    images = np.random.default_rng(0).integers(0, 256, (16, 28, 28), np.uint8)
+    expected = fn(image=tf.constant(images))["probabilities"].numpy()
+    staging = export.stage_copy(version_dir, model_repo, card.model_name)
+    deployer = Deployer(cfg, KubernetesCluster(cfg), GrpcServingCheck(card.model_name))
+    try:
+        record = deployer.deploy(staging, card, images, expected, force=force)
+    except DeployError as exc:
+        fail(str(exc))
+    print(record.model_dump_json(indent=2))
 
 
 @app.command("results")

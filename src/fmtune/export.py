@@ -11,6 +11,7 @@ import fcntl
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -98,25 +99,73 @@ def write_saved_model(model: Any, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def publish(model: Any, model_repo: Path, card: ModelCard) -> tuple[int, Path]:
-    """Write the SavedModel and card, then rename them into the next version number."""
-    model_dir = model_repo / card.model_name
+def stage(model: Any, model_repo: Path, model_name: str) -> Path:
+    """Write the SavedModel into a hidden directory beside the versions (invisible to servers)."""
+    model_dir = model_repo / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=".staging-"))
     try:
         write_saved_model(model, staging)
-        with _locked(model_dir):
-            version = _next_version(model_dir)
-            card = card.model_copy(update={"version": version})
-            (staging / CARD_FILE).write_text(card.model_dump_json(indent=2))
-            target = model_dir / str(version)
-            staging.rename(target)
-            (model_dir / _COUNTER).write_text(str(version))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log.info("exported %s version %d to %s", card.model_name, version, target)
+    return staging
+
+
+def stage_copy(version_dir: Path, model_repo: Path, model_name: str) -> Path:
+    """Stage a copy of an already exported version (for redeploying it elsewhere)."""
+    model_dir = model_repo / model_name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=".staging-"))
+    shutil.copytree(version_dir, staging, dirs_exist_ok=True)
+    (staging / CARD_FILE).unlink(missing_ok=True)
+    return staging
+
+
+def commit(staging: Path, card: ModelCard) -> tuple[int, Path]:
+    """Rename a staged SavedModel, with its card, into the next version number in one step."""
+    model_dir = staging.parent
+    with _locked(model_dir):
+        version = _next_version(model_dir)
+        card = card.model_copy(update={"version": version})
+        (staging / CARD_FILE).write_text(card.model_dump_json(indent=2))
+        target = model_dir / str(version)
+        staging.rename(target)
+        (model_dir / _COUNTER).write_text(str(version))
+    log.info("published %s version %d at %s", card.model_name, version, target)
     return version, target
+
+
+def unpublish(version_dir: Path) -> Path:
+    """Take a version out of service by renaming it to a hidden name (kept for inspection)."""
+    hidden = version_dir.with_name(f".rejected-{version_dir.name}-{int(time.time())}")
+    version_dir.rename(hidden)
+    log.info("unpublished %s (kept as %s)", version_dir, hidden.name)
+    return hidden
+
+
+def discard(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(model: Any, model_repo: Path, card: ModelCard) -> tuple[int, Path]:
+    """Write the SavedModel and card, then rename them into the next version number."""
+    staging = stage(model, model_repo, card.model_name)
+    try:
+        return commit(staging, card)
+    except BaseException:
+        discard(staging)
+        raise
+
+
+def latest_card(model_dir: Path) -> ModelCard | None:
+    """The card of the highest published version (the one a latest-version server serves)."""
+    for version in reversed(versions(model_dir)):
+        try:
+            return read_card(model_dir / str(version))
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def read_card(version_dir: Path) -> ModelCard:

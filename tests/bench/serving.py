@@ -27,10 +27,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 COMMAND = "make bench  (python -m tests.bench.serving)"
 # One model per preset family: the quick preset's MLP and the standard preset's CNN.
 MODELS: dict[str, dict[str, Any]] = {
-    "mlp": {"num_layers": 2, "units_0": 512, "units_1": 256, "dropout_0": 0.2, "dropout_1": 0.2,
-            "learning_rate": 1e-3, "batch_size": 128},
-    "cnn": {"filters_0": 64, "filters_1": 64, "kernel_size": 3, "units": 128, "dropout": 0.3, "l2": 1e-4,
-            "learning_rate": 1e-3, "batch_size": 128},
+    "mlp": {
+        "num_layers": 2,
+        "units_0": 512,
+        "units_1": 256,
+        "dropout_0": 0.2,
+        "dropout_1": 0.2,
+        "learning_rate": 1e-3,
+        "batch_size": 128,
+    },
+    "cnn": {
+        "filters_0": 64,
+        "filters_1": 64,
+        "kernel_size": 3,
+        "units": 128,
+        "dropout": 0.3,
+        "l2": 1e-4,
+        "learning_rate": 1e-3,
+        "batch_size": 128,
+    },
 }
 
 
@@ -94,8 +109,15 @@ def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> di
 
     repo = Path(tempfile.mkdtemp(prefix="fmtune-bench-")) / "models"
     model, _ = build_from_values(family, values)
-    card = export.ModelCard(model_name="fmtune", dataset="fashion_mnist", class_names=[str(i) for i in range(10)],
-                            family=family, hyperparameters=values, config_digest="bench", experiment="bench")
+    card = export.ModelCard(
+        model_name="fmtune",
+        dataset="fashion_mnist",
+        class_names=[str(i) for i in range(10)],
+        family=family,
+        hyperparameters=values,
+        config_digest="bench",
+        experiment="bench",
+    )
     _, path = export.publish(model, repo, card)
     rng = np.random.default_rng(0)
     one, many = rng.integers(0, 256, (1, 28, 28), np.uint8), rng.integers(0, 256, (64, 28, 28), np.uint8)
@@ -106,47 +128,81 @@ def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> di
 
     grpc_port, rest_port = free_port(), free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "fmtune", "serve", "--builtin", "--model-repo", str(repo), "--host", "127.0.0.1",
-         "--grpc-port", str(grpc_port), "--rest-port", str(rest_port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "fmtune",
+            "serve",
+            "--builtin",
+            "--model-repo",
+            str(repo),
+            "--host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(grpc_port),
+            "--rest-port",
+            str(rest_port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     grpc_client = FmtuneClient(f"127.0.0.1:{grpc_port}", timeout=30)
     rest_client = FmtuneClient(f"http://127.0.0.1:{rest_port}", timeout=30)
     paths: dict[str, Callable[[np.ndarray], Any]] = {
-        "in_process": in_process, "grpc": grpc_client.predict, "rest": rest_client.predict}
+        "in_process": in_process,
+        "grpc": grpc_client.predict,
+        "rest": rest_client.predict,
+    }
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
     try:
         grpc_client.wait_until_ready(120)
         # Interleaved rounds, medians reported: a shared machine's load drifts, and this spreads it evenly.
         for _ in range(args.rounds):
             for name, call in paths.items():
-                rounds[name].append({
-                    "batch1": latency_ms(lambda c=call: c(one), args.calls),
-                    "batch64": throughput(lambda c=call: c(many), 64, args.seconds, args.concurrency),
-                })
+                rounds[name].append(
+                    {
+                        "batch1": latency_ms(lambda c=call: c(one), args.calls),
+                        "batch64": throughput(lambda c=call: c(many), 64, args.seconds, args.concurrency),
+                    }
+                )
     finally:
         grpc_client.close()
         rest_client.close()
         server.terminate()
         server.wait(30)
-    results = {name: {part: {key: statistics.median(r[part][key] for r in runs) for key in runs[0][part]}
-                      for part in ("batch1", "batch64")} for name, runs in rounds.items()}
+    results = {
+        name: {
+            part: {key: statistics.median(r[part][key] for r in runs) for key in runs[0][part]}
+            for part in ("batch1", "batch64")
+        }
+        for name, runs in rounds.items()
+    }
     base = results["in_process"]
     for name in ("grpc", "rest"):
         results[name]["batch1"]["p50_overhead_ms"] = results[name]["batch1"]["p50_ms"] - base["batch1"]["p50_ms"]
         results[name]["batch64"]["ratio_to_in_process"] = (
-            results[name]["batch64"]["images_per_s"] / base["batch64"]["images_per_s"])
-    return {"hyperparameters": values, "parameters": int(model.count_params()), "results": results,
-            "met": {"grpc_batch1_p50": results["grpc"]["batch1"]["p50_overhead_ms"] <= 2.0,
-                    "grpc_batch64": results["grpc"]["batch64"]["ratio_to_in_process"] >= 0.7}}
+            results[name]["batch64"]["images_per_s"] / base["batch64"]["images_per_s"]
+        )
+    return {
+        "hyperparameters": values,
+        "parameters": int(model.count_params()),
+        "results": results,
+        "met": {
+            "grpc_batch1_p50": results["grpc"]["batch1"]["p50_overhead_ms"] <= 2.0,
+            "grpc_batch64": results["grpc"]["batch64"]["ratio_to_in_process"] >= 0.7,
+        },
+    }
 
 
 def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
     lines = [
-        "# Serving benchmark", "",
+        "# Serving benchmark",
+        "",
         f"Command: `{COMMAND}`. Machine: {report['machine']}.",
         "Latency: one caller, sequential calls. Throughput: the same number of callers in flight on every path "
         f"({args.concurrency}). The server is the built-in one (`fmtune serve --builtin`) in its own process; the "
-        f"client is the SDK (`FmtuneClient`). Medians of {args.rounds} interleaved rounds.", "",
+        f"client is the SDK (`FmtuneClient`). Medians of {args.rounds} interleaved rounds.",
+        "",
         "| model | path | batch 1 p50 (ms) | batch 1 p99 (ms) | p50 over in-process (ms) | batch 64 images/s "
         "| vs in-process |",
         "|---|---|---|---|---|---|---|",
@@ -157,9 +213,12 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
             lines.append(
                 f"| {family} ({entry['parameters']:,} params) | {name} | {r['batch1']['p50_ms']:.2f} | "
                 f"{r['batch1']['p99_ms']:.2f} | {r['batch1'].get('p50_overhead_ms', 0):.2f} | "
-                f"{r['batch64']['images_per_s']:.0f} | {r['batch64'].get('ratio_to_in_process', 1):.2f}x |")
-    lines += ["", "Targets: gRPC batch-1 p50 within 2 ms of in-process; gRPC batch-64 throughput at least 0.7x "
-              "in-process."]
+                f"{r['batch64']['images_per_s']:.0f} | {r['batch64'].get('ratio_to_in_process', 1):.2f}x |"
+            )
+    lines += [
+        "",
+        "Targets: gRPC batch-1 p50 within 2 ms of in-process; gRPC batch-64 throughput at least 0.7x in-process.",
+    ]
     for family, entry in report["models"].items():
         verdict = {k: "met" if v else "NOT met" for k, v in entry["met"].items()}
         lines.append(f"- {family}: latency {verdict['grpc_batch1_p50']}, throughput {verdict['grpc_batch64']}.")
@@ -175,8 +234,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--out", type=Path, default=Path("reports"))
     args = parser.parse_args()
-    report = {"command": COMMAND, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "models": {family: measure(family, MODELS[family], args) for family in args.models}}
+    report = {
+        "command": COMMAND,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "models": {family: measure(family, MODELS[family], args) for family in args.models},
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serving.json").write_text(json.dumps(report, indent=2))
     text = markdown(report, args)

@@ -55,9 +55,28 @@ def running_server(repo: Path) -> Iterator[Served]:
     """`fmtune serve --builtin` in its own process, ready (version AVAILABLE) on return."""
     grpc_port, rest_port = free_ports(2)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fmtune", "serve", "--builtin", "--model-repo", str(repo), "--host", "127.0.0.1",
-         "--grpc-port", str(grpc_port), "--rest-port", str(rest_port), "--poll-seconds", "0.2"],
-        env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "fmtune",
+            "serve",
+            "--builtin",
+            "--model-repo",
+            str(repo),
+            "--host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(grpc_port),
+            "--rest-port",
+            str(rest_port),
+            "--poll-seconds",
+            "0.2",
+        ],
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     server = Served(repo, proc, grpc_port, rest_port)
     try:
         with FmtuneClient(server.grpc_target) as client:

@@ -129,8 +129,11 @@ class GrpcServer:
 
     def _run(self, manager: ModelManager, address: str) -> None:
         asyncio.set_event_loop(self._loop)
-        options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE),
-                   ("grpc.so_reuseport", 0)]
+        options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.so_reuseport", 0),
+        ]
         self._server = grpc.aio.server(options=options)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), self._server)

@@ -90,7 +90,7 @@ def trial_records(oracle: Any) -> list[TrialRecord]:
     return records
 
 
-def run(cfg: ExperimentConfig, role: Role, *, retrain: bool = True) -> Results:
+def run(cfg: ExperimentConfig, role: Role, *, retrain: bool = True, deploy: Path | None = None) -> Results:
     """Search, then (unless told not to) retrain the best trial, evaluate and export it."""
     experiment_dir = cfg.experiment_dir
     dataset = data.load(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download)
@@ -137,11 +137,16 @@ def run(cfg: ExperimentConfig, role: Role, *, retrain: bool = True) -> Results:
         raise SearchError("no trial completed, so there is nothing to retrain; see results.json for the errors")
     log.info("best trial %s: %s=%.4f", best[0].trial_id, cfg.search.objective.name, best[0].score)
     if retrain and cfg.retrain.enabled:
-        record = retrain_and_export(cfg, record, dataset)
+        record = retrain_and_export(cfg, record, dataset, deploy)
     return record
 
 
-def retrain_and_export(cfg: ExperimentConfig, record: Results, dataset: data.Dataset) -> Results:
+def retrain_and_export(
+    cfg: ExperimentConfig, record: Results, dataset: data.Dataset, deploy: Path | None = None
+) -> Results:
+    """Retrain the best trial, evaluate it, and export it: straight into the repository, or through
+    the deployer (gate, publish, verify on every serving pod, roll back on failure)."""
+    from fmtune import export
     from fmtune.training import retrain
 
     assert record.best_hyperparameters is not None
@@ -157,15 +162,20 @@ def retrain_and_export(cfg: ExperimentConfig, record: Results, dataset: data.Dat
         config_digest=cfg.digest(),
         experiment=cfg.name,
     )
-    version, path = publish(model, cfg.model_repo, card)
-    record = record.model_copy(
-        update={
-            "retrain": retrained,
-            "test_accuracy": retrained.test_accuracy,
-            "exported_version": version,
-            "export_path": str(Path(path).resolve()),
-        }
-    )
+    record = record.model_copy(update={"retrain": retrained, "test_accuracy": retrained.test_accuracy})
+    results.save(record, cfg.experiment_dir)
+    if deploy is None:
+        version, path = publish(model, cfg.model_repo, card)
+    else:
+        from fmtune.deploy import DeployConfig, Deployer, GrpcServingCheck, KubernetesCluster
+
+        deploy_cfg = DeployConfig.load(deploy)
+        staging = export.stage(model, cfg.model_repo, cfg.model_name)
+        images = dataset.test.images[:32]
+        deployer = Deployer(deploy_cfg, KubernetesCluster(deploy_cfg), GrpcServingCheck(cfg.model_name))
+        version = deployer.deploy(staging, card, images, model.predict(images, verbose=0)).version
+        path = cfg.model_repo / cfg.model_name / str(version)
+    record = record.model_copy(update={"exported_version": version, "export_path": str(Path(path).resolve())})
     results.save(record, cfg.experiment_dir)
     log.info("test accuracy %.4f; model %s version %d at %s", retrained.test_accuracy, cfg.model_name, version, path)
     return record

@@ -1,0 +1,161 @@
+"""The deployer's gate, verification and rollback, against a fake cluster (no Kubernetes needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmtune import export
+from fmtune.deploy import Cluster, DeployConfig, Deployer, DeployError, GateRefused, ServingCheck
+from fmtune.export import ModelCard
+
+IMAGES = np.zeros((4, 28, 28), np.uint8)
+EXPECTED = np.eye(10, dtype=np.float32)[[1, 2, 3, 4]]
+
+
+class FakeCluster(Cluster):
+    def __init__(self, replicas: int = 1, pods: int = 1):
+        self._replicas, self.pods = replicas, pods
+        self.records: dict[str, str] = {}
+        self.events: list[tuple[str, str, bool]] = []
+        self.scaled: list[int] = []
+
+    def replicas(self) -> int:
+        return self._replicas
+
+    def scale(self, replicas: int) -> None:
+        self.scaled.append(replicas)
+        self._replicas = replicas
+        self.pods = replicas
+
+    def serving_addresses(self) -> list[str]:
+        return [f"10.0.0.{i}:8500" for i in range(self.pods)]
+
+    def write_record(self, key: str, value: str) -> None:
+        self.records[key] = value
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self.events.append((reason, message, warning))
+
+
+class FakeCheck(ServingCheck):
+    """Every pod turns AVAILABLE after ``loading_polls`` polls and predicts ``answer``."""
+
+    def __init__(self, loading_polls: int = 0, answer: np.ndarray = EXPECTED):
+        self.loading_polls, self.answer, self.polls = loading_polls, answer, 0
+
+    def state(self, address: str, version: int) -> str:
+        self.polls += 1
+        return "AVAILABLE" if self.polls > self.loading_polls else "LOADING"
+
+    def predict(self, address: str, version: int, images: np.ndarray) -> np.ndarray:
+        return self.answer
+
+
+CFG = DeployConfig(
+    namespace="ns",
+    deployment="fmtune-serving",
+    record_configmap="rec",
+    component_selector="app=x",
+    gate_tolerance=0.01,
+    timeout_seconds=30,
+    poll_seconds=1,
+)
+
+
+def card(accuracy: float) -> ModelCard:
+    return ModelCard(
+        model_name="fmtune",
+        dataset="fashion_mnist",
+        class_names=[str(i) for i in range(10)],
+        family="mlp",
+        hyperparameters={"units_0": 64},
+        test_metrics={"accuracy": accuracy},
+        config_digest="d",
+        experiment="e",
+    )
+
+
+def staged(repo: Path) -> Path:
+    """A staged export (the deployer only moves directories, so a stand-in SavedModel will do)."""
+    model_dir = repo / "fmtune"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = model_dir / f".staging-{len(list(model_dir.iterdir()))}"
+    staging.mkdir()
+    (staging / "saved_model.pb").write_bytes(b"stand-in")
+    return staging
+
+
+def deployer(cluster: Cluster, check: ServingCheck) -> Deployer:
+    clock = iter(range(0, 10_000, 1))
+    return Deployer(CFG, cluster, check, sleep=lambda _: None, clock=lambda: float(next(clock)))
+
+
+def served_version(repo: Path) -> int:
+    return export.versions(repo / "fmtune")[-1]
+
+
+def test_first_model_deploys_and_is_recorded(tmp_path: Path) -> None:
+    cluster, check = FakeCluster(pods=2, replicas=2), FakeCheck(loading_polls=3)
+    record = deployer(cluster, check).deploy(staged(tmp_path), card(0.90), IMAGES, EXPECTED)
+    assert record.version == 1 and record.previous_version is None and record.pods == 2
+    assert served_version(tmp_path) == 1
+    assert '"version":1' in cluster.records["v1"] and '"version": 1' in cluster.records["current"]
+    assert cluster.events[-1][0] == "ModelDeployed" and not cluster.events[-1][2]
+    assert check.polls > 3  # it waited for LOADING to become AVAILABLE
+
+
+def test_gate_refuses_a_worse_model_unless_forced(tmp_path: Path) -> None:
+    cluster = FakeCluster()
+    deployer(cluster, FakeCheck()).deploy(staged(tmp_path), card(0.90), IMAGES, EXPECTED)
+    worse = staged(tmp_path)
+    with pytest.raises(GateRefused, match=r"0\.8800 is worse than version 1's 0\.9000"):
+        deployer(cluster, FakeCheck()).deploy(worse, card(0.88), IMAGES, EXPECTED)
+    assert not worse.exists() and served_version(tmp_path) == 1
+    assert cluster.events[-1][0] == "DeploymentRefused" and cluster.events[-1][2]
+    # Within the tolerance it goes through; forced, so does a worse one.
+    assert deployer(cluster, FakeCheck()).deploy(staged(tmp_path), card(0.895), IMAGES, EXPECTED).version == 2
+    assert deployer(cluster, FakeCheck()).deploy(staged(tmp_path), card(0.5), IMAGES, EXPECTED, force=True).version == 3
+
+
+def test_scales_up_from_zero(tmp_path: Path) -> None:
+    cluster = FakeCluster(replicas=0, pods=0)
+    deployer(cluster, FakeCheck()).deploy(staged(tmp_path), card(0.9), IMAGES, EXPECTED)
+    assert cluster.scaled == [1]
+
+
+def test_wrong_predictions_roll_back_to_the_previous_version(tmp_path: Path) -> None:
+    cluster = FakeCluster()
+    deployer(cluster, FakeCheck()).deploy(staged(tmp_path), card(0.90), IMAGES, EXPECTED)
+    wrong = np.roll(EXPECTED, 1, axis=1)
+    with pytest.raises(DeployError, match=r"version 2 rolled back: smoke test failed on 10\.0\.0\.0:8500"):
+        deployer(cluster, FakeCheck(answer=wrong)).deploy(staged(tmp_path), card(0.91), IMAGES, EXPECTED)
+    assert served_version(tmp_path) == 1 and not (tmp_path / "fmtune" / "2").exists()
+    assert [p.name for p in (tmp_path / "fmtune").iterdir() if p.name.startswith(".rejected-2-")]
+    assert cluster.events[-1][0] == "DeploymentFailed" and "v2" not in cluster.records
+    # The next export does not reuse the rejected number.
+    assert deployer(cluster, FakeCheck()).deploy(staged(tmp_path), card(0.91), IMAGES, EXPECTED).version == 3
+
+
+def test_never_available_times_out_and_rolls_back(tmp_path: Path) -> None:
+    cluster = FakeCluster(pods=2, replicas=2)
+    with pytest.raises(DeployError, match="not AVAILABLE on every serving pod after 30s"):
+        deployer(cluster, FakeCheck(loading_polls=10**9)).deploy(staged(tmp_path), card(0.9), IMAGES, EXPECTED)
+    assert export.versions(tmp_path / "fmtune") == []
+
+
+def test_too_few_pods_is_not_done(tmp_path: Path) -> None:
+    cluster = FakeCluster(replicas=3, pods=2)
+    with pytest.raises(DeployError, match="wanted 3 pods"):
+        deployer(cluster, FakeCheck()).deploy(staged(tmp_path), card(0.9), IMAGES, EXPECTED)
+
+
+def test_deploy_config_reads_the_charts_file(tmp_path: Path) -> None:
+    from .._chart_render import chart_deploy_yaml
+
+    path = tmp_path / "deploy.yaml"
+    path.write_text(chart_deploy_yaml())
+    cfg = DeployConfig.load(path)
+    assert (cfg.deployment, cfg.record_configmap, cfg.grpc_port) == ("fmtune-serving", "fmtune-deployments", 8500)
