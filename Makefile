@@ -6,6 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 WORKERS ?= 2
+GPU ?= 0
 PYTEST_ARGS ?=
 
 .PHONY: install tools run data test test-slow bench protos manifests images e2e lint typecheck clean
@@ -40,7 +41,7 @@ test: lint typecheck tools
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: install
-	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "slow and not e2e" $(PYTEST_ARGS)
 
 # Benchmarks write reports/*.json and reports/*.md.
 bench: install
@@ -55,6 +56,14 @@ protos:
 # The chart rendered with default values; a test fails when this drifts from the chart.
 manifests: tools
 	.tools/helm4 template fmtune helm --namespace default > k8s/rendered/default.yaml
+
+# Container images with docker, or podman when there is no Docker engine (see images/build.sh).
+images:
+	GPU=$(GPU) images/build.sh
+
+# End to end on a kind cluster (needs docker, kind, helm and kubectl; skips, naming what is missing).
+e2e: install
+	$(BIN)/python -m pytest tests/e2e -m e2e -v -rs $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check src tests
