@@ -9,10 +9,8 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tests.integration.helpers import free_ports, serve_argv
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -93,12 +93,6 @@ def throughput(call: Callable[[], Any], batch: int, seconds: float, concurrency:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Batch-1 latency and batch-64 throughput of one exported model: in-process, gRPC, REST."""
     import tensorflow as tf
@@ -126,25 +120,9 @@ def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> di
     def in_process(images: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v.numpy() for k, v in fn(image=tf.constant(images)).items()}
 
-    grpc_port, rest_port = free_port(), free_port()
+    grpc_port, rest_port = free_ports(2)
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fmtune",
-            "serve",
-            "--builtin",
-            "--model-repo",
-            str(repo),
-            "--host",
-            "127.0.0.1",
-            "--grpc-port",
-            str(grpc_port),
-            "--rest-port",
-            str(rest_port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        serve_argv(repo, grpc_port, rest_port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     grpc_client = FmtuneClient(f"127.0.0.1:{grpc_port}", timeout=30)
     rest_client = FmtuneClient(f"http://127.0.0.1:{rest_port}", timeout=30)

@@ -66,3 +66,24 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+def serve_argv(repo: Path, grpc_port: int, rest_port: int, poll_seconds: float = 1.0) -> list[str]:
+    """`fmtune serve --builtin` on loopback, as tests and benchmarks start it."""
+    return [
+        sys.executable,
+        "-m",
+        "fmtune",
+        "serve",
+        "--builtin",
+        "--model-repo",
+        str(repo),
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        str(grpc_port),
+        "--rest-port",
+        str(rest_port),
+        "--poll-seconds",
+        str(poll_seconds),
+    ]

@@ -36,7 +36,7 @@ from fmtune.client import (
 from fmtune.search_spaces import build_from_values
 
 from ..conftest import SYNTHETIC
-from .helpers import env, free_ports
+from .helpers import env, free_ports, serve_argv
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -55,23 +55,7 @@ def running_server(repo: Path) -> Iterator[Served]:
     """`fmtune serve --builtin` in its own process, ready (version AVAILABLE) on return."""
     grpc_port, rest_port = free_ports(2)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fmtune",
-            "serve",
-            "--builtin",
-            "--model-repo",
-            str(repo),
-            "--host",
-            "127.0.0.1",
-            "--grpc-port",
-            str(grpc_port),
-            "--rest-port",
-            str(rest_port),
-            "--poll-seconds",
-            "0.2",
-        ],
+        serve_argv(repo, grpc_port, rest_port, poll_seconds=0.2),
         env=env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
