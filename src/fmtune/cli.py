@@ -86,6 +86,7 @@ def tune(
     max_trials: Annotated[int | None, typer.Option(help="trials in the search")] = None,
     port: Annotated[int, typer.Option(help="oracle port on 127.0.0.1 (0: pick a free one)")] = 0,
     fresh: Annotated[bool, typer.Option("--fresh", help="discard an earlier run of this experiment")] = False,
+    max_restarts: Annotated[int, typer.Option(min=0, help="restarts of a crashed worker under its id")] = 3,
 ) -> None:
     """Run the whole pipeline on this machine: coordinator + N workers as local processes."""
     setup_logging()
@@ -117,7 +118,9 @@ def tune(
         f"{workers} workers",
         highlight=False,
     )
-    cluster = LocalCluster(config_path, workers, port or free_port(), threads_per_worker=threads)
+    cluster = LocalCluster(
+        config_path, workers, port or free_port(), threads_per_worker=threads, max_restarts=max_restarts
+    )
     code = cluster.run()
     if code == 130:
         fail("interrupted", 130)
@@ -205,12 +208,15 @@ def worker(
         port = int(raw_port)
     role = _role(False, host.strip("[]") if host else None, port, tuner_id)
     from fmtune.data import DatasetError
+    from fmtune.tuning.service import CoordinatorUnreachable
     from fmtune.tuning.worker import run
 
     try:
         run(cfg, role, threads)
     except DatasetError as exc:
         fail(str(exc))
+    except CoordinatorUnreachable as exc:
+        fail(f"worker {role.tuner_id} gives up: {exc} at {role.address}", 3)
 
 
 @app.command("deploy")

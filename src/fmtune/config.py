@@ -154,6 +154,36 @@ class SearchConfig(_Strict):
         return raw
 
 
+class MedianStopping(_Strict):
+    """Katib's medianstop: stop a trial whose best objective so far is worse than the median of the
+    completed trials' running averages at the same epoch."""
+
+    enabled: bool = False
+    min_trials: PositiveInt = Field(default=3, description="completed trials needed before it stops any")
+    start_step: NonNegativeInt = Field(default=1, description="first epoch (0-based) at which it may stop a trial")
+
+
+class FaultTolerance(_Strict):
+    heartbeat_seconds: float = Field(default=5.0, gt=0, description="how often a worker says it is alive")
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="a worker silent this long loses its trial to the queue"
+    )
+    coordinator_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="a worker gives up after the coordinator is unreachable this long"
+    )
+    max_retries_per_trial: NonNegativeInt = Field(default=1, description="re-runs of a trial that raised")
+    max_consecutive_failures: PositiveInt = Field(default=3, description="failed trials in a row that stop the search")
+    median_stopping: MedianStopping = MedianStopping()
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> FaultTolerance:
+        if self.lease_seconds < 3 * self.heartbeat_seconds:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds:g}) must be at least 3 heartbeats ({3 * self.heartbeat_seconds:g})"
+            )
+        return self
+
+
 class RetrainConfig(_Strict):
     enabled: bool = True
     max_epochs: PositiveInt = 40
@@ -179,6 +209,7 @@ class ExperimentConfig(_Strict):
     val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     search: SearchConfig = SearchConfig()
     retrain: RetrainConfig = RetrainConfig()
+    fault_tolerance: FaultTolerance = FaultTolerance()
     workdir: Path = Path("runs")
     model_repo: Path = Path("models")
     model_name: str = Field(default="fmtune", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

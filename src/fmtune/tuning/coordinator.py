@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent import futures
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import grpc
-from keras_tuner.src import protos
-from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
 from fmtune import data, results
 from fmtune.config import ExperimentConfig
 from fmtune.export import ModelCard, publish
 from fmtune.results import EpochMetrics, Results, TrialRecord
+from fmtune.tuning.oracle import active_values
 from fmtune.tuning.roles import Role
-from fmtune.tuning.tuner import FmtuneTuner, active_values
+from fmtune.tuning.service import serve_oracle
+from fmtune.tuning.tuner import FmtuneTuner
 
 log = logging.getLogger("fmtune")
-POLL_SECONDS = 0.25
 
 
 class SearchError(RuntimeError):
@@ -35,28 +31,12 @@ class SearchError(RuntimeError):
 
 def _search_finished(oracle: Any) -> bool:
     """True when a resumed search has nothing left to hand out or wait for."""
-    return (
+    return oracle.abort_reason is not None or (
         oracle.max_trials is not None
         and len(oracle.trials) >= oracle.max_trials
         and not oracle.ongoing_trials
         and not oracle._retry_queue
     )
-
-
-def serve_oracle(oracle: Any, role: Role) -> None:
-    """Serve until a worker has been told the search is over and no worker still holds a trial."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = OracleServicer(oracle)
-    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
-    if server.add_insecure_port(role.address) == 0:
-        raise SearchError(f"cannot listen on {role.address}")
-    server.start()
-    log.info("oracle listening on %s (%s, %s trials)", role.address, type(oracle).__name__, oracle.max_trials)
-    try:
-        while not (servicer.stop_triggered and not oracle.ongoing_trials and not oracle.tuner_ids):
-            time.sleep(POLL_SECONDS)
-    finally:
-        server.stop(grace=1).wait()
 
 
 def _timestamp(value: float | None) -> datetime | None:
@@ -133,6 +113,8 @@ def run(cfg: ExperimentConfig, role: Role, *, retrain: bool = True, deploy: Path
     log.info(
         "search done in %.0fs: %s", tuning_seconds, ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
     )
+    if oracle.abort_reason is not None:
+        raise SearchError(f"search stopped: {oracle.abort_reason}; see results.json for every trial's error")
     if not best:
         raise SearchError("no trial completed, so there is nothing to retrain; see results.json for the errors")
     log.info("best trial %s: %s=%.4f", best[0].trial_id, cfg.search.objective.name, best[0].score)

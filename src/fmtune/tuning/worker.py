@@ -49,7 +49,7 @@ def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
     )
     workers_dir = cfg.experiment_dir / "workers"
     tuner = FmtuneTuner(cfg, workers_dir / role.tuner_id, checkpoint_root=workers_dir)
-    tuner.search(
+    tuner.search(  # raises CoordinatorUnreachable when the chief stays silent past the timeout
         train.images,
         train.labels,
         validation_data=(dataset.val.images, dataset.val.labels),

@@ -1,0 +1,147 @@
+"""Keras Tuner's Oracle gRPC service, with the caller's id and timeouts both ways.
+
+The wire protocol is Keras Tuner's own (its protos and method names). Workers add their tuner id
+as call metadata, so the chief knows who reports what; a stock Keras Tuner worker still works,
+it just is not told apart. Workers give up, with a clear error, when the chief stays unreachable
+for ``coordinator_timeout_seconds`` instead of Keras Tuner's hour.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent import futures
+from typing import Any
+
+import grpc
+from keras_tuner.src import protos
+from keras_tuner.src.distribute.oracle_chief import OracleServicer
+from keras_tuner.src.distribute.oracle_client import OracleClient
+from keras_tuner.src.engine import trial as trial_module
+
+from fmtune.tuning.oracle import FmtuneOracle
+from fmtune.tuning.roles import Role
+
+log = logging.getLogger("fmtune")
+CALLER = "fmtune-tuner-id"
+# Keras Tuner's Trial proto has no field for a failed trial's error, so it travels as metadata.
+MESSAGE = "fmtune-message-bin"
+MAX_MESSAGE_BYTES = 4000
+POLL_SECONDS = 0.25
+RETRY_SECONDS = 0.5
+
+
+class CoordinatorUnreachable(RuntimeError):
+    """The worker could not reach the coordinator within its timeout."""
+
+
+def _metadata(context: grpc.ServicerContext, key: str) -> Any:
+    return next((value for k, value in context.invocation_metadata() if k == key), None)
+
+
+def _caller(context: grpc.ServicerContext) -> str | None:
+    return _metadata(context, CALLER)
+
+
+class Servicer(OracleServicer):
+    """Keras Tuner's servicer, with reports attributed to their caller and heartbeats on GetTrial."""
+
+    oracle: FmtuneOracle
+
+    def UpdateTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
+        trial = self.oracle.update_trial_from(
+            _caller(context), request.trial_id, dict(request.metrics), step=request.step
+        )
+        return protos.get_service().UpdateTrialResponse(trial=trial.to_proto())
+
+    def EndTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
+        trial = trial_module.Trial.from_proto(request.trial)
+        message = _metadata(context, MESSAGE)
+        if message:
+            trial.message = message.decode(errors="replace")
+        self.oracle.end_trial_from(_caller(context), trial)
+        return protos.get_service().EndTrialResponse()
+
+    def GetTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
+        caller = _caller(context)
+        trial = self.oracle.heartbeat(request.trial_id, caller) if caller else self.oracle.get_trial(request.trial_id)
+        return protos.get_service().GetTrialResponse(trial=trial.to_proto())
+
+
+def serve_oracle(oracle: FmtuneOracle, role: Role) -> None:
+    """Serve until the search is over and no worker still holds a trial, reaping silent workers."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = Servicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    if server.add_insecure_port(role.address) == 0:
+        raise OSError(f"cannot listen on {role.address}")
+    server.start()
+    log.info("oracle listening on %s (%s, %s trials)", role.address, type(oracle).__name__, oracle.max_trials)
+    try:
+        while True:
+            oracle.reap()
+            over = servicer.stop_triggered or oracle.abort_reason is not None
+            if over and not oracle.ongoing_trials and not oracle.tuner_ids:
+                break
+            time.sleep(POLL_SECONDS)
+    finally:
+        server.stop(grace=1).wait()
+
+
+class Client(OracleClient):
+    """Keras Tuner's client with the caller's id on every call and a bounded wait for the chief."""
+
+    def __init__(self, oracle: Any, tuner_id: str, timeout: float):
+        super().__init__(oracle)
+        self.tuner_id, self.timeout = tuner_id, timeout
+        self._metadata = ((CALLER, tuner_id),)
+
+    def _call(self, method: Any, request: Any, extra: tuple[tuple[str, Any], ...] = ()) -> Any:
+        """Wait for the chief up to the timeout, across restarts: a call cut off by a dying chief
+        fails UNAVAILABLE at once and is sent again (every oracle call is safe to repeat)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return method(
+                    request, wait_for_ready=True, timeout=max(remaining, 0.1), metadata=self._metadata + extra
+                )
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if code not in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                    raise
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED or time.monotonic() >= deadline:
+                    raise CoordinatorUnreachable(
+                        f"the coordinator did not answer within {self.timeout:.0f}s ({code.name})"
+                    ) from None
+                time.sleep(min(RETRY_SECONDS, max(0.0, deadline - time.monotonic())))
+
+    def get_space(self) -> Any:
+        from keras_tuner.src.engine import hyperparameters as hp_module
+
+        response = self._call(self.stub.GetSpace, protos.get_service().GetSpaceRequest())
+        return hp_module.HyperParameters.from_proto(response.hyperparameters)
+
+    def update_space(self, hyperparameters: Any) -> None:
+        request = protos.get_service().UpdateSpaceRequest(hyperparameters=hyperparameters.to_proto())
+        self._call(self.stub.UpdateSpace, request)
+
+    def create_trial(self, tuner_id: str) -> Any:
+        response = self._call(self.stub.CreateTrial, protos.get_service().CreateTrialRequest(tuner_id=tuner_id))
+        return trial_module.Trial.from_proto(response.trial)
+
+    def update_trial(self, trial_id: str, metrics: dict[str, float], step: int = 0) -> Any:
+        request = protos.get_service().UpdateTrialRequest(trial_id=trial_id, metrics=metrics, step=step)
+        return trial_module.Trial.from_proto(self._call(self.stub.UpdateTrial, request).trial)
+
+    def end_trial(self, trial: Any) -> None:
+        extra = ((MESSAGE, trial.message.encode()[-MAX_MESSAGE_BYTES:]),) if trial.message else ()
+        self._call(self.stub.EndTrial, protos.get_service().EndTrialRequest(trial=trial.to_proto()), extra)
+
+    def get_trial(self, trial_id: str) -> Any:
+        response = self._call(self.stub.GetTrial, protos.get_service().GetTrialRequest(trial_id=trial_id))
+        return trial_module.Trial.from_proto(response.trial)
+
+    def get_best_trials(self, num_trials: int = 1) -> list[Any]:
+        response = self._call(self.stub.GetBestTrials, protos.get_service().GetBestTrialsRequest(num_trials=num_trials))
+        return [trial_module.Trial.from_proto(t) for t in response.trials]
