@@ -15,9 +15,18 @@ from fmtune.tuning.oracle import make_oracle
 
 
 def oracle_for(tmp_path: Path, *assignments: str) -> Any:
-    cfg = config.load("quick", None, ["search.algorithm=random", "search.max_trials=3",
-                                      "fault_tolerance.heartbeat_seconds=0.05", "fault_tolerance.lease_seconds=0.3",
-                                      *assignments], environ={})
+    cfg = config.load(
+        "quick",
+        None,
+        [
+            "search.algorithm=random",
+            "search.max_trials=3",
+            "fault_tolerance.heartbeat_seconds=0.05",
+            "fault_tolerance.lease_seconds=0.3",
+            *assignments,
+        ],
+        environ={},
+    )
     oracle = make_oracle(cfg)
     oracle._set_project_dir(str(tmp_path), "search")
     hp = kt.HyperParameters()
@@ -51,6 +60,14 @@ def test_silent_worker_loses_its_trial_and_its_late_reports_are_refused(tmp_path
     assert len(stored.metrics.get_history("val_accuracy")) == 1
 
 
+def test_a_worker_that_dies_between_trials_is_not_awaited(tmp_path: Path) -> None:
+    oracle = oracle_for(tmp_path)
+    finish(oracle, oracle.create_trial("tuner0"), "tuner0", 0.5)
+    assert "tuner0" in oracle.tuner_ids  # Keras Tuner waits for it to ask again
+    time.sleep(0.4)
+    assert oracle.reap() == ["tuner0"] and not oracle.tuner_ids
+
+
 def test_restart_after_the_last_trial_does_not_run_it_again(tmp_path: Path) -> None:
     oracle = oracle_for(tmp_path)
     for i in range(3):
@@ -74,8 +91,12 @@ def test_restart_keeps_trials_in_flight_with_their_workers(tmp_path: Path) -> No
 
 
 def test_consecutive_failures_stop_the_search(tmp_path: Path) -> None:
-    oracle = oracle_for(tmp_path, "fault_tolerance.max_retries_per_trial=0", "fault_tolerance.max_consecutive_failures=2",
-                        "search.max_trials=10")
+    oracle = oracle_for(
+        tmp_path,
+        "fault_tolerance.max_retries_per_trial=0",
+        "fault_tolerance.max_consecutive_failures=2",
+        "search.max_trials=10",
+    )
     for _ in range(2):
         trial = oracle.create_trial("tuner0")
         trial.status, trial.message = "FAILED", "Traceback...\nValueError: boom"
@@ -87,8 +108,13 @@ def test_consecutive_failures_stop_the_search(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("value", "stopped"), [(0.2, True), (0.8, False)])
 def test_median_stopping(tmp_path: Path, value: float, stopped: bool) -> None:
-    oracle = oracle_for(tmp_path, "search.max_trials=10", "fault_tolerance.median_stopping.enabled=true",
-                        "fault_tolerance.median_stopping.min_trials=2", "fault_tolerance.median_stopping.start_step=1")
+    oracle = oracle_for(
+        tmp_path,
+        "search.max_trials=10",
+        "fault_tolerance.median_stopping.enabled=true",
+        "fault_tolerance.median_stopping.min_trials=2",
+        "fault_tolerance.median_stopping.start_step=1",
+    )
     for score in (0.7, 0.9):
         trial = oracle.create_trial("tuner0")
         for step in range(3):

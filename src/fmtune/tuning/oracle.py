@@ -70,6 +70,7 @@ class FmtuneOracle(_OracleBase):
         self.tolerance = tolerance or FaultTolerance()
         self.record: dict[str, dict[str, Any]] = {}
         self.leases: dict[str, float] = {}  # trial_id -> monotonic deadline
+        self.last_seen: dict[str, float] = {}  # tuner_id -> monotonic time of its last call
         self.early_stopped: set[str] = set()
         self.abort_reason: str | None = None
         self._resumed: dict[str, Any] = {}
@@ -78,6 +79,7 @@ class FmtuneOracle(_OracleBase):
 
     @kt.synchronized
     def create_trial(self, tuner_id: str) -> Any:
+        self.last_seen[tuner_id] = time.monotonic()
         if self.abort_reason is not None:
             self.tuner_ids.discard(tuner_id)
             return trial_module.Trial(self.get_space(), status=Status.STOPPED)
@@ -103,6 +105,8 @@ class FmtuneOracle(_OracleBase):
 
     def _refused(self, trial_id: str, caller: str | None) -> bool:
         """A report about a trial the caller does not hold (any more) is refused."""
+        if caller is not None:
+            self.last_seen[caller] = time.monotonic()
         holder = self.holder(trial_id)
         return holder is None or (caller is not None and caller != holder)
 
@@ -135,9 +139,22 @@ class FmtuneOracle(_OracleBase):
                 self.tolerance.lease_seconds,
                 trial.trial_id,
             )
+        # A worker that died between trials holds no lease but is still awaited: forget it too.
+        idle = [
+            t
+            for t in self.tuner_ids
+            if t not in self.ongoing_trials and self.last_seen.get(t, now) < now - self.tolerance.lease_seconds
+        ]
+        for tuner_id in idle:
+            self.tuner_ids.discard(tuner_id)
+            log.warning(
+                "%s silent for over %.0fs between trials: no longer waiting for it",
+                tuner_id,
+                self.tolerance.lease_seconds,
+            )
         if lost:
             self.save()
-        return [tuner_id for tuner_id, _ in lost]
+        return [tuner_id for tuner_id, _ in lost] + idle
 
     # -- reports -----------------------------------------------------------------------------------
 
