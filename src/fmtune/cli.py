@@ -121,7 +121,7 @@ def tune(
     cluster = LocalCluster(
         config_path, workers, port or free_port(), threads_per_worker=threads, max_restarts=max_restarts
     )
-    code = cluster.run()
+    code = cluster.run(progress_total=cfg.search.max_trials)
     if code == 130:
         fail("interrupted", 130)
     if code != 0:
@@ -258,6 +258,26 @@ def results_cmd(
 ) -> None:
     """Print the trial table, best first, and the best configuration."""
     show_results(path, top)
+
+
+@app.command("report")
+def report_cmd(
+    path: Annotated[Path, typer.Argument(help="a work dir, an experiment dir, or a results.json")] = Path("runs"),
+    out: Annotated[Path | None, typer.Option(help="where to write (default: beside results.json)")] = None,
+) -> None:
+    """Write report.png and report.html: trials over time, best so far, and each hyperparameter."""
+    from fmtune import results
+    from fmtune.report import html_report, plot
+
+    files = results.find(path)
+    if not files:
+        fail(f"no results.json under {path}")
+    for file in files:
+        res = results.load(file)
+        folder = out or file.parent
+        png = plot(res, folder / "report.png")
+        page = html_report(res, png, folder / "report.html")
+        print(f"{res.experiment}: {png} and {page}")
 
 
 def show_results(path: Path, top: int) -> None:

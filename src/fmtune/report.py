@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -56,3 +57,117 @@ def print_results(res: Results, top: int = 0, console: Console | None = None) ->
             f"exported version {res.exported_version} to {res.export_path}",
             highlight=False,
         )
+
+
+def _numeric(values: list[Any]) -> tuple[list[float], list[str] | None]:
+    """Positions to plot, and tick labels when the values are categorical."""
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return [float(v) for v in values], None
+    labels = sorted({str(v) for v in values})
+    return [float(labels.index(str(v))) for v in values], labels
+
+
+def plot(res: Results, path: Path) -> Path:
+    """Objective per trial over time with the best so far, and one scatter per hyperparameter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    name, maximise = res.objective.name, res.objective.direction == "max"
+    scored = sorted(
+        (t for t in res.trials if t.score is not None and t.ended_at is not None), key=lambda t: t.ended_at or 0
+    )
+    names = sorted({k for t in scored for k in t.hyperparameters if not k.startswith("tuner/")})
+    columns = 3
+    rows = 1 + (len(names) + columns - 1) // columns
+    fig = plt.figure(figsize=(5 * columns, 3.6 * rows), constrained_layout=True)
+    grid = fig.add_gridspec(rows, columns)
+    ax = fig.add_subplot(grid[0, :])
+    if scored:
+        ends = [t.ended_at for t in scored if t.ended_at is not None]
+        start = min([t.started_at for t in scored if t.started_at is not None] + ends)
+        minutes = [(end - start).total_seconds() / 60 for end in ends]
+        scores = [t.score or 0.0 for t in scored]
+        best, running = [], None
+        for score in scores:
+            running = score if running is None else (max(running, score) if maximise else min(running, score))
+            best.append(running)
+        colors = ["tab:blue" if t.status == "COMPLETED" else "tab:orange" for t in scored]
+        ax.scatter(minutes, scores, c=colors, s=28, zorder=3, label="trial (orange: stopped early)")
+        ax.step(minutes, best, where="post", color="tab:green", linewidth=2, label="best so far")
+        for t, x, y in zip(scored, minutes, scores, strict=True):
+            ax.annotate(t.trial_id, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7, color="0.35")
+    ax.set_xlabel("minutes since the first trial started")
+    ax.set_ylabel(name)
+    ax.set_title(
+        f"{res.experiment}: {res.algorithm} search over {res.family} on {res.dataset} ({len(res.trials)} trials)"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right" if maximise else "upper right", fontsize=8)
+    for i, hp in enumerate(names):
+        sub = fig.add_subplot(grid[1 + i // columns, i % columns])
+        pairs = [(t.hyperparameters[hp], t.score or 0.0) for t in scored if hp in t.hyperparameters]
+        xs, labels = _numeric([p[0] for p in pairs])
+        sub.scatter(xs, [p[1] for p in pairs], s=22, alpha=0.8)
+        if labels is not None:
+            sub.set_xticks(range(len(labels)), labels)
+        elif hp in ("learning_rate", "l2") and xs and min(xs) > 0:
+            sub.set_xscale("log")
+            sub.xaxis.set_minor_formatter(NullFormatter())
+        sub.set_xlabel(hp)
+        sub.set_ylabel(name)
+        sub.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def html_report(res: Results, png: Path, path: Path) -> Path:
+    """A self-contained page: summary, the plots (embedded), best hyperparameters, every trial."""
+    import base64
+    import html
+
+    image = base64.b64encode(png.read_bytes()).decode()
+    rows = []
+    for rank, t in enumerate(res.ranked(), start=1):
+        cells = [
+            str(rank),
+            t.trial_id,
+            t.status.lower(),
+            "" if t.score is None else f"{t.score:.4f}",
+            "" if t.best_epoch is None else str(t.best_epoch + 1),
+            t.worker or "",
+            _seconds(t.seconds),
+            format_values(t.hyperparameters),
+            (t.message or "").strip().splitlines()[-1] if t.message else "",
+        ]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    best = format_values(res.best_hyperparameters or {})
+    retrain = ""
+    if res.retrain is not None:
+        retrain = (
+            f"<p>Retrained {res.retrain.epochs_run} epochs in {res.retrain.seconds:.0f}s on "
+            f"{res.retrain.train_samples} images: <b>test accuracy {res.retrain.test_accuracy:.4f}</b>; "
+            f"exported version {res.exported_version}.</p>"
+        )
+    head = ["#", "trial", "status", res.objective.name, "epoch", "worker", "time", "hyperparameters", "error"]
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(res.experiment)}: fmtune report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}img{{max-width:100%}}</style></head><body>
+<h1>{html.escape(res.experiment)}</h1>
+<p>{html.escape(res.algorithm)} search over {html.escape(res.family)} on {html.escape(res.dataset)}:
+{len(res.trials)} trials, tuning {res.tuning_seconds:.0f}s.</p>
+<p>Best trial {html.escape(str(res.best_trial_id))}: <code>{html.escape(best)}</code></p>
+{retrain}
+<img alt="objective per trial and per hyperparameter" src="data:image/png;base64,{image}">
+<h2>Trials, best first</h2>
+<table><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}</tr>
+{"".join(rows)}
+</table></body></html>
+"""
+    path.write_text(page)
+    return path

@@ -43,3 +43,19 @@ def test_coordinator_must_be_chief() -> None:
 def test_worker_ids_are_stable() -> None:
     assert roles.worker_id(4) == "tuner4"
     assert roles.free_port() > 0
+
+
+def test_progress_lines_are_parsed() -> None:
+    from fmtune.tuning.local import parse_progress
+
+    assert parse_progress("[coordinator] 10:00:00 trial 7/20 done: val_accuracy=0.8840 (best 0.8890) [trial 06]") == (
+        7,
+        20,
+        "0.8890",
+    )
+    assert parse_progress("[coordinator] 10:00:00 trial 3/20 stopped: below the median (best 0.8100) [x]") == (
+        3,
+        20,
+        "0.8100",
+    )
+    assert parse_progress("[tuner0] 10:00:00 trial 3 epoch 2/8: loss=0.3") is None

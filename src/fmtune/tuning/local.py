@@ -38,6 +38,44 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+PROGRESS_LINE = re.compile(r"trial (\d+)/(\d+) \w+.*\(best ([^)]+)\)")
+
+
+def parse_progress(line: str) -> tuple[int, int, str] | None:
+    """(finished, total, best) from a coordinator line such as 'trial 7/20 done: ... (best 0.889)'."""
+    match = PROGRESS_LINE.search(line)
+    return (int(match.group(1)), int(match.group(2)), match.group(3)) if match else None
+
+
+class ProgressBar:
+    """Trials finished out of max_trials and the best so far, below the streamed output (TTY only)."""
+
+    def __init__(self, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("trials"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("best {task.fields[best]}"),
+            TimeElapsedColumn(),
+        )
+        self.task = self.progress.add_task("search", total=total, best="n/a")
+
+    def __enter__(self) -> ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def write(self, line: str) -> None:
+        self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        found = parse_progress(line) if line.startswith("[coordinator]") else None
+        if found:
+            self.progress.update(self.task, completed=found[0], total=found[1], best=found[2])
+
+
 @dataclass
 class Child:
     name: str
@@ -65,6 +103,7 @@ class LocalCluster:
         self.max_restarts = max_restarts
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.bar: ProgressBar | None = None
         base = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(extra_env or {})}
         cmd = [sys.executable, "-m", "fmtune"]
         chief = Role(CHIEF, "127.0.0.1", port)
@@ -82,6 +121,9 @@ class LocalCluster:
 
     def say(self, name: str, line: str) -> None:
         with self._lock:
+            if self.bar is not None:
+                self.bar.write(f"[{name}] {line.rstrip()}")
+                return
             self.out.write(f"[{name}] {line.rstrip()}\n")
             self.out.flush()
 
@@ -111,14 +153,21 @@ class LocalCluster:
     def request_stop(self, *_: object) -> None:
         self._stop.set()
 
-    def run(self) -> int:
+    def run(self, progress_total: int | None = None) -> int:
+        """Run to the end; with ``progress_total`` and a terminal, show a progress bar of trials."""
         previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        bar = ProgressBar(progress_total) if progress_total and self.out.isatty() else None
         try:
+            if bar is not None:
+                self.bar = bar.__enter__()
             for child in self._children():
                 self._start(child)
             return self._supervise()
         finally:
             self._stop_all()
+            if bar is not None:
+                bar.__exit__()
+                self.bar = None
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 

@@ -135,10 +135,23 @@ class FmtuneTuner(kt.Tuner):
         super().on_trial_end(trial)
 
 
+def tensorboard_dir(cfg: ExperimentConfig) -> Path:
+    return cfg.experiment_dir / "tensorboard"
+
+
 def fit_callbacks(cfg: ExperimentConfig) -> list[keras.callbacks.Callback]:
-    """In-trial early stopping on the objective."""
-    patience = cfg.search.early_stopping_patience
-    if not patience:
-        return []
-    objective = cfg.search.objective
-    return [keras.callbacks.EarlyStopping(monitor=objective.name, mode=objective.direction, patience=patience)]
+    """TensorBoard logs (Keras Tuner points them at <dir>/<trial>/execution<N> and adds the trial's
+    hyperparameters, so the HParams dashboard works) and in-trial early stopping on the objective."""
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.TensorBoard(
+            log_dir=str(tensorboard_dir(cfg)), histogram_freq=0, write_graph=False, profile_batch=0
+        )
+    ]
+    if cfg.search.early_stopping_patience:
+        objective = cfg.search.objective
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=objective.name, mode=objective.direction, patience=cfg.search.early_stopping_patience
+            )
+        )
+    return callbacks

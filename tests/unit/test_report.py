@@ -1,0 +1,66 @@
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from fmtune import results
+from fmtune.cli import app
+from fmtune.config import Objective
+from fmtune.report import html_report, plot
+from fmtune.results import EpochMetrics, Results, TrialRecord
+
+
+def sample() -> Results:
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    trials = [
+        TrialRecord(
+            trial_id=str(i),
+            status=status,
+            worker=f"tuner{i % 2}",
+            score=score,
+            hyperparameters={"units_0": 64 * (i + 1), "learning_rate": 10 ** -(i + 2), "activation": act},
+            history=[EpochMetrics(epoch=0, metrics={"val_accuracy": score or 0.0})],
+            seconds=30.0,
+            started_at=start + timedelta(seconds=20 * i),
+            ended_at=start + timedelta(seconds=20 * i + 30),
+            message="Traceback\nValueError: <bad>" if score is None else None,
+        )
+        for i, (status, score, act) in enumerate(
+            [
+                ("COMPLETED", 0.85, "relu"),
+                ("STOPPED", 0.40, "tanh"),
+                ("COMPLETED", 0.88, "relu"),
+                ("FAILED", None, "tanh"),
+            ]
+        )
+    ]
+    return Results(
+        experiment="demo",
+        dataset="fashion_mnist",
+        family="mlp",
+        algorithm="random",
+        objective=Objective(),
+        max_trials=4,
+        config_digest="x",
+        trials=trials,
+        best_trial_id="2",
+        best_hyperparameters=trials[2].hyperparameters,
+        tuning_seconds=90,
+    )
+
+
+def test_png_and_html_are_written(tmp_path: Path) -> None:
+    res = sample()
+    png = plot(res, tmp_path / "report.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    page = html_report(res, png, tmp_path / "report.html").read_text()
+    assert page.count("<tr>") == 1 + 4 and "data:image/png;base64," in page
+    assert "ValueError: &lt;bad&gt;" in page  # the error is shown, and escaped
+    assert page.index(">2</td>") < page.index(">0</td>")  # best first
+
+
+def test_report_command_writes_beside_results(tmp_path: Path) -> None:
+    results.save(sample(), tmp_path / "demo")
+    done = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "demo" / "report.png").is_file() and (tmp_path / "demo" / "report.html").is_file()
