@@ -46,6 +46,7 @@ test-slow: install
 # Benchmarks write reports/*.json and reports/*.md.
 bench: install
 	$(BIN)/python -m tests.bench.serving
+	$(BIN)/python -m tests.bench.capacity
 
 # The client's TensorFlow-free messages, generated with protobuf 6.31 gencode (runs on protobuf 6.31+ and 7).
 protos:

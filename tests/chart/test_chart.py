@@ -232,8 +232,9 @@ def test_experiment_config_in_the_configmap_is_valid(tmp_path: Path) -> None:
 
 def test_tensorboard_is_optional_and_reads_the_volume() -> None:
     assert not [d for d in by_kind(objects(render().stdout), "Deployment") if "tensorboard" in d["metadata"]["name"]]
-    (board,) = [d for d in by_kind(objects(render(4, "large").stdout), "Deployment")
-                if "tensorboard" in d["metadata"]["name"]]
+    (board,) = [
+        d for d in by_kind(objects(render(4, "large").stdout), "Deployment") if "tensorboard" in d["metadata"]["name"]
+    ]
     container = board["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][0] == "--logdir=/data/runs"
     assert next(m for m in container["volumeMounts"] if m["name"] == "data")["readOnly"] is True

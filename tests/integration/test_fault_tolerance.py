@@ -256,3 +256,34 @@ def test_worker_gives_up_when_the_coordinator_is_gone(synthetic_dir: Path, tmp_p
     assert done.returncode == 3
     assert "worker tuner0 gives up: the coordinator did not answer within 3s" in done.stderr
     assert time.monotonic() - started < 60
+
+
+def test_a_worker_starting_after_the_search_ended_leaves_cleanly(synthetic_dir: Path, tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    (tmp_path / "runs" / "late").mkdir(parents=True)
+    (tmp_path / "runs" / "late" / "results.json").write_text("{}")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fmtune",
+            "worker",
+            "--preset",
+            "quick",
+            "--set",
+            "dataset=synthetic",
+            "--set",
+            "name=late",
+            "--set",
+            f"workdir={tmp_path / 'runs'}",
+            "--data-dir",
+            str(synthetic_dir.parent),
+        ],
+        env=_role_env("tuner7", port),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the search is already over" in done.stdout

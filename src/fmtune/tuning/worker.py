@@ -7,6 +7,7 @@ import os
 
 from fmtune import data
 from fmtune.config import ExperimentConfig
+from fmtune.results import RESULTS_FILE
 from fmtune.tuning.roles import Role
 
 log = logging.getLogger("fmtune")
@@ -32,9 +33,19 @@ def training_split(cfg: ExperimentConfig, dataset: data.Dataset) -> data.Split:
     return dataset.train.subset(subset)
 
 
+def search_over(cfg: ExperimentConfig) -> bool:
+    """The coordinator writes results.json when the search ends: a worker that starts (or loses the
+    coordinator) after that has nothing left to do, rather than waiting for a chief that is gone."""
+    return (cfg.experiment_dir / RESULTS_FILE).is_file()
+
+
 def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
+    if search_over(cfg):
+        log.info("worker %s: the search is already over (%s exists)", role.tuner_id, RESULTS_FILE)
+        return
     os.environ.update(role.env())  # Keras Tuner reads the contract when the tuner is built
     limit_threads(threads)
+    from fmtune.tuning.service import CoordinatorUnreachable
     from fmtune.tuning.tuner import FmtuneTuner, fit_callbacks
 
     dataset = data.load(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download)
@@ -49,12 +60,18 @@ def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
     )
     workers_dir = cfg.experiment_dir / "workers"
     tuner = FmtuneTuner(cfg, workers_dir / role.tuner_id, checkpoint_root=workers_dir)
-    tuner.search(  # raises CoordinatorUnreachable when the chief stays silent past the timeout
-        train.images,
-        train.labels,
-        validation_data=(dataset.val.images, dataset.val.labels),
-        epochs=cfg.search.epochs,
-        callbacks=fit_callbacks(cfg),
-        verbose=0,
-    )
+    try:
+        tuner.search(
+            train.images,
+            train.labels,
+            validation_data=(dataset.val.images, dataset.val.labels),
+            epochs=cfg.search.epochs,
+            callbacks=fit_callbacks(cfg),
+            verbose=0,
+        )
+    except CoordinatorUnreachable:
+        if not search_over(cfg):
+            raise
+        log.info("worker %s: the coordinator is gone and the search is over", role.tuner_id)
+        return
     log.info("worker %s: the coordinator says the search is over", role.tuner_id)

@@ -1,0 +1,210 @@
+"""Coordinator capacity: many simulated workers against the real coordinator over gRPC.
+
+Each simulated worker asks for a trial, reports three epochs of synthetic metrics and ends it,
+with no training, so the coordinator is the only thing being measured. Workers are threads spread
+over a few processes (so the simulators' own GIL is not the bottleneck).
+
+Run with `make bench` (python -m tests.bench.capacity). Writes reports/capacity.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+COMMAND = "make bench  (python -m tests.bench.capacity)"
+REPORTS_PER_TRIAL = 3
+
+
+def simulate(port: int, worker_ids: list[str], queue: Any) -> None:
+    """One process: a thread per worker id; puts (create latencies, update latencies, trials) on queue."""
+    import grpc
+    from keras_tuner.src import protos
+
+    from fmtune.tuning.service import CALLER
+
+    service = protos.get_service()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = protos.get_service_grpc().OracleStub(channel)
+    creates: list[float] = []
+    updates: list[float] = []
+    done = [0]
+    span = [float("inf"), 0.0]  # wall-clock time of this process's first answer and last trial's end
+    lock = threading.Lock()
+
+    def worker(tuner_id: str) -> None:
+        meta = ((CALLER, tuner_id),)
+        rng = random.Random(tuner_id)
+        while True:
+            started = time.perf_counter()
+            try:
+                trial = stub.CreateTrial(
+                    service.CreateTrialRequest(tuner_id=tuner_id), metadata=meta, wait_for_ready=True, timeout=30
+                ).trial
+            except grpc.RpcError:  # joined after the search ended and the coordinator left
+                return
+            latency = time.perf_counter() - started
+            with lock:  # from the first answer: waiting for the coordinator to start is not its time
+                span[0] = min(span[0], time.time())
+            if trial.status == protos.get_proto().TrialStatus.STOPPED:
+                return
+            if trial.status == protos.get_proto().TrialStatus.IDLE:
+                time.sleep(0.01)
+                continue
+            mine = []
+            for step in range(REPORTS_PER_TRIAL):
+                t0 = time.perf_counter()
+                stub.UpdateTrial(
+                    service.UpdateTrialRequest(
+                        trial_id=trial.trial_id, metrics={"val_accuracy": rng.random(), "loss": rng.random()}, step=step
+                    ),
+                    metadata=meta,
+                    timeout=600,
+                )
+                mine.append(time.perf_counter() - t0)
+            trial.status = protos.get_proto().TrialStatus.COMPLETED
+            stub.EndTrial(service.EndTrialRequest(trial=trial), metadata=meta, timeout=600)
+            with lock:
+                creates.append(latency)
+                updates.extend(mine)
+                done[0] += 1
+                span[1] = max(span[1], time.time())
+
+    threads = [threading.Thread(target=worker, args=(tid,)) for tid in worker_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    queue.put((creates, updates, done[0], span))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def run_case(algorithm: str, workers: int, trials: int, data_dir: Path, workdir: Path) -> dict[str, Any]:
+    from fmtune import config
+    from tests.integration.helpers import free_ports
+
+    cfg = config.load(
+        "quick",
+        None,
+        [
+            "dataset=synthetic",
+            f"data_dir={data_dir}",
+            f"workdir={workdir}",
+            f"name={algorithm}-{workers}-{trials}",
+            f"search.algorithm={algorithm}",
+            f"search.max_trials={trials}",
+            "retrain.enabled=false",
+            "fault_tolerance.lease_seconds=600",
+        ],
+        environ={},
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"{cfg.name}.yaml"
+    path.write_text(cfg.to_yaml())
+    (port,) = free_ports(1)
+    env = {
+        **os.environ,
+        "KERASTUNER_TUNER_ID": "chief",
+        "KERASTUNER_ORACLE_IP": "127.0.0.1",
+        "KERASTUNER_ORACLE_PORT": str(port),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "fmtune", "coordinator", "--config", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    processes = min(4, workers)
+    ids = [f"sim{i}" for i in range(workers)]
+    queue: Any = mp.get_context("spawn").Queue()
+    ctx = mp.get_context("spawn")
+    sims = [ctx.Process(target=simulate, args=(port, ids[p::processes], queue)) for p in range(processes)]
+    for sim in sims:
+        sim.start()
+    parts = [queue.get(timeout=1800) for _ in sims]
+    # From the first request to the last trial's end: process start-up is not the coordinator's time.
+    wall = max(p[3][1] for p in parts) - min(p[3][0] for p in parts)
+    coordinator.wait(timeout=120)
+    for sim in sims:
+        sim.join()
+    creates = [x for p in parts for x in p[0]]
+    updates = [x for p in parts for x in p[1]]
+    completed = sum(p[2] for p in parts)
+    per_trial = statistics.fmean(creates) + REPORTS_PER_TRIAL * statistics.fmean(updates)
+    return {
+        "algorithm": algorithm,
+        "workers": workers,
+        "trials": completed,
+        "seconds": wall,
+        "trials_per_s": completed / wall,
+        "create_p50_ms": 1000 * percentile(creates, 0.5),
+        "create_p95_ms": 1000 * percentile(creates, 0.95),
+        "update_p50_ms": 1000 * percentile(updates, 0.5),
+        "update_p95_ms": 1000 * percentile(updates, 0.95),
+        "overhead_share_of_60s_trial": per_trial / 60.0,
+    }
+
+
+CASES = [("random", 8, 300), ("random", 32, 600), ("random", 128, 1200), ("bayesian", 8, 50), ("bayesian", 8, 200)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--quick", action="store_true", help="smaller cases (a smoke run)")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.conftest import write_dataset
+
+    work = Path(tempfile.mkdtemp(prefix="fmtune-capacity-"))
+    data_dir = write_dataset(work / "data" / "synthetic").parent
+    cases = [(a, w, max(2 * w, t // 10)) for a, w, t in CASES] if args.quick else CASES
+    rows = [run_case(a, w, t, data_dir, work / "runs") for a, w, t in cases]
+    report = {
+        "command": COMMAND,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "reports_per_trial": REPORTS_PER_TRIAL,
+        "cases": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "capacity.json").write_text(json.dumps(report, indent=2))
+    lines = [
+        "# Coordinator capacity",
+        "",
+        f"Command: `{COMMAND}`. Machine: {report['machine']}. Simulated workers (threads in up to 4 "
+        f"processes) against the real coordinator over gRPC; {REPORTS_PER_TRIAL} reports per trial, no training.",
+        "",
+        "| algorithm | workers | trials | trials/s | create p50 (ms) | create p95 (ms) | update p50 (ms) "
+        "| update p95 (ms) | overhead per 60 s trial |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['algorithm']} | {r['workers']} | {r['trials']} | {r['trials_per_s']:.1f} | "
+            f"{r['create_p50_ms']:.1f} | {r['create_p95_ms']:.1f} | {r['update_p50_ms']:.1f} | "
+            f"{r['update_p95_ms']:.1f} | {100 * r['overhead_share_of_60s_trial']:.2f}% |"
+        )
+    text = "\n".join(lines) + "\n"
+    (args.out / "capacity.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
