@@ -67,3 +67,19 @@ def test_failed_export_leaves_no_version(tmp_path: Path) -> None:
         export.publish(Broken(), tmp_path, card())
     assert export.versions(tmp_path / "clf") == []
     assert [p.name for p in (tmp_path / "clf").iterdir() if not p.name.startswith(".fmtune")] == []
+
+
+def test_unloading_does_not_pull_the_model_from_under_a_request(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from fmtune.serving.models import END, ModelManager
+
+    export.publish(model, tmp_path, card(model_name="fmtune"))
+    manager = ModelManager(tmp_path / "fmtune", "fmtune", poll_seconds=60)
+    manager.poll_once()
+    manager.poll_once()
+    held = manager.resolve("fmtune", None)  # a request in flight holds version 1
+    export.publish(model, tmp_path, card(model_name="fmtune"))
+    manager.poll_once()
+    manager.poll_once()
+    assert manager.latest().version == 2  # type: ignore[union-attr]
+    assert [s.state for s in manager.statuses("fmtune", 1)] == [END]
+    assert held.signature("serving_default") is not None  # still usable by the request that holds it

@@ -154,7 +154,9 @@ class ModelManager:
             servable.state = UNLOADING
         log.info("unloading %s version %d (%s)", self.name, version, why)
         with self._lock:
-            servable.loaded, servable.state = None, END
+            # A fresh record, not a cleared one: requests that already resolved this version keep
+            # their reference and finish; the model is freed when the last of them is done.
+            self._servables[version] = Servable(version, servable.path, state=END)
 
     def latest(self) -> Servable | None:
         with self._lock:
