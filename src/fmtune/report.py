@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fmtune.results import Results
+from fmtune.results import Results, TrialRecord
 
 
 def format_values(values: dict[str, Any]) -> str:
@@ -23,6 +23,20 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.0f}s"
 
 
+def trial_cells(rank: int, trial: TrialRecord) -> list[str]:
+    """#, trial, status, objective, best epoch, worker, time, hyperparameters."""
+    return [
+        str(rank),
+        trial.trial_id,
+        trial.status.lower(),
+        "" if trial.score is None else f"{trial.score:.4f}",
+        "" if trial.best_epoch is None else str(trial.best_epoch + 1),
+        trial.worker or "",
+        _seconds(trial.seconds),
+        format_values(trial.hyperparameters),
+    ]
+
+
 def trial_table(res: Results, top: int = 0) -> Table:
     name = res.objective.name
     table = Table(title=f"{res.experiment}: {res.algorithm} search over {res.family} on {res.dataset}")
@@ -30,16 +44,7 @@ def trial_table(res: Results, top: int = 0) -> Table:
         table.add_column(column, overflow="fold", justify="right" if column in ("#", name, "epoch", "time") else "left")
     rows = res.ranked()
     for rank, trial in enumerate(rows[:top] if top else rows, start=1):
-        table.add_row(
-            str(rank),
-            trial.trial_id,
-            trial.status.lower(),
-            "" if trial.score is None else f"{trial.score:.4f}",
-            "" if trial.best_epoch is None else str(trial.best_epoch + 1),
-            trial.worker or "",
-            _seconds(trial.seconds),
-            format_values(trial.hyperparameters),
-        )
+        table.add_row(*trial_cells(rank, trial))
     return table
 
 
@@ -133,17 +138,8 @@ def html_report(res: Results, png: Path, path: Path) -> Path:
     image = base64.b64encode(png.read_bytes()).decode()
     rows = []
     for rank, t in enumerate(res.ranked(), start=1):
-        cells = [
-            str(rank),
-            t.trial_id,
-            t.status.lower(),
-            "" if t.score is None else f"{t.score:.4f}",
-            "" if t.best_epoch is None else str(t.best_epoch + 1),
-            t.worker or "",
-            _seconds(t.seconds),
-            format_values(t.hyperparameters),
-            (t.message or "").strip().splitlines()[-1] if t.message else "",
-        ]
+        error = (t.message or "").strip().splitlines()[-1] if t.message else ""
+        cells = [*trial_cells(rank, t), error]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     best = format_values(res.best_hyperparameters or {})
     retrain = ""

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -60,6 +61,30 @@ def test_dead_worker_loses_its_trial_and_the_search_completes(synthetic_dir: Pat
     rerun = next(t for t in res.trials if t.trial_id == match.group(1))
     assert rerun.worker == "tuner0"
     assert [h.epoch for h in rerun.history] == list(range(len(rerun.history)))  # one run's epochs, once
+
+
+def run_worker(synthetic_dir: Path, tmp_path: Path, tuner_id: str, port: int, *assignments: str) -> Any:
+    """`fmtune worker` on its own, against a coordinator port that nobody listens on."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fmtune",
+            "worker",
+            "--preset",
+            "quick",
+            "--set",
+            "dataset=synthetic",
+            *sets(*assignments),
+            "--data-dir",
+            str(synthetic_dir.parent),
+        ],
+        env=_role_env(tuner_id, port),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
 
 
 def _role_env(tuner_id: str, port: int) -> dict[str, str]:
@@ -230,28 +255,13 @@ def test_median_stopping_stops_obviously_bad_trials(synthetic_dir: Path, tmp_pat
 def test_worker_gives_up_when_the_coordinator_is_gone(synthetic_dir: Path, tmp_path: Path) -> None:
     (port,) = free_ports(1)
     started = time.monotonic()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fmtune",
-            "worker",
-            "--preset",
-            "quick",
-            "--set",
-            "dataset=synthetic",
-            "--set",
-            "fault_tolerance.coordinator_timeout_seconds=3",
-            "--set",
-            "fault_tolerance.lease_seconds=20",
-            "--data-dir",
-            str(synthetic_dir.parent),
-        ],
-        env=_role_env("tuner0", port),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
+    done = run_worker(
+        synthetic_dir,
+        tmp_path,
+        "tuner0",
+        port,
+        "fault_tolerance.coordinator_timeout_seconds=3",
+        "fault_tolerance.lease_seconds=20",
     )
     assert done.returncode == 3
     assert "worker tuner0 gives up: the coordinator did not answer within 3s" in done.stderr
@@ -262,28 +272,6 @@ def test_a_worker_starting_after_the_search_ended_leaves_cleanly(synthetic_dir: 
     (port,) = free_ports(1)
     (tmp_path / "runs" / "late").mkdir(parents=True)
     (tmp_path / "runs" / "late" / "results.json").write_text("{}")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fmtune",
-            "worker",
-            "--preset",
-            "quick",
-            "--set",
-            "dataset=synthetic",
-            "--set",
-            "name=late",
-            "--set",
-            f"workdir={tmp_path / 'runs'}",
-            "--data-dir",
-            str(synthetic_dir.parent),
-        ],
-        env=_role_env("tuner7", port),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    done = run_worker(synthetic_dir, tmp_path, "tuner7", port, "name=late", f"workdir={tmp_path / 'runs'}")
     assert done.returncode == 0, done.stderr
     assert "the search is already over" in done.stdout
