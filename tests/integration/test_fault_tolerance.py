@@ -63,6 +63,13 @@ def test_dead_worker_loses_its_trial_and_the_search_completes(synthetic_dir: Pat
     assert [h.epoch for h in rerun.history] == list(range(len(rerun.history)))  # one run's epochs, once
 
 
+def tune_ok(argv: list[str], tmp_path: Path) -> tuple[Any, results.Results]:
+    """Run `fmtune tune`, require success, and return its output and results.json."""
+    done = run(argv, tmp_path)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    return done, results.load(tmp_path / "runs" / "itest" / "results.json")
+
+
 def run_worker(synthetic_dir: Path, tmp_path: Path, tuner_id: str, port: int, *assignments: str) -> Any:
     """`fmtune worker` on its own, against a coordinator port that nobody listens on."""
     return subprocess.run(
@@ -182,9 +189,7 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(synthetic_dir: 
         ),
         trials=4,
     )
-    done = run(argv, tmp_path)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    res = results.load(tmp_path / "runs" / "itest" / "results.json")
+    done, res = tune_ok(argv, tmp_path)
     by_status = {s: [t for t in res.trials if t.status == s] for s in ("COMPLETED", "FAILED")}
     assert len(by_status["COMPLETED"]) == 2 and len(by_status["FAILED"]) == 2
     for trial in by_status["FAILED"]:
@@ -234,9 +239,7 @@ def test_median_stopping_stops_obviously_bad_trials(synthetic_dir: Path, tmp_pat
         ),
         trials=8,
     )
-    done = run(argv, tmp_path)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    res = results.load(tmp_path / "runs" / "itest" / "results.json")
+    done, res = tune_ok(argv, tmp_path)
     stopped = [t for t in res.trials if t.status == "STOPPED"]
     assert stopped, [(t.trial_id, t.status, t.hyperparameters) for t in res.trials]
     for trial in stopped:
