@@ -44,9 +44,13 @@ test-slow: install
 	$(BIN)/python -m pytest -m "slow and not e2e" $(PYTEST_ARGS)
 
 # Benchmarks write reports/*.json and reports/*.md.
-bench: install
+# Hours on 2 CPU cores (the accuracy part trains three presets); each part can also run alone.
+bench: install data
+	$(BIN)/python -m tests.bench.accuracy
 	$(BIN)/python -m tests.bench.serving
 	$(BIN)/python -m tests.bench.capacity
+	$(BIN)/python -m tests.bench.efficiency
+	$(BIN)/python -m tests.bench.report
 
 # The client's TensorFlow-free messages, generated with protobuf 6.31 gencode (runs on protobuf 6.31+ and 7).
 protos:

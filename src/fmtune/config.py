@@ -194,6 +194,11 @@ class RetrainConfig(_Strict):
     reduce_lr_patience: NonNegativeInt = Field(
         default=2, description="halve the learning rate after this many flat epochs; 0 turns it off"
     )
+    augment: list[Literal["flip", "shift"]] = Field(
+        default=[],
+        description="random changes to the retraining images: 'flip' (left-right, for mirror-symmetric "
+        "classes such as clothes, not digits) and 'shift' (up to 2 pixels each way)",
+    )
 
 
 class ExperimentConfig(_Strict):

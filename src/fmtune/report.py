@@ -85,6 +85,8 @@ def plot(res: Results, path: Path) -> Path:
         (t for t in res.trials if t.score is not None and t.ended_at is not None), key=lambda t: t.ended_at or 0
     )
     names = sorted({k for t in scored for k in t.hyperparameters if not k.startswith("tuner/")})
+    # A value every trial shares (a fixed hyperparameter) says nothing about the objective.
+    names = [n for n in names if len({repr(t.hyperparameters.get(n)) for t in scored}) > 1]
     columns = 3
     rows = 1 + (len(names) + columns - 1) // columns
     fig = plt.figure(figsize=(5 * columns, 3.6 * rows), constrained_layout=True)

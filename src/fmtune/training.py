@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -54,6 +55,31 @@ def merged_train_val(dataset: Dataset) -> Split:
     )
 
 
+def augmented(split: Split, batch_size: int, kinds: Sequence[str], seed: int) -> Any:
+    """A shuffled, batched tf.data pipeline with random flips and/or shifts, as uint8 images
+    (the model's input type; nearest-pixel shifts keep the values whole)."""
+    import tensorflow as tf
+
+    layers: list[keras.layers.Layer] = []
+    if "flip" in kinds:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if "shift" in kinds:
+        shift = 2 / 28
+        layers.append(
+            keras.layers.RandomTranslation(shift, shift, fill_mode="constant", interpolation="nearest", seed=seed)
+        )
+
+    def apply(images: Any, labels: Any) -> Any:
+        x = tf.cast(images[..., None], tf.float32)
+        for layer in layers:
+            x = layer(x, training=True)
+        return tf.cast(tf.squeeze(x, -1), tf.uint8), labels
+
+    pipeline = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    pipeline = pipeline.shuffle(len(split), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    return pipeline.map(apply, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
 def retrain(cfg: ExperimentConfig, values: dict[str, Any], dataset: Dataset) -> tuple[keras.Model, RetrainRecord]:
     started = time.monotonic()
     settings = cfg.retrain
@@ -82,19 +108,24 @@ def retrain(cfg: ExperimentConfig, values: dict[str, Any], dataset: Dataset) -> 
                 min_lr=1e-6,
             )
         )
+    batch_size = hp.get("batch_size")
     log.info(
-        "retrain: %d images (+%d held out for early stopping), up to %d epochs, batch size %s",
+        "retrain: %d images (+%d held out for early stopping), up to %d epochs, batch size %s%s",
         len(fit),
         len(holdout),
         settings.max_epochs,
-        hp.get("batch_size"),
+        batch_size,
+        f", augmented ({' + '.join(settings.augment)})" if settings.augment else "",
+    )
+    inputs: dict[str, Any] = (
+        {"x": augmented(fit, batch_size, settings.augment, cfg.seed), "shuffle": False}  # shuffled in the pipeline
+        if settings.augment
+        else {"x": fit.images, "y": fit.labels, "batch_size": batch_size}
     )
     model.fit(
-        fit.images,
-        fit.labels,
+        **inputs,
         validation_data=(holdout.images, holdout.labels),
         epochs=settings.max_epochs,
-        batch_size=hp.get("batch_size"),
         callbacks=callbacks,
         verbose=0,
     )

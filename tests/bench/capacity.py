@@ -1,8 +1,10 @@
-"""Coordinator capacity: many simulated workers against the real coordinator over gRPC.
+"""Coordinator capacity: many simulated workers against the real coordinator over gRPC, fmtune's
+and vanilla Keras Tuner's chief side by side.
 
 Each simulated worker asks for a trial, reports three epochs of synthetic metrics and ends it,
 with no training, so the coordinator is the only thing being measured. Workers are threads spread
-over a few processes (so the simulators' own GIL is not the bottleneck).
+over a few processes (so the simulators' own GIL is not the bottleneck). A create-trial's latency
+runs from the first ask to a trial to run, across IDLE answers ("ask again").
 
 Run with `make bench` (python -m tests.bench.capacity). Writes reports/capacity.json and .md.
 """
@@ -38,7 +40,7 @@ def simulate(port: int, worker_ids: list[str], queue: Any) -> None:
     service = protos.get_service()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = protos.get_service_grpc().OracleStub(channel)
-    creates: list[float] = []
+    creates: list[tuple[int, float]] = []  # (trial index, seconds)
     updates: list[float] = []
     done = [0]
     span = [float("inf"), 0.0]  # wall-clock time of this process's first answer and last trial's end
@@ -48,8 +50,8 @@ def simulate(port: int, worker_ids: list[str], queue: Any) -> None:
         meta = ((CALLER, tuner_id),)
         rng = random.Random(tuner_id)
         first = True  # the first call also waits for the coordinator to come up: not counted
+        started = time.perf_counter()
         while True:
-            started = time.perf_counter()
             try:
                 trial = stub.CreateTrial(
                     service.CreateTrialRequest(tuner_id=tuner_id), metadata=meta, wait_for_ready=True, timeout=30
@@ -63,7 +65,7 @@ def simulate(port: int, worker_ids: list[str], queue: Any) -> None:
                 return
             if trial.status == protos.get_proto().TrialStatus.IDLE:
                 time.sleep(0.01)
-                continue
+                continue  # still the same create-trial, as far as the worker is concerned
             mine = []
             for step in range(REPORTS_PER_TRIAL):
                 t0 = time.perf_counter()
@@ -79,11 +81,12 @@ def simulate(port: int, worker_ids: list[str], queue: Any) -> None:
             stub.EndTrial(service.EndTrialRequest(trial=trial), metadata=meta, timeout=600)
             with lock:
                 if not first:
-                    creates.append(latency)
+                    creates.append((int(trial.trial_id), latency))
                 first = False
                 updates.extend(mine)
                 done[0] += 1
                 span[1] = max(span[1], time.time())
+            started = time.perf_counter()
 
     threads = [threading.Thread(target=worker, args=(tid,)) for tid in worker_ids]
     for thread in threads:
@@ -98,10 +101,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def run_case(algorithm: str, workers: int, trials: int, data_dir: Path, workdir: Path) -> dict[str, Any]:
+def coordinator_argv(impl: str, algorithm: str, trials: int, data_dir: Path, workdir: Path) -> list[str]:
     from fmtune import config
-    from tests.integration.helpers import free_ports
 
+    workdir.mkdir(parents=True, exist_ok=True)
+    if impl == "keras-tuner":
+        return [sys.executable, "-m", "tests.bench.vanilla_chief", algorithm, str(trials), str(workdir)]
     cfg = config.load(
         "quick",
         None,
@@ -109,7 +114,7 @@ def run_case(algorithm: str, workers: int, trials: int, data_dir: Path, workdir:
             "dataset=synthetic",
             f"data_dir={data_dir}",
             f"workdir={workdir}",
-            f"name={algorithm}-{workers}-{trials}",
+            f"name={algorithm}-{trials}",
             f"search.algorithm={algorithm}",
             f"search.max_trials={trials}",
             "retrain.enabled=false",
@@ -117,9 +122,20 @@ def run_case(algorithm: str, workers: int, trials: int, data_dir: Path, workdir:
         ],
         environ={},
     )
-    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"{cfg.name}.yaml"
     path.write_text(cfg.to_yaml())
+    return [sys.executable, "-m", "fmtune", "coordinator", "--config", str(path)]
+
+
+def window(creates: list[tuple[int, float]], upto: int, width: int = 20) -> list[float]:
+    """Create latencies of the trials handed out just before ``upto`` trials existed."""
+    return [s for index, s in creates if upto - width <= index < upto]
+
+
+def run_case(impl: str, algorithm: str, workers: int, trials: int, data_dir: Path, workdir: Path) -> dict[str, Any]:
+    from tests.integration.helpers import free_ports
+
+    argv = coordinator_argv(impl, algorithm, trials, data_dir, workdir / f"{impl}-{algorithm}-{workers}-{trials}")
     (port,) = free_ports(1)
     env = {
         **os.environ,
@@ -128,50 +144,106 @@ def run_case(algorithm: str, workers: int, trials: int, data_dir: Path, workdir:
         "KERASTUNER_ORACLE_PORT": str(port),
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
-    coordinator = subprocess.Popen(
-        [sys.executable, "-m", "fmtune", "coordinator", "--config", str(path)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    coordinator = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    exited: list[float] = []
+
+    def wait_exit() -> None:
+        coordinator.wait()
+        exited.append(time.time())
+
+    waiter = threading.Thread(target=wait_exit)
+    waiter.start()
     processes = min(4, workers)
     ids = [f"sim{i}" for i in range(workers)]
-    queue: Any = mp.get_context("spawn").Queue()
     ctx = mp.get_context("spawn")
+    queue: Any = ctx.Queue()
     sims = [ctx.Process(target=simulate, args=(port, ids[p::processes], queue)) for p in range(processes)]
     for sim in sims:
         sim.start()
     parts = [queue.get(timeout=1800) for _ in sims]
     # From the first request to the last trial's end: process start-up is not the coordinator's time.
-    wall = max(p[3][1] for p in parts) - min(p[3][0] for p in parts)
-    coordinator.wait(timeout=120)
+    first, last = min(p[3][0] for p in parts), max(p[3][1] for p in parts)
+    waiter.join(timeout=120)
     for sim in sims:
         sim.join()
     creates = [x for p in parts for x in p[0]]
+    latencies = [s for _, s in creates]
     updates = [x for p in parts for x in p[1]]
     completed = sum(p[2] for p in parts)
-    per_trial = statistics.fmean(creates) + REPORTS_PER_TRIAL * statistics.fmean(updates)
-    return {
+    per_trial = statistics.fmean(latencies) + REPORTS_PER_TRIAL * statistics.fmean(updates)
+    row = {
+        "coordinator": impl,
         "algorithm": algorithm,
         "workers": workers,
         "trials": completed,
-        "seconds": wall,
-        "trials_per_s": completed / wall,
-        "create_p50_ms": 1000 * percentile(creates, 0.5),
-        "create_p95_ms": 1000 * percentile(creates, 0.95),
+        "seconds": last - first,
+        "trials_per_s": completed / (last - first),
+        "create_p50_ms": 1000 * percentile(latencies, 0.5),
+        "create_p95_ms": 1000 * percentile(latencies, 0.95),
         "update_p50_ms": 1000 * percentile(updates, 0.5),
         "update_p95_ms": 1000 * percentile(updates, 0.95),
         "overhead_share_of_60s_trial": per_trial / 60.0,
+        "exit_after_last_trial_s": (exited[0] - last) if exited else None,
     }
+    if algorithm == "bayesian":
+        for at in (50, 200):
+            if at <= trials:
+                row[f"create_p50_ms_at_{at}"] = 1000 * percentile(window(creates, at), 0.5)
+                row[f"create_p95_ms_at_{at}"] = 1000 * percentile(window(creates, at), 0.95)
+    return row
 
 
-CASES = [("random", 8, 300), ("random", 32, 600), ("random", 128, 1200), ("bayesian", 8, 50), ("bayesian", 8, 200)]
+CASES = [("random", 8, 300), ("random", 32, 600), ("random", 128, 1200), ("bayesian", 8, 200)]
+IMPLEMENTATIONS = ("keras-tuner", "fmtune")
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    rows = report["cases"]
+    lines = [
+        "# Coordinator capacity",
+        "",
+        f"Command: `{COMMAND}`. Machine: {report['machine']}. Simulated workers (threads in up to 4 processes) "
+        f"against the real chief over gRPC, {REPORTS_PER_TRIAL} reports per trial, no training; vanilla Keras "
+        "Tuner's chief (its oracle and server loop) and fmtune's coordinator, same search space, same run.",
+        "",
+        "| coordinator | algorithm | workers | trials | trials/s | create p50 (ms) | create p95 (ms) "
+        "| update p50 (ms) | update p95 (ms) | overhead per 60 s trial | exit after last trial (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['coordinator']} | {r['algorithm']} | {r['workers']} | {r['trials']} | {fmt(r['trials_per_s'])} | "
+            f"{fmt(r['create_p50_ms'])} | {fmt(r['create_p95_ms'])} | {fmt(r['update_p50_ms'])} | "
+            f"{fmt(r['update_p95_ms'])} | {fmt(100 * r['overhead_share_of_60s_trial'], 2)}% | "
+            f"{fmt(r['exit_after_last_trial_s'])} |"
+        )
+    bayes = [r for r in rows if r["algorithm"] == "bayesian"]
+    if bayes:
+        lines += [
+            "",
+            "Bayesian create-trial latency around 50 and 200 completed trials (the 20 trials handed out before):",
+            "",
+            "| coordinator | workers | p50 at 50 (ms) | p95 at 50 (ms) | p50 at 200 (ms) | p95 at 200 (ms) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in bayes:
+            lines.append(
+                f"| {r['coordinator']} | {r['workers']} | {fmt(r.get('create_p50_ms_at_50'))} | "
+                f"{fmt(r.get('create_p95_ms_at_50'))} | {fmt(r.get('create_p50_ms_at_200'))} | "
+                f"{fmt(r.get('create_p95_ms_at_200'))} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument("--quick", action="store_true", help="smaller cases (a smoke run)")
+    parser.add_argument("--only", choices=IMPLEMENTATIONS, help="one coordinator only")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.conftest import write_dataset
@@ -179,7 +251,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="fmtune-capacity-"))
     data_dir = write_dataset(work / "data" / "synthetic").parent
     cases = [(a, w, max(2 * w, t // 10)) for a, w, t in CASES] if args.quick else CASES
-    rows = [run_case(a, w, t, data_dir, work / "runs") for a, w, t in cases]
+    rows = []
+    for algorithm, workers, trials in cases:
+        for impl in [args.only] if args.only else IMPLEMENTATIONS:
+            rows.append(run_case(impl, algorithm, workers, trials, data_dir, work / "runs"))
+            print(json.dumps(rows[-1]), flush=True)
     report = {
         "command": COMMAND,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -188,23 +264,7 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "capacity.json").write_text(json.dumps(report, indent=2))
-    lines = [
-        "# Coordinator capacity",
-        "",
-        f"Command: `{COMMAND}`. Machine: {report['machine']}. Simulated workers (threads in up to 4 "
-        f"processes) against the real coordinator over gRPC; {REPORTS_PER_TRIAL} reports per trial, no training.",
-        "",
-        "| algorithm | workers | trials | trials/s | create p50 (ms) | create p95 (ms) | update p50 (ms) "
-        "| update p95 (ms) | overhead per 60 s trial |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['algorithm']} | {r['workers']} | {r['trials']} | {r['trials_per_s']:.1f} | "
-            f"{r['create_p50_ms']:.1f} | {r['create_p95_ms']:.1f} | {r['update_p50_ms']:.1f} | "
-            f"{r['update_p95_ms']:.1f} | {100 * r['overhead_share_of_60s_trial']:.2f}% |"
-        )
-    text = "\n".join(lines) + "\n"
+    text = markdown(report)
     (args.out / "capacity.md").write_text(text)
     print(text)
 

@@ -116,3 +116,10 @@ def test_cli_prints_resolved_config() -> None:
     result = CliRunner().invoke(app, ["config", "--preset", "standard", "--set", "search.max_trials=3"])
     assert result.exit_code == 0, result.output
     assert config.validate(__import__("yaml").safe_load(result.output)).search.max_trials == 3
+
+
+def test_unknown_augmentation_is_named() -> None:
+    cfg = config.load("quick", None, ["retrain.augment=[flip, shift]"], environ={})
+    assert cfg.retrain.augment == ["flip", "shift"]
+    with pytest.raises(ConfigError, match=r"retrain\.augment\.0"):
+        config.load("quick", None, ["retrain.augment=[rotate]"], environ={})

@@ -8,18 +8,29 @@ holds the trial are refused (answered STOPPED), so no trial is counted twice.
 
 from __future__ import annotations
 
+import copy
+import functools
+import json
 import logging
 import statistics
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import keras_tuner as kt
+import numpy as np
 from keras_tuner.src import protos
 from keras_tuner.src.engine import conditions, metrics_tracking
 from keras_tuner.src.engine import trial as trial_module
+from keras_tuner.src.engine.hyperparameters import HyperParameters
+from keras_tuner.src.engine.oracle import LOCKS, THREADS
 
 from fmtune.config import ExperimentConfig, FaultTolerance
 from fmtune.report import format_values
+from fmtune.tuning.persist import Persister, write_atomic
+from fmtune.tuning.suggest import GPSuggester, Observations, SuggestionQueue
 
 log = logging.getLogger("fmtune")
 Status = trial_module.TrialStatus
@@ -32,6 +43,42 @@ ORACLE_CLASSES: dict[str, type[kt.Oracle]] = {
     "grid": kt.oracles.GridSearchOracle,
 }
 FINISHED = (Status.COMPLETED, Status.FAILED, Status.STOPPED)
+SUGGESTION_WAIT_SECONDS = 30.0
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def locked(func: F) -> F:
+    """Keras Tuner's ``synchronized``, but released when the call raises (Keras Tuner's keeps the
+    lock then, which deadlocks a server that answers calls on more than one thread). Keras Tuner's
+    own synchronized methods called inside see the lock as theirs and leave it alone."""
+
+    @functools.wraps(func)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        name = threading.current_thread().name
+        if THREADS[self] == name:
+            return func(self, *args, **kwargs)
+        with LOCKS[self]:
+            THREADS[self] = name
+            try:
+                return func(self, *args, **kwargs)
+            finally:
+                THREADS[self] = None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _QuickCopy(HyperParameters):
+    """Keras Tuner copies the whole search space for every trial through its config (~3 ms);
+    the hyperparameter objects are never changed after they are declared, so sharing them is safe."""
+
+    def copy(self) -> HyperParameters:
+        new = copy.copy(self)
+        new.__class__ = HyperParameters
+        new._hps = type(self._hps)(list, {name: list(hps) for name, hps in self._hps.items()})
+        new._space, new.values = list(self._space), dict(self.values)
+        new._conditions, new._name_scopes = list(self._conditions), list(self._name_scopes)
+        new.active_scopes, new.inactive_scopes = list(self.active_scopes), list(self.inactive_scopes)
+        return new
 
 
 def _parent_to_proto(self: conditions.Parent) -> Any:
@@ -74,11 +121,21 @@ class FmtuneOracle(_OracleBase):
         self.early_stopped: set[str] = set()
         self.abort_reason: str | None = None
         self._resumed: dict[str, Any] = {}
+        self.persister = Persister(self)
+
+    # -- threads that work behind the RPCs -------------------------------------------------------
+
+    def start_background(self) -> None:
+        self.persister.start()
+
+    def stop_background(self) -> None:
+        self.persister.stop()
 
     # -- handing out and taking back trials ------------------------------------------------------
 
-    @kt.synchronized
+    @locked
     def create_trial(self, tuner_id: str) -> Any:
+        self.hyperparameters.__class__ = _QuickCopy  # cheap per-trial copies of the space
         self.last_seen[tuner_id] = time.monotonic()
         if self.abort_reason is not None:
             self.tuner_ids.discard(tuner_id)
@@ -97,6 +154,19 @@ class FmtuneOracle(_OracleBase):
             log.info("trial %s started on %s: %s", trial.trial_id, tuner_id, values)
         return trial
 
+    def _random_values(self) -> dict[str, Any] | None:
+        """Keras Tuner's, with the same values from the same seed, minus its rebuilding of the
+        space for every trial (~2 ms): a value is drawn when its conditions hold."""
+        for _ in range(self._max_collisions + 1):
+            values: dict[str, Any] = {}
+            for hp in self.hyperparameters.space:
+                if all(condition.is_active(values) for condition in hp.conditions):
+                    values[hp.name] = hp.random_sample(self._seed_state)
+                    self._seed_state += 1
+            if not self._duplicate(values):
+                return values
+        return None
+
     def holder(self, trial_id: str) -> str | None:
         return next((tid for tid, t in self.ongoing_trials.items() if t.trial_id == trial_id), None)
 
@@ -110,7 +180,7 @@ class FmtuneOracle(_OracleBase):
         holder = self.holder(trial_id)
         return holder is None or (caller is not None and caller != holder)
 
-    @kt.synchronized
+    @locked
     def heartbeat(self, trial_id: str, caller: str | None) -> Any:
         """Renew the caller's lease; the answer's status says whether it should go on."""
         trial = self.trials.get(trial_id)
@@ -121,7 +191,7 @@ class FmtuneOracle(_OracleBase):
         self._renew(trial_id)
         return trial
 
-    @kt.synchronized
+    @locked
     def reap(self) -> list[str]:
         """Give the trials of silent workers back to the queue; forget those workers."""
         now = time.monotonic()
@@ -158,7 +228,7 @@ class FmtuneOracle(_OracleBase):
 
     # -- reports -----------------------------------------------------------------------------------
 
-    @kt.synchronized
+    @locked
     def update_trial_from(self, caller: str | None, trial_id: str, metrics: dict[str, float], step: int = 0) -> Any:
         if self._refused(trial_id, caller):
             trial = self.trials[trial_id]
@@ -171,14 +241,14 @@ class FmtuneOracle(_OracleBase):
             return trial_module.Trial(trial.hyperparameters, trial_id=trial_id, status=Status.STOPPED)
         return trial
 
-    @kt.synchronized
+    @locked
     def end_trial_from(self, caller: str | None, trial: Any) -> None:
         if self._refused(trial.trial_id, caller):
             log.info("ignored the end of trial %s from %s, which no longer holds it", trial.trial_id, caller)
             return
         self.end_trial(trial)
 
-    @kt.synchronized
+    @locked
     def end_trial(self, trial: Any) -> None:
         entry = self.record.setdefault(trial.trial_id, {})
         entry["ended"] = time.time()
@@ -192,7 +262,12 @@ class FmtuneOracle(_OracleBase):
         # Keras Tuner saves before the trial leaves the ongoing set; save again so a restart
         # right after the last trial does not run it again.
         self.save()
+        if stored.status == Status.COMPLETED:
+            self.on_completed()
         self._log_end(stored, entry)
+
+    def on_completed(self) -> None:
+        """A new result is in (for oracles that plan ahead)."""
 
     def _log_end(self, stored: Any, entry: dict[str, Any]) -> None:
         finished = sum(t.status in FINISHED for t in self.trials.values())
@@ -213,11 +288,13 @@ class FmtuneOracle(_OracleBase):
         """Keras Tuner raises inside end_trial, which fails the worker's RPC and leaves the chief
         waiting; here the search stops, with the reason, and every worker is told so."""
         streak: list[Any] = []
-        for trial_id in self.end_order:
+        for trial_id in reversed(self.end_order):  # only the latest streak matters
             trial = self.trials[trial_id]
-            streak = [*streak, trial] if trial.status == Status.FAILED else []
+            if trial.status != Status.FAILED:
+                break
+            streak.append(trial)
         if len(streak) >= self.tolerance.max_consecutive_failures and self.abort_reason is None:
-            last = (streak[-1].message or "").strip().splitlines()[-1:] or ["no message"]
+            last = (streak[0].message or "").strip().splitlines()[-1:] or ["no message"]
             self.abort_reason = f"{len(streak)} trials failed in a row; the last one: {last[0]}"
             log.error("stopping the search: %s", self.abort_reason)
 
@@ -241,7 +318,48 @@ class FmtuneOracle(_OracleBase):
         median = statistics.median(averages)
         return bool(best < median if maximise else best > median)
 
+    # -- the calls the servicer makes that Keras Tuner leaves unlocked ------------------------------
+
+    @locked
+    def get_space(self) -> Any:
+        return super().get_space()
+
+    @locked
+    def update_space(self, hyperparameters: Any) -> None:
+        super().update_space(hyperparameters)
+
+    @locked
+    def get_trial(self, trial_id: str) -> Any:
+        return super().get_trial(trial_id)
+
+    @locked
+    def get_best_trials(self, num_trials: int = 1) -> Any:
+        return super().get_best_trials(num_trials)
+
     # -- state -----------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        if self.persister.running:
+            self.persister.mark()
+        else:
+            write_atomic(Path(self._get_oracle_fname()), json.dumps(self.get_state()))
+
+    def _save_trial(self, trial: Any) -> None:
+        if self.persister.running:
+            self.persister.mark(trial.trial_id)
+        else:
+            write_atomic(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", json.dumps(trial.get_state()))
+
+    def _get_trial_dir(self, trial_id: str) -> str:
+        path = Path(self._project_dir) / f"trial_{trial_id}"
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    @locked
+    def snapshot(self, trial_ids: set[str]) -> tuple[dict[str, str], str]:
+        """The trials' files and oracle.json as they are now, for the persister to write."""
+        trials = {t: json.dumps(self.trials[t].get_state()) for t in trial_ids if t in self.trials}
+        return trials, json.dumps(self.get_state())
 
     def get_state(self) -> dict[str, Any]:
         return {
@@ -279,10 +397,108 @@ class FmtuneOracle(_OracleBase):
             )
 
 
+class FmtuneBayesianOracle(FmtuneOracle, kt.oracles.BayesianOptimizationOracle):
+    """Keras Tuner's Bayesian optimisation with its suggestions computed ahead, off the request
+    path (see ``fmtune.tuning.suggest``). A worker asking for a trial waits for a suggestion
+    without holding the oracle's lock, so reports and heartbeats are answered meanwhile."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.suggestions = SuggestionQueue(GPSuggester(self.alpha, self.beta, self.seed), self.observations)
+        self._point: np.ndarray | None = None  # the suggestion the current create_trial hands out
+        self._vectors: dict[str, tuple[int, list[float]]] = {}
+
+    def start_background(self) -> None:
+        super().start_background()
+        self.suggestions.start()
+
+    def stop_background(self) -> None:
+        self.suggestions.stop()
+        super().stop_background()
+
+    def on_completed(self) -> None:
+        self.suggestions.changed()
+
+    def _initial_points(self) -> int:
+        return int(self.num_initial_points or max(3 * len(self.hyperparameters.space), 3))
+
+    def _completed(self) -> list[Any]:
+        return [t for t in self.trials.values() if t.status == Status.COMPLETED]
+
+    def _wants_suggestion(self, tuner_id: str) -> bool:
+        """Racy reads, re-checked under the lock: a suggestion taken in vain is given back."""
+        return (
+            self.abort_reason is None
+            and tuner_id not in self.ongoing_trials
+            and not self._retry_queue
+            and (self.max_trials is None or len(self.trials) < self.max_trials)
+            and len(self._completed()) >= self._initial_points()
+        )
+
+    def create_trial(self, tuner_id: str) -> Any:
+        if not self._wants_suggestion(tuner_id):
+            return super().create_trial(tuner_id)
+        point = self.suggestions.take(len(self._completed()), len(self.ongoing_trials), SUGGESTION_WAIT_SECONDS)
+        if point is None:  # the worker asks again (Keras Tuner's IDLE)
+            return trial_module.Trial(self.get_space(), status=Status.IDLE)
+        return self._create_with(tuner_id, point)
+
+    @locked
+    def _create_with(self, tuner_id: str, point: np.ndarray) -> Any:
+        self._point = point
+        try:
+            return super().create_trial(tuner_id)
+        finally:
+            if self._point is not None:
+                self.suggestions.give_back(self._point, len(self._completed()))
+            self._point = None
+
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        if self._point is None or len(self._completed()) < self._initial_points():
+            return self._random_populate_space()
+        values = self._vector_to_values(self._point)
+        self._point = None
+        return {"status": Status.RUNNING, "values": values}
+
+    def _vector(self, trial: Any) -> list[float]:
+        """Keras Tuner's encoding: each non-fixed hyperparameter as a probability in [0, 1]."""
+        space = self._nonfixed_space()
+        cached = self._vectors.get(trial.trial_id)
+        if cached is not None and cached[0] == len(space) and trial.status == Status.COMPLETED:
+            return cached[1]
+        values = trial.hyperparameters.values
+        vector = [
+            hp.value_to_prob(
+                values[hp.name] if trial.hyperparameters.is_active(hp) and hp.name in values else hp.default
+            )
+            for hp in space
+        ]
+        self._vectors[trial.trial_id] = (len(space), vector)
+        return vector
+
+    @locked
+    def observations(self) -> Observations:
+        completed = self._completed()
+        sign = -1.0 if self.objective.direction == "max" else 1.0
+        dimensions = len(self._nonfixed_space())
+        pending = [self._vector(t) for t in self.ongoing_trials.values()]
+        return Observations(
+            x=np.array([self._vector(t) for t in completed]).reshape(-1, dimensions),
+            y=np.array([sign * t.score for t in completed], dtype=float),
+            pending=np.array(pending).reshape(-1, dimensions),
+            workers=len(self.tuner_ids),
+            enough=len(completed) >= self._initial_points(),
+        )
+
+
 def make_oracle(cfg: ExperimentConfig) -> kt.Oracle:
     search, tolerance = cfg.search, cfg.fault_tolerance
     base = ORACLE_CLASSES[search.algorithm]
-    cls = type(f"Fmtune{base.__name__}", (FmtuneOracle, base), {})
+    cls = (
+        FmtuneBayesianOracle
+        if search.algorithm == "bayesian"
+        else type(f"Fmtune{base.__name__}", (FmtuneOracle, base), {})
+    )
     kwargs: dict[str, Any] = {
         "objective": kt.Objective(search.objective.name, search.objective.direction),
         "seed": cfg.seed,

@@ -27,8 +27,11 @@ CALLER = "fmtune-tuner-id"
 # Keras Tuner's Trial proto has no field for a failed trial's error, so it travels as metadata.
 MESSAGE = "fmtune-message-bin"
 MAX_MESSAGE_BYTES = 4000
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.1
 RETRY_SECONDS = 0.5
+# Calls are answered concurrently: a create-trial waiting for a suggestion holds one thread, not
+# the oracle. The oracle's state itself is only ever touched under its lock, for a short time.
+RPC_THREADS = 32
 
 
 class CoordinatorUnreachable(RuntimeError):
@@ -48,11 +51,23 @@ class Servicer(OracleServicer):
 
     oracle: FmtuneOracle
 
+    def __init__(self, oracle: FmtuneOracle):
+        super().__init__(oracle)
+        self._hyperparameters: dict[str, Any] = {}  # trial id -> its values as a proto, made once
+
     def UpdateTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Answered with the trial's id, values and status (what a worker reads from it), without
+        its metrics: re-encoding the whole trial on every epoch's report is most of the call's cost."""
         trial = self.oracle.update_trial_from(
             _caller(context), request.trial_id, dict(request.metrics), step=request.step
         )
-        return protos.get_service().UpdateTrialResponse(trial=trial.to_proto())
+        values = self._hyperparameters.get(trial.trial_id)
+        if values is None:
+            values = self._hyperparameters[trial.trial_id] = trial.hyperparameters.to_proto()
+        answer = protos.get_proto().Trial(
+            trial_id=trial.trial_id, hyperparameters=values, status=trial_module.TrialStatus.to_proto(trial.status)
+        )
+        return protos.get_service().UpdateTrialResponse(trial=answer)
 
     def EndTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
         trial = trial_module.Trial.from_proto(request.trial)
@@ -60,6 +75,7 @@ class Servicer(OracleServicer):
         if message:
             trial.message = message.decode(errors="replace")
         self.oracle.end_trial_from(_caller(context), trial)
+        self.oracle.persister.sync()  # a result is on disk before the worker hears it was taken
         return protos.get_service().EndTrialResponse()
 
     def GetTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -70,11 +86,12 @@ class Servicer(OracleServicer):
 
 def serve_oracle(oracle: FmtuneOracle, role: Role) -> None:
     """Serve until the search is over and no worker still holds a trial, reaping silent workers."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=RPC_THREADS, thread_name_prefix="oracle-rpc"))
     servicer = Servicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     if server.add_insecure_port(role.address) == 0:
         raise OSError(f"cannot listen on {role.address}")
+    oracle.start_background()
     server.start()
     log.info("oracle listening on %s (%s, %s trials)", role.address, type(oracle).__name__, oracle.max_trials)
     try:
@@ -86,6 +103,7 @@ def serve_oracle(oracle: FmtuneOracle, role: Role) -> None:
             time.sleep(POLL_SECONDS)
     finally:
         server.stop(grace=1).wait()
+        oracle.stop_background()
 
 
 class Client(OracleClient):

@@ -1,0 +1,169 @@
+"""The coordinator's throughput machinery without gRPC: background suggestions, the write-behind
+persister, and a lock that survives exceptions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+from fmtune.tuning.oracle import FmtuneBayesianOracle, locked
+from fmtune.tuning.suggest import GPSuggester, Observations, SuggestionQueue
+
+
+def bayesian_oracle(tmp_path: Path, max_trials: int = 8, beta: float = 2.6) -> FmtuneBayesianOracle:
+    hp = kt.HyperParameters()
+    hp.Float("x", 0.0, 1.0)
+    hp.Float("y", 0.0, 1.0)
+    oracle = FmtuneBayesianOracle(
+        objective=kt.Objective("score", "max"),
+        max_trials=max_trials,
+        hyperparameters=hp,
+        num_initial_points=3,
+        beta=beta,
+        seed=3,
+    )
+    oracle.verbose = 0
+    oracle._set_project_dir(str(tmp_path), "search")
+    return oracle
+
+
+def score(values: dict[str, Any]) -> float:
+    return -((values["x"] - 0.7) ** 2) - (values["y"] - 0.2) ** 2
+
+
+def run_trial(oracle: Any, tuner_id: str) -> Any:
+    trial = oracle.create_trial(tuner_id)
+    assert trial.status == "RUNNING"
+    oracle.update_trial_from(tuner_id, trial.trial_id, {"score": score(trial.hyperparameters.values)})
+    trial.status = "COMPLETED"
+    oracle.end_trial_from(tuner_id, trial)
+    return oracle.trials[trial.trial_id]
+
+
+def test_suggestions_approach_the_optimum_and_avoid_running_points() -> None:
+    rng = np.random.RandomState(0)
+    x = rng.uniform(size=(30, 2))
+    y = ((x - [0.7, 0.2]) ** 2).sum(axis=1)  # minimised
+    suggester = GPSuggester(alpha=1e-4, beta=0.1, seed=0)  # little exploration: the pick is the model's optimum
+    picks = suggester.picks(Observations(x, y, np.empty((0, 2))), [])
+    first, second = next(picks), next(picks)
+    assert np.all((first >= 0) & (first <= 1))
+    assert np.linalg.norm(first - [0.7, 0.2]) < 0.1
+    assert not np.allclose(first, second)  # the first pick counts as running when the second is chosen
+
+
+def test_bayesian_oracle_searches_with_background_suggestions(tmp_path: Path) -> None:
+    oracle = bayesian_oracle(tmp_path, max_trials=10, beta=0.1)  # little exploration: it homes in
+    oracle.start_background()
+    try:
+        trials = [run_trial(oracle, "tuner0") for _ in range(10)]
+    finally:
+        oracle.stop_background()
+    assert [t.status for t in trials] == ["COMPLETED"] * 10
+    assert oracle.create_trial("tuner0").status == "STOPPED"
+    best = max(t.score for t in trials)
+    assert best > max(t.score for t in trials[:3]) + 0.05  # the GP's picks beat the random start
+
+
+def test_reports_are_answered_while_a_suggestion_is_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    oracle = bayesian_oracle(tmp_path)
+    oracle.start_background()
+    try:
+        for _ in range(3):
+            run_trial(oracle, "tuner0")
+        running = oracle.create_trial("tuner1")  # past the random points: this one was suggested
+        slow_fit = GPSuggester.fit
+
+        def fit(self: GPSuggester, x: np.ndarray, y: np.ndarray) -> Any:
+            time.sleep(1.0)
+            return slow_fit(self, x, y)
+
+        monkeypatch.setattr(GPSuggester, "fit", fit)
+        oracle.suggestions._ready.clear()  # nothing made ahead: tuner0 has to wait for the slow fit
+        asked = time.perf_counter()
+        asking = threading.Thread(target=oracle.create_trial, args=("tuner0",))
+        asking.start()
+        time.sleep(0.2)
+        started = time.perf_counter()
+        answer = oracle.update_trial_from("tuner1", running.trial_id, {"score": -0.5})
+        heartbeat = oracle.heartbeat(running.trial_id, "tuner1")
+        waited = time.perf_counter() - started
+        asking.join()
+        create_took = time.perf_counter() - asked
+    finally:
+        oracle.stop_background()
+    assert answer.status == "RUNNING" and heartbeat.status == "RUNNING"
+    assert create_took > 0.9 and waited < 0.3
+    assert oracle.ongoing_trials["tuner0"].status == "RUNNING"
+
+
+def test_a_suggestion_missing_more_results_than_trials_running_is_not_handed_out() -> None:
+    observed = Observations(np.zeros((5, 1)), np.zeros(5), np.empty((0, 1)))
+    queue = SuggestionQueue(GPSuggester(1e-4, 2.6, 0), lambda: observed)
+    queue.give_back(np.array([0.1]), completed=5)
+    queue.give_back(np.array([0.2]), completed=3)
+    # 6 results in, 1 trial running: the suggestion made from 3 results is stale, the one from 5 is not.
+    assert queue.take(completed=6, running=1, timeout=1) == pytest.approx([0.1])
+
+
+def test_persister_writes_behind_and_a_restart_reads_it_back(tmp_path: Path) -> None:
+    oracle = bayesian_oracle(tmp_path)
+    oracle.start_background()
+    try:
+        done = [run_trial(oracle, f"tuner{i}") for i in range(3)]
+        oracle.persister.sync()
+        trial_file = Path(oracle._get_trial_dir(done[-1].trial_id)) / "trial.json"
+        assert trial_file.exists()
+    finally:
+        oracle.stop_background()
+    again = bayesian_oracle(tmp_path)
+    again.reload()
+    assert sorted(again.trials) == sorted(t.trial_id for t in done)
+    assert all(again.trials[t.trial_id].score == pytest.approx(t.score) for t in done)
+    assert again.end_order == [t.trial_id for t in done]
+
+
+def test_the_lock_is_released_when_a_call_raises() -> None:
+    class Thing:
+        @locked
+        def fail(self) -> None:
+            raise ValueError("boom")
+
+        @locked
+        def ok(self) -> str:
+            return "ok"
+
+    thing = Thing()
+    with pytest.raises(ValueError):
+        thing.fail()
+    result: list[str] = []
+    other = threading.Thread(target=lambda: result.append(thing.ok()))
+    other.start()
+    other.join(timeout=2)
+    assert result == ["ok"]  # Keras Tuner's own lock would still be held here
+
+
+def test_random_values_are_keras_tuners_own(tmp_path: Path) -> None:
+    """The faster sampler draws exactly what Keras Tuner's would, conditional values included."""
+    from fmtune.search_spaces import hypermodel
+    from fmtune.tuning.oracle import FmtuneOracle
+
+    space = kt.HyperParameters()
+    hypermodel("mlp").build(space)  # num_layers decides which units_i/dropout_i are active
+    ours = type("Ours", (FmtuneOracle, kt.oracles.RandomSearchOracle), {})
+    oracles = [
+        cls(objective=kt.Objective("v", "max"), max_trials=40, hyperparameters=space.copy(), seed=5)
+        for cls in (kt.oracles.RandomSearchOracle, ours)
+    ]
+    for i, oracle in enumerate(oracles):
+        oracle.verbose = 0
+        oracle._set_project_dir(str(tmp_path / str(i)), "p")
+    for i in range(30):
+        theirs, mine = (oracle.create_trial(f"w{i}") for oracle in oracles)
+        assert mine.hyperparameters.values == theirs.hyperparameters.values
