@@ -54,7 +54,7 @@ def simulate(port: int, worker_ids: list[str], queue: Any) -> None:
         while True:
             try:
                 trial = stub.CreateTrial(
-                    service.CreateTrialRequest(tuner_id=tuner_id), metadata=meta, wait_for_ready=True, timeout=30
+                    service.CreateTrialRequest(tuner_id=tuner_id), metadata=meta, wait_for_ready=True, timeout=120
                 ).trial
             except grpc.RpcError:  # joined after the search ended and the coordinator left
                 return
@@ -127,24 +127,41 @@ def coordinator_argv(impl: str, algorithm: str, trials: int, data_dir: Path, wor
     return [sys.executable, "-m", "fmtune", "coordinator", "--config", str(path)]
 
 
+def start_coordinator(argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the chief on a free port and wait until it listens; a port taken between choosing and
+    binding it (by one of the simulators' own connections) means trying another."""
+    import socket
+
+    from tests.integration.helpers import free_ports
+
+    for _ in range(5):
+        (port,) = free_ports(1)
+        env = {
+            **os.environ,
+            "KERASTUNER_TUNER_ID": "chief",
+            "KERASTUNER_ORACLE_IP": "127.0.0.1",
+            "KERASTUNER_ORACLE_PORT": str(port),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+        coordinator = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        while coordinator.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return coordinator, port
+            time.sleep(0.2)
+        coordinator.kill()
+    raise SystemExit(f"the coordinator did not start: {argv}")
+
+
 def window(creates: list[tuple[int, float]], upto: int, width: int = 20) -> list[float]:
     """Create latencies of the trials handed out just before ``upto`` trials existed."""
     return [s for index, s in creates if upto - width <= index < upto]
 
 
 def run_case(impl: str, algorithm: str, workers: int, trials: int, data_dir: Path, workdir: Path) -> dict[str, Any]:
-    from tests.integration.helpers import free_ports
-
     argv = coordinator_argv(impl, algorithm, trials, data_dir, workdir / f"{impl}-{algorithm}-{workers}-{trials}")
-    (port,) = free_ports(1)
-    env = {
-        **os.environ,
-        "KERASTUNER_TUNER_ID": "chief",
-        "KERASTUNER_ORACLE_IP": "127.0.0.1",
-        "KERASTUNER_ORACLE_PORT": str(port),
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    coordinator = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    coordinator, port = start_coordinator(argv)
     exited: list[float] = []
 
     def wait_exit() -> None:
@@ -170,6 +187,8 @@ def run_case(impl: str, algorithm: str, workers: int, trials: int, data_dir: Pat
     latencies = [s for _, s in creates]
     updates = [x for p in parts for x in p[1]]
     completed = sum(p[2] for p in parts)
+    if not latencies:
+        raise SystemExit(f"{impl} {algorithm} with {workers} workers: no trial was handed out (coordinator: {argv})")
     per_trial = statistics.fmean(latencies) + REPORTS_PER_TRIAL * statistics.fmean(updates)
     row = {
         "coordinator": impl,

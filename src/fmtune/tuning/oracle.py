@@ -121,6 +121,7 @@ class FmtuneOracle(_OracleBase):
         self.early_stopped: set[str] = set()
         self.abort_reason: str | None = None
         self._resumed: dict[str, Any] = {}
+        self._unlogged: list[str] = []  # ended trials whose line waits for their state to be on disk
         self.persister = Persister(self)
 
     # -- threads that work behind the RPCs -------------------------------------------------------
@@ -264,7 +265,18 @@ class FmtuneOracle(_OracleBase):
         self.save()
         if stored.status == Status.COMPLETED:
             self.on_completed()
-        self._log_end(stored, entry)
+        if self.persister.running:
+            self._unlogged.append(stored.trial_id)
+        else:
+            self._log_end(stored, entry)
+
+    @locked
+    def log_ended(self, trial_id: str | None = None) -> None:
+        """Log a trial that ended (or all of them), once its state is on disk: a "done" line is a
+        promise that a restarted coordinator will not run the trial again."""
+        for ended in [t for t in self._unlogged if trial_id in (None, t)]:
+            self._unlogged.remove(ended)
+            self._log_end(self.trials[ended], self.record.get(ended, {}))
 
     def on_completed(self) -> None:
         """A new result is in (for oracles that plan ahead)."""
@@ -273,7 +285,8 @@ class FmtuneOracle(_OracleBase):
         finished = sum(t.status in FINISHED for t in self.trials.values())
         best = self.get_best_trials(1)
         best_text = f"{best[0].score:.4f}" if best and best[0].score is not None else "n/a"
-        seconds = entry["ended"] - entry.get("started", entry["ended"])
+        ended = entry.get("ended") or time.time()
+        seconds = ended - entry.get("started", ended)
         where = f"[trial {stored.trial_id} on {entry.get('worker')}, {seconds:.0f}s]"
         progress = f"trial {finished}/{self.max_trials or '?'}"
         if stored.status == Status.COMPLETED:

@@ -4,8 +4,8 @@ Keras Tuner rewrites oracle.json and a trial's file on every call, through Tenso
 (~2 ms a write, ~40 ms of writing per trial at 600 trials): that, not the search, is what limits a
 vanilla chief. Here a call only marks what changed; one thread writes the changes, coalesced, at
 most every ``interval`` seconds. The snapshot is taken under the oracle's lock, so trial files and
-oracle.json on disk always agree with each other; callers that must not be lost (a trial's end)
-wait for the write that holds them, sharing it with every other call of that interval.
+oracle.json on disk always agree with each other; calls that must not be lost (a trial handed
+out, a trial's end) wait for the write that holds them, sharing it with the other calls.
 """
 
 from __future__ import annotations

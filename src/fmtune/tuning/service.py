@@ -55,6 +55,11 @@ class Servicer(OracleServicer):
         super().__init__(oracle)
         self._hyperparameters: dict[str, Any] = {}  # trial id -> its values as a proto, made once
 
+    def CreateTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
+        response = super().CreateTrial(request, context)
+        self.oracle.persister.sync()  # who holds which trial survives a coordinator restart
+        return response
+
     def UpdateTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
         """Answered with the trial's id, values and status (what a worker reads from it), without
         its metrics: re-encoding the whole trial on every epoch's report is most of the call's cost."""
@@ -76,6 +81,7 @@ class Servicer(OracleServicer):
             trial.message = message.decode(errors="replace")
         self.oracle.end_trial_from(_caller(context), trial)
         self.oracle.persister.sync()  # a result is on disk before the worker hears it was taken
+        self.oracle.log_ended(trial.trial_id)
         return protos.get_service().EndTrialResponse()
 
     def GetTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -104,6 +110,7 @@ def serve_oracle(oracle: FmtuneOracle, role: Role) -> None:
     finally:
         server.stop(grace=1).wait()
         oracle.stop_background()
+        oracle.log_ended()
 
 
 class Client(OracleClient):
