@@ -219,6 +219,7 @@ class SuggestionQueue:
                     left = deadline - time.monotonic()
                     if self._stop or left <= 0:
                         return None
+                    self._cond.notify_all()  # what was dropped as stale has to be made again
                     self._cond.wait(left)
             finally:
                 self._waiting -= 1
