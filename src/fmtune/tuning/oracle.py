@@ -369,10 +369,10 @@ class FmtuneOracle(_OracleBase):
         return str(path)
 
     @locked
-    def snapshot(self, trial_ids: set[str]) -> tuple[dict[str, str], str]:
-        """The trials' files and oracle.json as they are now, for the persister to write."""
+    def snapshot(self, trial_ids: set[str], with_state: bool) -> tuple[dict[str, str], str | None]:
+        """The trials' files, and oracle.json if asked, as they are now, for the persister to write."""
         trials = {t: json.dumps(self.trials[t].get_state()) for t in trial_ids if t in self.trials}
-        return trials, json.dumps(self.get_state())
+        return trials, json.dumps(self.get_state()) if with_state else None
 
     def get_state(self) -> dict[str, Any]:
         return {
@@ -438,20 +438,21 @@ class FmtuneBayesianOracle(FmtuneOracle, kt.oracles.BayesianOptimizationOracle):
     def _completed(self) -> list[Any]:
         return [t for t in self.trials.values() if t.status == Status.COMPLETED]
 
-    def _wants_suggestion(self, tuner_id: str) -> bool:
+    def _wants_suggestion(self, tuner_id: str, completed: int) -> bool:
         """Racy reads, re-checked under the lock: a suggestion taken in vain is given back."""
         return (
             self.abort_reason is None
             and tuner_id not in self.ongoing_trials
             and not self._retry_queue
             and (self.max_trials is None or len(self.trials) < self.max_trials)
-            and len(self._completed()) >= self._initial_points()
+            and completed >= self._initial_points()
         )
 
     def create_trial(self, tuner_id: str) -> Any:
-        if not self._wants_suggestion(tuner_id):
+        completed = len(self._completed())
+        if not self._wants_suggestion(tuner_id, completed):
             return super().create_trial(tuner_id)
-        point = self.suggestions.take(len(self._completed()), len(self.ongoing_trials), SUGGESTION_WAIT_SECONDS)
+        point = self.suggestions.take(completed, len(self.ongoing_trials), SUGGESTION_WAIT_SECONDS)
         if point is None:  # the worker asks again (Keras Tuner's IDLE)
             return trial_module.Trial(self.get_space(), status=Status.IDLE)
         return self._create_with(tuner_id, point)

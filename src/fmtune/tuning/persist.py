@@ -67,10 +67,10 @@ class Persister:
         if not trial_ids and not write_oracle:
             return
         oracle = self.oracle
-        trials, state = oracle.snapshot(trial_ids)  # one consistent snapshot, under the oracle's lock
+        trials, state = oracle.snapshot(trial_ids, write_oracle)  # consistent: taken under the oracle's lock
         for trial_id, text in trials.items():
             write_atomic(Path(oracle._get_trial_dir(trial_id)) / "trial.json", text)
-        if write_oracle:  # last: it never names a trial whose file is not yet written
+        if state is not None:  # last: it never names a trial whose file is not yet written
             write_atomic(Path(oracle._get_oracle_fname()), state)
         with self._changed:
             self._written = max(self._written, upto)
