@@ -27,8 +27,8 @@ import keras_tuner as kt
 COMMAND = "make bench  (python -m tests.bench.efficiency)"
 OPTIMUM = -0.397887
 TRIALS = 30
-CHECKPOINTS = (15, 20, 30)
-SEEDS = (1, 2, 3, 4, 5, 6, 7, 8)
+CHECKPOINTS = (15, 20, 25, 30)
+SEEDS = tuple(range(1, 17))
 
 
 def space() -> kt.HyperParameters:
@@ -94,6 +94,32 @@ def run(make: Callable[[int], kt.Oracle], seed: int, parallel: int) -> tuple[lis
     return curve, creating
 
 
+def comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per worker count: is fmtune's mean regret no worse at every checkpoint, and on how many seeds."""
+    verdicts = []
+    for parallel in sorted({r["parallel_workers"] for r in rows}):
+        ours, theirs = (
+            next(r for r in rows if r["parallel_workers"] == parallel and r["oracle"] == name)
+            for name in ("fmtune", "keras-tuner")
+        )
+        verdicts.append(
+            {
+                "parallel_workers": parallel,
+                "met": all(ours[f"regret_after_{n}"] <= theirs[f"regret_after_{n}"] for n in CHECKPOINTS),
+                "seeds_no_worse": {
+                    str(n): sum(
+                        bool(a <= b)
+                        for a, b in zip(
+                            ours[f"regret_after_{n}_per_seed"], theirs[f"regret_after_{n}_per_seed"], strict=True
+                        )
+                    )
+                    for n in CHECKPOINTS
+                },
+            }
+        )
+    return verdicts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("reports"))
@@ -117,8 +143,9 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if not k.endswith("per_seed")}), flush=True)
+    verdicts = comparisons(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"command": COMMAND, "optimum": OPTIMUM, "trials": TRIALS, "rows": rows}
+    report = {"command": COMMAND, "optimum": OPTIMUM, "trials": TRIALS, "rows": rows, "comparison": verdicts}
     (args.out / "efficiency.json").write_text(json.dumps(report, indent=2))
     lines = [
         "# Sample efficiency",
@@ -126,7 +153,7 @@ def main() -> None:
         f"Command: `{COMMAND}`. Synthetic objective with a known optimum ({OPTIMUM}): Branin on two "
         "floats, a log-scaled learning rate, a stepped integer, a categorical; Bayesian optimisation with "
         f"each oracle's defaults, {TRIALS} trials, mean regret (optimum minus best so far; lower is better) "
-        f"over seeds {', '.join(map(str, SEEDS))}.",
+        f"over {len(SEEDS)} seeds ({SEEDS[0]}-{SEEDS[-1]}). Both oracles draw the same random initial points.",
         "",
         "| oracle | parallel workers | "
         + " | ".join(f"regret after {n}" for n in CHECKPOINTS)
@@ -136,6 +163,10 @@ def main() -> None:
     for r in rows:
         cells = " | ".join(f"{r[f'regret_after_{n}']:.3f}" for n in CHECKPOINTS)
         lines.append(f"| {r['oracle']} | {r['parallel_workers']} | {cells} | {r['create_seconds_per_trial']:.3f} |")
+    lines += ["", "fmtune no worse than Keras Tuner (mean regret), and seeds where fmtune's best is at least as good:"]
+    for v in verdicts:
+        seeds = ", ".join(f"after {n}: {v['seeds_no_worse'][str(n)]}/{len(SEEDS)}" for n in CHECKPOINTS)
+        lines.append(f"- {v['parallel_workers']} worker(s): {'met' if v['met'] else 'NOT met'} ({seeds}).")
     text = "\n".join(lines) + "\n"
     (args.out / "efficiency.md").write_text(text)
     print(text)

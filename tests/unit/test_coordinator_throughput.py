@@ -16,7 +16,7 @@ from fmtune.tuning.oracle import FmtuneBayesianOracle, locked
 from fmtune.tuning.suggest import GPSuggester, Observations, SuggestionQueue
 
 
-def bayesian_oracle(tmp_path: Path, max_trials: int = 8, beta: float = 2.6) -> FmtuneBayesianOracle:
+def bayesian_oracle(tmp_path: Path, max_trials: int = 8) -> FmtuneBayesianOracle:
     hp = kt.HyperParameters()
     hp.Float("x", 0.0, 1.0)
     hp.Float("y", 0.0, 1.0)
@@ -25,7 +25,6 @@ def bayesian_oracle(tmp_path: Path, max_trials: int = 8, beta: float = 2.6) -> F
         max_trials=max_trials,
         hyperparameters=hp,
         num_initial_points=3,
-        beta=beta,
         seed=3,
     )
     oracle.verbose = 0
@@ -50,7 +49,7 @@ def test_suggestions_approach_the_optimum_and_avoid_running_points() -> None:
     rng = np.random.RandomState(0)
     x = rng.uniform(size=(30, 2))
     y = ((x - [0.7, 0.2]) ** 2).sum(axis=1)  # minimised
-    suggester = GPSuggester(alpha=1e-4, beta=0.1, seed=0)  # little exploration: the pick is the model's optimum
+    suggester = GPSuggester(alpha=1e-4, seed=0)
     picks = suggester.picks(Observations(x, y, np.empty((0, 2))), [])
     first, second = next(picks), next(picks)
     assert np.all((first >= 0) & (first <= 1))
@@ -59,7 +58,7 @@ def test_suggestions_approach_the_optimum_and_avoid_running_points() -> None:
 
 
 def test_bayesian_oracle_searches_with_background_suggestions(tmp_path: Path) -> None:
-    oracle = bayesian_oracle(tmp_path, max_trials=10, beta=0.1)  # little exploration: it homes in
+    oracle = bayesian_oracle(tmp_path, max_trials=10)
     oracle.start_background()
     try:
         trials = [run_trial(oracle, "tuner0") for _ in range(10)]
@@ -105,7 +104,7 @@ def test_reports_are_answered_while_a_suggestion_is_computed(tmp_path: Path, mon
 
 def test_a_suggestion_missing_more_results_than_trials_running_is_not_handed_out() -> None:
     observed = Observations(np.zeros((5, 1)), np.zeros(5), np.empty((0, 1)))
-    queue = SuggestionQueue(GPSuggester(1e-4, 2.6, 0), lambda: observed)
+    queue = SuggestionQueue(GPSuggester(1e-4, 0), lambda: observed)
     queue.give_back(np.array([0.1]), completed=5)
     queue.give_back(np.array([0.2]), completed=3)
     # 6 results in, 1 trial running: the suggestion made from 3 results is stale, the one from 5 is not.

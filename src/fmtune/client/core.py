@@ -80,14 +80,15 @@ class FmtuneClient:
                 f"{self.target}: expected {len(batch)} predictions over {len(self.class_names)} classes, got "
                 f"probabilities {raw.probabilities.shape} and class ids {raw.class_ids.shape}"
             )
+        if ((raw.class_ids < 0) | (raw.class_ids >= len(self.class_names))).any():
+            raise errors.ServerError(f"{self.target}: class ids outside 0..{len(self.class_names) - 1}")
+        # Fields already checked above and typed by numpy: building without re-validation costs
+        # ~1 us a prediction instead of ~8 (half a millisecond at batch 64).
         return [
-            Prediction(
-                class_id=int(cid),
-                class_name=self.class_names[int(cid)],
-                probabilities=[float(p) for p in probs],
-                model_version=raw.version,
+            Prediction.model_construct(
+                class_id=cid, class_name=self.class_names[cid], probabilities=probs, model_version=raw.version
             )
-            for cid, probs in zip(raw.class_ids, raw.probabilities, strict=True)
+            for cid, probs in zip(raw.class_ids.tolist(), raw.probabilities.tolist(), strict=True)
         ]
 
     def status(self, version: int | None = None) -> list[VersionStatus]:

@@ -12,6 +12,7 @@ import copy
 import functools
 import json
 import logging
+import os
 import statistics
 import threading
 import time
@@ -29,7 +30,7 @@ from keras_tuner.src.engine.oracle import LOCKS, THREADS
 
 from fmtune.config import ExperimentConfig, FaultTolerance
 from fmtune.report import format_values
-from fmtune.tuning.persist import Persister, write_atomic
+from fmtune.tuning.persist import Persister, oracle_json, write_atomic
 from fmtune.tuning.suggest import GPSuggester, Observations, SuggestionQueue
 
 log = logging.getLogger("fmtune")
@@ -123,6 +124,8 @@ class FmtuneOracle(_OracleBase):
         self._resumed: dict[str, Any] = {}
         self._unlogged: list[str] = []  # ended trials whose line waits for their state to be on disk
         self.persister = Persister(self)
+        self._made_dirs: set[str] = set()
+        self._reporting = False
 
     # -- threads that work behind the RPCs -------------------------------------------------------
 
@@ -235,7 +238,11 @@ class FmtuneOracle(_OracleBase):
             trial = self.trials[trial_id]
             return trial_module.Trial(trial.hyperparameters, trial_id=trial_id, status=Status.STOPPED)
         self._renew(trial_id)
-        trial = super().update_trial(trial_id, metrics, step=step)
+        self._reporting = True  # an epoch's metrics: written lazily (see fmtune.tuning.persist)
+        try:
+            trial = super().update_trial(trial_id, metrics, step=step)
+        finally:
+            self._reporting = False
         if self._should_stop(trial, step):
             self.early_stopped.add(trial_id)
             log.info("trial %s stopped early at epoch %d: below the median of completed trials", trial_id, step + 1)
@@ -355,24 +362,27 @@ class FmtuneOracle(_OracleBase):
         if self.persister.running:
             self.persister.mark()
         else:
-            write_atomic(Path(self._get_oracle_fname()), json.dumps(self.get_state()))
+            write_atomic(Path(self._get_oracle_fname()), oracle_json(self.get_state()))
 
     def _save_trial(self, trial: Any) -> None:
         if self.persister.running:
-            self.persister.mark(trial.trial_id)
+            self.persister.mark(trial.trial_id, lazy=self._reporting)
         else:
             write_atomic(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", json.dumps(trial.get_state()))
 
     def _get_trial_dir(self, trial_id: str) -> str:
-        path = Path(self._project_dir) / f"trial_{trial_id}"
-        path.mkdir(parents=True, exist_ok=True)
-        return str(path)
+        """Made once: Keras Tuner checks (through TensorFlow's file API) on every call."""
+        path = os.path.join(str(self._directory), self._project_name, f"trial_{trial_id}")
+        if path not in self._made_dirs:
+            os.makedirs(path, exist_ok=True)
+            self._made_dirs.add(path)
+        return path
 
     @locked
-    def snapshot(self, trial_ids: set[str], with_state: bool) -> tuple[dict[str, str], str | None]:
+    def snapshot(self, trial_ids: set[str], with_state: bool) -> tuple[dict[str, str], bytes | None]:
         """The trials' files, and oracle.json if asked, as they are now, for the persister to write."""
         trials = {t: json.dumps(self.trials[t].get_state()) for t in trial_ids if t in self.trials}
-        return trials, json.dumps(self.get_state()) if with_state else None
+        return trials, oracle_json(self.get_state()) if with_state else None
 
     def get_state(self) -> dict[str, Any]:
         return {
@@ -413,11 +423,13 @@ class FmtuneOracle(_OracleBase):
 class FmtuneBayesianOracle(FmtuneOracle, kt.oracles.BayesianOptimizationOracle):
     """Keras Tuner's Bayesian optimisation with its suggestions computed ahead, off the request
     path (see ``fmtune.tuning.suggest``). A worker asking for a trial waits for a suggestion
-    without holding the oracle's lock, so reports and heartbeats are answered meanwhile."""
+    without holding the oracle's lock, so reports and heartbeats are answered meanwhile.
+    ``beta`` is accepted and kept for Keras Tuner's state file, but the acquisition is expected
+    improvement, which has no such knob."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.suggestions = SuggestionQueue(GPSuggester(self.alpha, self.beta, self.seed), self.observations)
+        self.suggestions = SuggestionQueue(GPSuggester(self.alpha, self.seed), self.observations)
         self._point: np.ndarray | None = None  # the suggestion the current create_trial hands out
         self._vectors: dict[str, tuple[int, list[float]]] = {}
 

@@ -6,6 +6,11 @@ vanilla chief. Here a call only marks what changed; one thread writes the change
 most every ``interval`` seconds. The snapshot is taken under the oracle's lock, so trial files and
 oracle.json on disk always agree with each other; calls that must not be lost (a trial handed
 out, a trial's end) wait for the write that holds them, sharing it with the other calls.
+
+An epoch's metrics are written lazily, with the next write at least ``LAZY_SECONDS`` after the
+last lazy one: a file per report made each write hold 50+ files at 128 workers, each file
+costing milliseconds while the RPC threads hold the interpreter, and the creates and ends waiting
+behind them. A coordinator that dies loses at most that second of a running trial's epochs.
 """
 
 from __future__ import annotations
@@ -13,17 +18,34 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 log = logging.getLogger("fmtune")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+LAZY_SECONDS = 1.0
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    data = content.encode() if isinstance(content, str) else content
+    try:
+        tmp.write_bytes(data)
+    except FileNotFoundError:  # first write there (checking every time costs a system call)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def oracle_json(state: dict[str, Any]) -> bytes:
+    """oracle.json's bytes. It grows with every trial (230 kB at 1,200 trials) and is rewritten
+    many times a second under the oracle's lock: orjson takes 0.2 ms where json takes 3.5. (Trial
+    files stay with json, whose NaN a diverged trial's metrics need; oracle.json holds no metrics.)"""
+    return orjson.dumps(state, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 
 
 class Persister:
@@ -32,6 +54,8 @@ class Persister:
     def __init__(self, oracle: Any, interval: float = 0.01):
         self.oracle, self.interval = oracle, interval
         self._dirty_trials: set[str] = set()
+        self._lazy_trials: set[str] = set()  # trials whose only change is a report
+        self._lazy_at = 0.0  # monotonic time of the last write of the lazy ones
         self._dirty_oracle = False
         self._marked = 0  # changes marked so far
         self._written = 0  # changes on disk
@@ -43,11 +67,14 @@ class Persister:
     def running(self) -> bool:
         return self._thread is not None
 
-    def mark(self, trial_id: str | None = None) -> None:
-        """Note a change: a trial's, or the oracle's own."""
+    def mark(self, trial_id: str | None = None, lazy: bool = False) -> None:
+        """Note a change: a trial's, or the oracle's own. A lazy one nobody waits for (see above)."""
         with self._changed:
             if trial_id is None:
                 self._dirty_oracle = True
+            elif lazy:
+                self._lazy_trials.add(trial_id)
+                return
             else:
                 self._dirty_trials.add(trial_id)
             self._marked += 1
@@ -59,11 +86,13 @@ class Persister:
             ticket = self._marked
             return self._changed.wait_for(lambda: self._written >= ticket or self._thread is None, timeout)
 
-    def flush(self) -> None:
-        """Write everything marked so far, now."""
+    def flush(self, everything: bool = True) -> None:
+        """Write what was marked so far, now: everything, or all but lazy changes not yet due."""
         with self._changed:
             trial_ids, write_oracle, upto = self._dirty_trials, self._dirty_oracle, self._marked
             self._dirty_trials, self._dirty_oracle = set(), False
+            if everything or time.monotonic() - self._lazy_at >= LAZY_SECONDS:
+                trial_ids, self._lazy_trials, self._lazy_at = trial_ids | self._lazy_trials, set(), time.monotonic()
         if not trial_ids and not write_oracle:
             return
         oracle = self.oracle
@@ -79,9 +108,12 @@ class Persister:
     def _loop(self) -> None:
         while not self._stop.is_set():
             with self._changed:
-                self._changed.wait_for(lambda: self._marked > self._written or self._stop.is_set())
+                self._changed.wait_for(
+                    lambda: self._marked > self._written or self._stop.is_set(),
+                    LAZY_SECONDS if self._lazy_trials else None,
+                )
             try:
-                self.flush()
+                self.flush(everything=False)
             except Exception:  # a full disk must not kill the search; the next change retries
                 log.exception("could not write the oracle's state")
             self._stop.wait(self.interval)

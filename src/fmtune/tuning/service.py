@@ -29,9 +29,10 @@ MESSAGE = "fmtune-message-bin"
 MAX_MESSAGE_BYTES = 4000
 POLL_SECONDS = 0.1
 RETRY_SECONDS = 0.5
-# Calls are answered concurrently: a create-trial waiting for a suggestion holds one thread, not
-# the oracle. The oracle's state itself is only ever touched under its lock, for a short time.
-RPC_THREADS = 32
+# Calls are answered concurrently: a create-trial waiting for a suggestion or for its write holds
+# one thread, not the oracle, whose state is only ever touched under its lock, for a short time.
+# Threads are started as calls need them; with fewer threads than workers, calls queue for one.
+RPC_THREADS = 256
 
 
 class CoordinatorUnreachable(RuntimeError):
