@@ -128,6 +128,38 @@ def test_persister_writes_behind_and_a_restart_reads_it_back(tmp_path: Path) -> 
     assert again.end_order == [t.trial_id for t in done]
 
 
+def test_reports_are_written_at_once_when_idle_and_deferred_behind_creates_and_ends(tmp_path: Path) -> None:
+    import json
+
+    oracle = bayesian_oracle(tmp_path)
+    trial = oracle.create_trial("tuner0")
+    trial_file = Path(oracle._get_trial_dir(trial.trial_id)) / "trial.json"
+
+    def reported_steps() -> list[Any]:
+        metrics = json.loads(trial_file.read_text())["metrics"]["metrics"]
+        return [o["step"] for o in metrics.get("score", {}).get("observations", [])]
+
+    oracle.start_background()
+    try:
+        oracle.update_trial_from("tuner0", trial.trial_id, {"score": -0.5}, step=0)
+        deadline = time.monotonic() + 0.5  # well under LAZY_SECONDS
+        while reported_steps() != [0] and time.monotonic() < deadline:  # nothing else to write: at once
+            time.sleep(0.01)
+        assert reported_steps() == [0]
+    finally:
+        oracle.stop_background()
+    # The persister's choices, step by step: a report just after a lazy write, beside a create.
+    persister = oracle.persister
+    persister._lazy_at = time.monotonic()
+    oracle.trials[trial.trial_id].metrics.update("score", -0.4, step=1)
+    persister.mark(trial.trial_id, lazy=True)
+    persister.mark()  # the oracle's own state, which a waiting create needs
+    persister.flush(everything=False)
+    assert reported_steps() == [0]  # deferred behind the create
+    persister.flush(everything=False)  # nothing else left to write: now
+    assert reported_steps() == [0, 1]
+
+
 def test_the_lock_is_released_when_a_call_raises() -> None:
     class Thing:
         @locked

@@ -7,10 +7,11 @@ most every ``interval`` seconds. The snapshot is taken under the oracle's lock, 
 oracle.json on disk always agree with each other; calls that must not be lost (a trial handed
 out, a trial's end) wait for the write that holds them, sharing it with the other calls.
 
-An epoch's metrics are written lazily, with the next write at least ``LAZY_SECONDS`` after the
-last lazy one: a file per report made each write hold 50+ files at 128 workers, each file
-costing milliseconds while the RPC threads hold the interpreter, and the creates and ends waiting
-behind them. A coordinator that dies loses at most that second of a running trial's epochs.
+An epoch's metrics nobody waits for: they are written at once when there is nothing else to
+write, but while creates and ends are waiting, at most every ``LAZY_SECONDS``. (At 128 workers a
+file per report made each write hold 50+ files, each costing milliseconds while the RPC threads
+hold the interpreter, with the creates and ends waiting behind them.) So only a coordinator that
+dies under such load can lose up to that second of a running trial's epochs.
 """
 
 from __future__ import annotations
@@ -74,10 +75,10 @@ class Persister:
                 self._dirty_oracle = True
             elif lazy:
                 self._lazy_trials.add(trial_id)
-                return
             else:
                 self._dirty_trials.add(trial_id)
-            self._marked += 1
+            if not lazy:
+                self._marked += 1
             self._changed.notify_all()
 
     def sync(self, timeout: float = 10.0) -> bool:
@@ -87,11 +88,12 @@ class Persister:
             return self._changed.wait_for(lambda: self._written >= ticket or self._thread is None, timeout)
 
     def flush(self, everything: bool = True) -> None:
-        """Write what was marked so far, now: everything, or all but lazy changes not yet due."""
+        """Write what was marked so far, now: everything, or lazy changes only when due (above)."""
         with self._changed:
             trial_ids, write_oracle, upto = self._dirty_trials, self._dirty_oracle, self._marked
             self._dirty_trials, self._dirty_oracle = set(), False
-            if everything or time.monotonic() - self._lazy_at >= LAZY_SECONDS:
+            idle = not trial_ids and not write_oracle
+            if everything or idle or time.monotonic() - self._lazy_at >= LAZY_SECONDS:
                 trial_ids, self._lazy_trials, self._lazy_at = trial_ids | self._lazy_trials, set(), time.monotonic()
         if not trial_ids and not write_oracle:
             return
@@ -109,8 +111,7 @@ class Persister:
         while not self._stop.is_set():
             with self._changed:
                 self._changed.wait_for(
-                    lambda: self._marked > self._written or self._stop.is_set(),
-                    LAZY_SECONDS if self._lazy_trials else None,
+                    lambda: self._marked > self._written or bool(self._lazy_trials) or self._stop.is_set()
                 )
             try:
                 self.flush(everything=False)
