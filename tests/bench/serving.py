@@ -131,6 +131,8 @@ def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> di
         "grpc": grpc_client.predict,
         "rest": rest_client.predict,
     }
+    # A status call does no model work: its latency is what the transport alone costs a request.
+    status_calls: dict[str, Callable[[], Any]] = {"grpc": grpc_client.status, "rest": rest_client.status}
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
     try:
         grpc_client.wait_until_ready(120)
@@ -141,6 +143,7 @@ def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> di
                     {
                         "batch1": latency_ms(lambda c=call: c(one), args.calls),
                         "batch64": throughput(lambda c=call: c(many), 64, args.seconds, args.concurrency),
+                        "status": latency_ms(status_calls[name], args.calls) if name in status_calls else {},
                     }
                 )
     finally:
@@ -151,7 +154,7 @@ def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> di
     results = {
         name: {
             part: {key: statistics.median(r[part][key] for r in runs) for key in runs[0][part]}
-            for part in ("batch1", "batch64")
+            for part in ("batch1", "batch64", "status")
         }
         for name, runs in rounds.items()
     }
@@ -197,6 +200,14 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         "Targets: gRPC batch-1 p50 within 2 ms of in-process; gRPC batch-64 throughput at least 0.7x in-process.",
     ]
+    for family, entry in report["models"].items():
+        r = entry["results"]
+        batch64_ms = 64 / r["in_process"]["batch64"]["images_per_s"] * 1000
+        lines.append(
+            f"- {family}: a status call (no model work) takes {r['grpc']['status']['p50_ms']:.2f} ms over gRPC and "
+            f"{r['rest']['status']['p50_ms']:.2f} ms over REST at p50, beside {batch64_ms:.2f} ms for 64 images "
+            "in-process."
+        )
     for family, entry in report["models"].items():
         verdict = {k: "met" if v else "NOT met" for k, v in entry["met"].items()}
         lines.append(f"- {family}: latency {verdict['grpc_batch1_p50']}, throughput {verdict['grpc_batch64']}.")
