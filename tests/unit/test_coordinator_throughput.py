@@ -117,7 +117,7 @@ def test_persister_writes_behind_and_a_restart_reads_it_back(tmp_path: Path) -> 
     try:
         done = [run_trial(oracle, f"tuner{i}") for i in range(3)]
         oracle.persister.sync()
-        trial_file = Path(oracle._get_trial_dir(done[-1].trial_id)) / "trial.json"
+        trial_file = oracle.trial_file(done[-1].trial_id)
         assert trial_file.exists()
     finally:
         oracle.stop_background()
@@ -133,7 +133,7 @@ def test_reports_are_written_at_once_when_idle_and_deferred_behind_creates_and_e
 
     oracle = bayesian_oracle(tmp_path)
     trial = oracle.create_trial("tuner0")
-    trial_file = Path(oracle._get_trial_dir(trial.trial_id)) / "trial.json"
+    trial_file = oracle.trial_file(trial.trial_id)
 
     def reported_steps() -> list[Any]:
         metrics = json.loads(trial_file.read_text())["metrics"]["metrics"]

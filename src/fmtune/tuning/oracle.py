@@ -368,15 +368,23 @@ class FmtuneOracle(_OracleBase):
         if self.persister.running:
             self.persister.mark(trial.trial_id, lazy=self._reporting)
         else:
-            write_atomic(Path(self._get_trial_dir(trial.trial_id)) / "trial.json", json.dumps(trial.get_state()))
+            write_atomic(self.trial_file(trial.trial_id), json.dumps(trial.get_state()))
+
+    # Paths without Keras Tuner's directory check (through TensorFlow's file API) on every call:
+    # directories are made once, and write_atomic makes a missing one.
+
+    def _get_oracle_fname(self) -> str:
+        return os.path.join(str(self._directory), self._project_name, "oracle.json")
 
     def _get_trial_dir(self, trial_id: str) -> str:
-        """Made once: Keras Tuner checks (through TensorFlow's file API) on every call."""
         path = os.path.join(str(self._directory), self._project_name, f"trial_{trial_id}")
         if path not in self._made_dirs:
             os.makedirs(path, exist_ok=True)
             self._made_dirs.add(path)
         return path
+
+    def trial_file(self, trial_id: str) -> Path:
+        return Path(self._get_trial_dir(trial_id)) / "trial.json"
 
     @locked
     def snapshot(self, trial_ids: set[str], with_state: bool) -> tuple[dict[str, str], bytes | None]:

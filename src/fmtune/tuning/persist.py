@@ -100,7 +100,7 @@ class Persister:
         oracle = self.oracle
         trials, state = oracle.snapshot(trial_ids, write_oracle)  # consistent: taken under the oracle's lock
         for trial_id, text in trials.items():
-            write_atomic(Path(oracle._get_trial_dir(trial_id)) / "trial.json", text)
+            write_atomic(oracle.trial_file(trial_id), text)
         if state is not None:  # last: it never names a trial whose file is not yet written
             write_atomic(Path(oracle._get_oracle_fname()), state)
         with self._changed:

@@ -154,10 +154,10 @@ class GPSuggester:
         )
         scores = negative_ei(points)
         for radius in (0.1, 0.03, 0.01):
-            best = points[np.argsort(scores)[:KEPT]]
+            kept = np.argsort(scores)[:KEPT]
             steps = self.rng.normal(0, radius, (NEIGHBOURS, dimensions))
-            around = np.clip(best[self.rng.randint(KEPT, size=NEIGHBOURS)] + steps, 0, 1)
-            points, scores = np.vstack([best, around]), np.concatenate([np.sort(scores)[:KEPT], negative_ei(around)])
+            around = np.clip(points[kept][self.rng.randint(KEPT, size=NEIGHBOURS)] + steps, 0, 1)
+            points, scores = np.vstack([points[kept], around]), np.concatenate([scores[kept], negative_ei(around)])
         return points[int(np.argmin(scores))]
 
     def picks(self, obs: Observations, pending: list[np.ndarray]) -> Iterator[np.ndarray]:
