@@ -30,7 +30,7 @@ COMMAND = "make bench  (python -m tests.bench.capacity)"
 REPORTS_PER_TRIAL = 3
 
 
-def simulate(port: int, worker_ids: list[str], queue: Any) -> None:
+def simulate(port: int, worker_ids: list[str], queue: Any, start: Any) -> None:
     """One process: a thread per worker id; puts (create latencies, update latencies, trials) on queue."""
     import grpc
     from keras_tuner.src import protos
@@ -88,12 +88,23 @@ def simulate(port: int, worker_ids: list[str], queue: Any) -> None:
                 span[1] = max(span[1], time.time())
             started = time.perf_counter()
 
+    start.wait(timeout=600)
+    cpu = time.process_time()
     threads = [threading.Thread(target=worker, args=(tid,)) for tid in worker_ids]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    queue.put((creates, updates, done[0], span))
+    queue.put((creates, updates, done[0], span, time.process_time() - cpu))
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """A process's CPU time so far (user + system), from /proc; None where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -164,9 +175,14 @@ def run_case(impl: str, algorithm: str, workers: int, trials: int, data_dir: Pat
     coordinator, port = start_coordinator(argv)
     exited: list[float] = []
 
+    cpu: dict[str, float | None] = {}
+
     def wait_exit() -> None:
-        coordinator.wait()
+        # Exited but not yet reaped, so its CPU time can still be read.
+        os.waitid(os.P_PID, coordinator.pid, os.WEXITED | os.WNOWAIT)
         exited.append(time.time())
+        cpu["end"] = cpu_seconds(coordinator.pid)
+        coordinator.wait()
 
     waiter = threading.Thread(target=wait_exit)
     waiter.start()
@@ -174,9 +190,12 @@ def run_case(impl: str, algorithm: str, workers: int, trials: int, data_dir: Pat
     ids = [f"sim{i}" for i in range(workers)]
     ctx = mp.get_context("spawn")
     queue: Any = ctx.Queue()
-    sims = [ctx.Process(target=simulate, args=(port, ids[p::processes], queue)) for p in range(processes)]
+    start = ctx.Barrier(processes + 1)
+    sims = [ctx.Process(target=simulate, args=(port, ids[p::processes], queue, start)) for p in range(processes)]
     for sim in sims:
         sim.start()
+    start.wait(timeout=600)
+    cpu["start"] = cpu_seconds(coordinator.pid)  # after its start-up, before the first call
     parts = [queue.get(timeout=1800) for _ in sims]
     # From the first request to the last trial's end: process start-up is not the coordinator's time.
     first, last = min(p[3][0] for p in parts), max(p[3][1] for p in parts)
@@ -203,6 +222,12 @@ def run_case(impl: str, algorithm: str, workers: int, trials: int, data_dir: Pat
         "update_p95_ms": 1000 * percentile(updates, 0.95),
         "overhead_share_of_60s_trial": per_trial / 60.0,
         "exit_after_last_trial_s": (exited[0] - last) if exited else None,
+        # CPU per trial from the first call to the chief's exit: the chief's own, and what the
+        # simulators took from the same cores (real workers run elsewhere).
+        "chief_cpu_ms_per_trial": (
+            1000 * (cpu["end"] - cpu["start"]) / completed if None not in (cpu.get("start"), cpu.get("end")) else None
+        ),
+        "simulator_cpu_ms_per_trial": 1000 * sum(p[4] for p in parts) / completed,
     }
     if algorithm == "bayesian":
         for at in (50, 200):
@@ -225,20 +250,22 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Coordinator capacity",
         "",
-        f"Command: `{COMMAND}`. Machine: {report['machine']}. Simulated workers (threads in up to 4 processes) "
+        f"Command: `{COMMAND}`. Machine: {report['machine']}. Simulated workers (threads in up to 4 processes, started together once all are loaded) "
         f"against the real chief over gRPC, {REPORTS_PER_TRIAL} reports per trial, no training; vanilla Keras "
         "Tuner's chief (its oracle and server loop) and fmtune's coordinator, same search space, same run.",
         "",
         "| coordinator | algorithm | workers | trials | trials/s | create p50 (ms) | create p95 (ms) "
-        "| update p50 (ms) | update p95 (ms) | overhead per 60 s trial | exit after last trial (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| update p50 (ms) | update p95 (ms) | overhead per 60 s trial | exit after last trial (s) "
+        "| chief CPU per trial (ms) | simulators' CPU per trial (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['coordinator']} | {r['algorithm']} | {r['workers']} | {r['trials']} | {fmt(r['trials_per_s'])} | "
             f"{fmt(r['create_p50_ms'])} | {fmt(r['create_p95_ms'])} | {fmt(r['update_p50_ms'])} | "
             f"{fmt(r['update_p95_ms'])} | {fmt(100 * r['overhead_share_of_60s_trial'], 2)}% | "
-            f"{fmt(r['exit_after_last_trial_s'])} |"
+            f"{fmt(r['exit_after_last_trial_s'])} | {fmt(r.get('chief_cpu_ms_per_trial'), 2)} | "
+            f"{fmt(r.get('simulator_cpu_ms_per_trial'), 2)} |"
         )
     bayes = [r for r in rows if r["algorithm"] == "bayesian"]
     if bayes:

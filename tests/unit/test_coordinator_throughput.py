@@ -128,6 +128,46 @@ def test_persister_writes_behind_and_a_restart_reads_it_back(tmp_path: Path) -> 
     assert again.end_order == [t.trial_id for t in done]
 
 
+@pytest.mark.filterwarnings("ignore:All-NaN axis")  # Keras Tuner scoring a NaN-only history
+def test_trial_files_read_back_as_keras_tuner_wrote_them_nan_included(tmp_path: Path) -> None:
+    import json
+
+    from fmtune.tuning.persist import trial_json
+
+    oracle = bayesian_oracle(tmp_path)
+    trial = run_trial(oracle, "tuner0")
+    assert json.loads(trial_json(oracle._trial_state(trial))) == json.loads(json.dumps(trial.get_state()))
+    diverged = oracle.create_trial("tuner0")
+    oracle.update_trial_from("tuner0", diverged.trial_id, {"score": float("nan")})
+    text = trial_json(oracle._trial_state(oracle.trials[diverged.trial_id])).decode()
+    assert "NaN" in text  # not orjson's null, which Keras Tuner would read back as a missing value
+    values = json.loads(text)["metrics"]["metrics"]["score"]["observations"][0]["value"]
+    assert np.isnan(values[0])
+
+
+def test_a_write_cut_short_is_finished_or_dropped_on_restart(tmp_path: Path) -> None:
+    oracle = bayesian_oracle(tmp_path)
+    oracle.start_background()
+    try:
+        done = [run_trial(oracle, f"tuner{i}") for i in range(3)]
+    finally:
+        oracle.stop_background()
+    # Killed after removing the old files and before renaming the new ones in: only the
+    # complete temporary files are there. A temporary file beside its target was cut short.
+    first, second = (oracle.trial_file(t.trial_id) for t in done[:2])
+    oracle_file = Path(oracle._get_oracle_fname())
+    for path in (first, oracle_file):
+        path.rename(path.with_name(f".{path.name}.tmp"))
+    torn = second.with_name(f".{second.name}.tmp")
+    torn.write_text('{"trial_id": ')
+    again = bayesian_oracle(tmp_path)
+    again.reload()
+    assert sorted(again.trials) == sorted(t.trial_id for t in done)
+    assert again.end_order == [t.trial_id for t in done]
+    assert first.exists() and oracle_file.exists() and not torn.exists()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
 def test_reports_are_written_at_once_when_idle_and_deferred_behind_creates_and_ends(tmp_path: Path) -> None:
     import json
 
@@ -198,3 +238,21 @@ def test_random_values_are_keras_tuners_own(tmp_path: Path) -> None:
     for i in range(30):
         theirs, mine = (oracle.create_trial(f"w{i}") for oracle in oracles)
         assert mine.hyperparameters.values == theirs.hyperparameters.values
+
+
+def test_an_ended_trial_keeps_values_a_worker_added_and_skips_decoding_unchanged_ones(tmp_path: Path) -> None:
+    from keras_tuner.src import protos
+
+    from fmtune.tuning.service import Servicer
+
+    oracle = bayesian_oracle(tmp_path)
+    servicer = Servicer(oracle)
+    sent = servicer.CreateTrial(protos.get_service().CreateTrialRequest(tuner_id="tuner0"), None).trial
+    unchanged = servicer._ended(sent)
+    assert unchanged.hyperparameters is oracle.trials[sent.trial_id].hyperparameters
+    grown = oracle.trials[sent.trial_id].hyperparameters.copy()
+    grown.Int("extra", 1, 4)  # a hyperparameter the worker's model declared on the way
+    changed = type(sent)()
+    changed.CopyFrom(sent)
+    changed.hyperparameters.CopyFrom(grown.to_proto())
+    assert servicer._ended(changed).hyperparameters.values["extra"] == 1

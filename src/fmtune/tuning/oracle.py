@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import logging
 import os
 import statistics
@@ -30,7 +29,7 @@ from keras_tuner.src.engine.oracle import LOCKS, THREADS
 
 from fmtune.config import ExperimentConfig, FaultTolerance
 from fmtune.report import format_values
-from fmtune.tuning.persist import Persister, oracle_json, write_atomic
+from fmtune.tuning.persist import Persister, oracle_json, recover, rewrite, trial_json
 from fmtune.tuning.suggest import GPSuggester, Observations, SuggestionQueue
 
 log = logging.getLogger("fmtune")
@@ -125,6 +124,9 @@ class FmtuneOracle(_OracleBase):
         self._unlogged: list[str] = []  # ended trials whose line waits for their state to be on disk
         self.persister = Persister(self)
         self._made_dirs: set[str] = set()
+        self._trial_files: dict[str, Path] = {}
+        self._hp_configs: dict[str, dict[str, Any]] = {}  # trial id -> its hyperparameters' config
+        self._best_score: float | None = None  # kept as trials end: sorting them all per end is O(n log n)
         self._reporting = False
 
     # -- threads that work behind the RPCs -------------------------------------------------------
@@ -271,6 +273,7 @@ class FmtuneOracle(_OracleBase):
         # right after the last trial does not run it again.
         self.save()
         if stored.status == Status.COMPLETED:
+            self._note_score(stored.score)
             self.on_completed()
         if self.persister.running:
             self._unlogged.append(stored.trial_id)
@@ -288,10 +291,13 @@ class FmtuneOracle(_OracleBase):
     def on_completed(self) -> None:
         """A new result is in (for oracles that plan ahead)."""
 
+    def _note_score(self, score: float | None) -> None:
+        if score is not None and (self._best_score is None or self.objective.better_than(score, self._best_score)):
+            self._best_score = score
+
     def _log_end(self, stored: Any, entry: dict[str, Any]) -> None:
         finished = sum(t.status in FINISHED for t in self.trials.values())
-        best = self.get_best_trials(1)
-        best_text = f"{best[0].score:.4f}" if best and best[0].score is not None else "n/a"
+        best_text = "n/a" if self._best_score is None else f"{self._best_score:.4f}"
         ended = entry.get("ended") or time.time()
         seconds = ended - entry.get("started", ended)
         where = f"[trial {stored.trial_id} on {entry.get('worker')}, {seconds:.0f}s]"
@@ -362,16 +368,16 @@ class FmtuneOracle(_OracleBase):
         if self.persister.running:
             self.persister.mark()
         else:
-            write_atomic(Path(self._get_oracle_fname()), oracle_json(self.get_state()))
+            rewrite(Path(self._get_oracle_fname()), oracle_json(self.get_state()))
 
     def _save_trial(self, trial: Any) -> None:
         if self.persister.running:
             self.persister.mark(trial.trial_id, lazy=self._reporting)
         else:
-            write_atomic(self.trial_file(trial.trial_id), json.dumps(trial.get_state()))
+            rewrite(self.trial_file(trial.trial_id), trial_json(self._trial_state(trial)))
 
     # Paths without Keras Tuner's directory check (through TensorFlow's file API) on every call:
-    # directories are made once, and write_atomic makes a missing one.
+    # directories are made once, and rewrite makes a missing one.
 
     def _get_oracle_fname(self) -> str:
         return os.path.join(str(self._directory), self._project_name, "oracle.json")
@@ -384,13 +390,32 @@ class FmtuneOracle(_OracleBase):
         return path
 
     def trial_file(self, trial_id: str) -> Path:
-        return Path(self._get_trial_dir(trial_id)) / "trial.json"
+        path = self._trial_files.get(trial_id)
+        if path is None:
+            path = self._trial_files[trial_id] = Path(self._get_trial_dir(trial_id)) / "trial.json"
+        return path
 
     @locked
-    def snapshot(self, trial_ids: set[str], with_state: bool) -> tuple[dict[str, str], bytes | None]:
+    def snapshot(self, trial_ids: set[str], with_state: bool) -> tuple[dict[str, bytes], bytes | None]:
         """The trials' files, and oracle.json if asked, as they are now, for the persister to write."""
-        trials = {t: json.dumps(self.trials[t].get_state()) for t in trial_ids if t in self.trials}
+        trials = {t: trial_json(self._trial_state(self.trials[t])) for t in trial_ids if t in self.trials}
         return trials, oracle_json(self.get_state()) if with_state else None
+
+    def _trial_state(self, trial: Any) -> dict[str, Any]:
+        """``Trial.get_state()`` with the hyperparameters' config made once per trial: a trial's
+        values never change, and Keras Tuner's config of them is most of the cost."""
+        config = self._hp_configs.get(trial.trial_id)
+        if config is None:
+            config = self._hp_configs[trial.trial_id] = trial.hyperparameters.get_config()
+        return {
+            "trial_id": trial.trial_id,
+            "hyperparameters": config,
+            "metrics": trial.metrics.get_config(),
+            "score": trial.score,
+            "best_step": trial.best_step,
+            "status": trial.status,
+            "message": trial.message,
+        }
 
     def get_state(self) -> dict[str, Any]:
         return {
@@ -411,7 +436,11 @@ class FmtuneOracle(_OracleBase):
         """Resume: trials in flight when the coordinator stopped keep their workers, with a fresh
         lease (Keras Tuner would queue them again); a worker that is gone too loses its trial to
         the queue when that lease runs out. Completed trials are never run again."""
+        recover(Path(self._directory, self._project_name))
         super().reload()
+        for trial in self.trials.values():
+            if trial.status == Status.COMPLETED:
+                self._note_score(trial.score)
         resumed = self._resumed
         ids = {trial.trial_id for trial in resumed.values()}
         queue: list[str] = getattr(self, "_retry_queue")  # noqa: B009 - set by Keras Tuner

@@ -58,6 +58,8 @@ class Servicer(OracleServicer):
 
     def CreateTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
         response = super().CreateTrial(request, context)
+        if response.trial.trial_id:
+            self._hyperparameters[response.trial.trial_id] = response.trial.hyperparameters
         self.oracle.persister.sync()  # who holds which trial survives a coordinator restart
         return response
 
@@ -75,8 +77,17 @@ class Servicer(OracleServicer):
         )
         return protos.get_service().UpdateTrialResponse(trial=answer)
 
+    def _ended(self, proto: Any) -> Any:
+        """The trial a worker ended. Its values are decoded only when they differ from those it was
+        sent (a worker may add hyperparameters): Keras Tuner's decoding takes ~1 ms a trial."""
+        stored = self.oracle.trials.get(proto.trial_id)
+        if stored is None or proto.hyperparameters != self._hyperparameters.get(proto.trial_id):
+            return trial_module.Trial.from_proto(proto)
+        status = trial_module.TrialStatus.from_proto(proto.status)
+        return trial_module.Trial(stored.hyperparameters, trial_id=proto.trial_id, status=status)
+
     def EndTrial(self, request: Any, context: grpc.ServicerContext) -> Any:
-        trial = trial_module.Trial.from_proto(request.trial)
+        trial = self._ended(request.trial)
         message = _metadata(context, MESSAGE)
         if message:
             trial.message = message.decode(errors="replace")
