@@ -250,9 +250,11 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Coordinator capacity",
         "",
-        f"Command: `{COMMAND}`. Machine: {report['machine']}. Simulated workers (threads in up to 4 processes, started together once all are loaded) "
-        f"against the real chief over gRPC, {REPORTS_PER_TRIAL} reports per trial, no training; vanilla Keras "
-        "Tuner's chief (its oracle and server loop) and fmtune's coordinator, same search space, same run.",
+        f"Command: `{COMMAND}`. Machine: {report['machine']}. Simulated workers (threads in up to 4 processes, "
+        f"started together once all are loaded) against the real chief over gRPC, {REPORTS_PER_TRIAL} reports per "
+        "trial, no training; vanilla Keras Tuner's chief (its oracle and server loop) and fmtune's coordinator, "
+        "same search space, same run. CPU per trial: from the first call to the chief's exit; the simulators "
+        "share the chief's cores here, where real workers run on other machines.",
         "",
         "| coordinator | algorithm | workers | trials | trials/s | create p50 (ms) | create p95 (ms) "
         "| update p50 (ms) | update p95 (ms) | overhead per 60 s trial | exit after last trial (s) "

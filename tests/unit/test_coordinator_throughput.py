@@ -3,16 +3,20 @@ persister, and a lock that survives exceptions."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import keras_tuner as kt
 import numpy as np
 import pytest
+from keras_tuner.src import protos
 
 from fmtune.tuning.oracle import FmtuneBayesianOracle, locked
+from fmtune.tuning.service import CALLER, Servicer
 from fmtune.tuning.suggest import GPSuggester, Observations, SuggestionQueue
 
 
@@ -70,7 +74,19 @@ def test_bayesian_oracle_searches_with_background_suggestions(tmp_path: Path) ->
     assert best > max(t.score for t in trials[:3]) + 0.05  # the GP's picks beat the random start
 
 
-def test_reports_are_answered_while_a_suggestion_is_computed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+class Caller:
+    """The part of a gRPC call's context the servicer reads: who is calling."""
+
+    def __init__(self, tuner_id: str):
+        self.tuner_id = tuner_id
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((CALLER, self.tuner_id),)
+
+
+def test_reports_are_answered_while_a_create_waits_for_a_suggestion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     oracle = bayesian_oracle(tmp_path)
     oracle.start_background()
     try:
@@ -85,19 +101,25 @@ def test_reports_are_answered_while_a_suggestion_is_computed(tmp_path: Path, mon
 
         monkeypatch.setattr(GPSuggester, "fit", fit)
         oracle.suggestions._ready.clear()  # nothing made ahead: tuner0 has to wait for the slow fit
-        asked = time.perf_counter()
-        asking = threading.Thread(target=oracle.create_trial, args=("tuner0",))
-        asking.start()
-        time.sleep(0.2)
-        started = time.perf_counter()
-        answer = oracle.update_trial_from("tuner1", running.trial_id, {"score": -0.5})
-        heartbeat = oracle.heartbeat(running.trial_id, "tuner1")
-        waited = time.perf_counter() - started
-        asking.join()
-        create_took = time.perf_counter() - asked
+        servicer = Servicer(oracle, futures.ThreadPoolExecutor(2))
+        service = protos.get_service()
+
+        async def calls() -> tuple[Any, Any, float, float]:
+            asked = time.perf_counter()
+            create = asyncio.ensure_future(servicer.CreateTrial(service.CreateTrialRequest(tuner_id="tuner0"), None))
+            await asyncio.sleep(0.2)  # a report due now is answered now, not after the create
+            report = service.UpdateTrialRequest(trial_id=running.trial_id, metrics={"score": -0.5})
+            answer = await servicer.UpdateTrial(report, Caller("tuner1"))
+            heartbeat = await servicer.GetTrial(service.GetTrialRequest(trial_id=running.trial_id), Caller("tuner1"))
+            waited = time.perf_counter() - (asked + 0.2)
+            await create
+            return answer, heartbeat, waited, time.perf_counter() - asked
+
+        answer, heartbeat, waited, create_took = asyncio.run(calls())
     finally:
         oracle.stop_background()
-    assert answer.status == "RUNNING" and heartbeat.status == "RUNNING"
+    running_status = protos.get_proto().TrialStatus.RUNNING
+    assert answer.trial.status == running_status and heartbeat.trial.status == running_status
     assert create_took > 0.9 and waited < 0.3
     assert oracle.ongoing_trials["tuner0"].status == "RUNNING"
 
@@ -241,13 +263,10 @@ def test_random_values_are_keras_tuners_own(tmp_path: Path) -> None:
 
 
 def test_an_ended_trial_keeps_values_a_worker_added_and_skips_decoding_unchanged_ones(tmp_path: Path) -> None:
-    from keras_tuner.src import protos
-
-    from fmtune.tuning.service import Servicer
-
     oracle = bayesian_oracle(tmp_path)
     servicer = Servicer(oracle)
-    sent = servicer.CreateTrial(protos.get_service().CreateTrialRequest(tuner_id="tuner0"), None).trial
+    request = protos.get_service().CreateTrialRequest(tuner_id="tuner0")
+    sent = asyncio.run(servicer.CreateTrial(request, None)).trial
     unchanged = servicer._ended(sent)
     assert unchanged.hyperparameters is oracle.trials[sent.trial_id].hyperparameters
     grown = oracle.trials[sent.trial_id].hyperparameters.copy()

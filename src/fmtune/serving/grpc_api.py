@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 
 import grpc
@@ -18,6 +16,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from fmtune.aio_server import AioServer
 from fmtune.client import tensors
 from fmtune.serving import predict
 from fmtune.serving.models import ModelManager, Servable, ServingError
@@ -109,50 +108,20 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-class GrpcServer:
-    """grpc.aio on its own event-loop thread, running each request inline on that one thread.
+def start(manager: ModelManager, address: str) -> AioServer:
+    """The services on grpc.aio, each request run inline on the server's one event-loop thread.
 
     A predict is CPU work that TensorFlow already spreads over the cores; keeping every call on one
     Python thread avoids a hand-off per request and keeps TensorFlow's per-thread caches warm
     (with a thread pool, CNN requests hopping between threads cost about 2 ms more at batch 1).
     """
 
-    def __init__(self, manager: ModelManager, address: str):
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(manager, address), name="grpc", daemon=True)
-        self._thread.start()
-        self._started.wait()
-        if self._error is not None:
-            raise self._error
+    def register(server: grpc.aio.Server) -> None:
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), server)
 
-    def _run(self, manager: ModelManager, address: str) -> None:
-        asyncio.set_event_loop(self._loop)
-        options = [
-            ("grpc.max_send_message_length", MAX_MESSAGE),
-            ("grpc.max_receive_message_length", MAX_MESSAGE),
-            ("grpc.so_reuseport", 0),
-        ]
-        self._server = grpc.aio.server(options=options)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(manager), self._server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(manager), self._server)
-        try:
-            if self._server.add_insecure_port(address) == 0:
-                raise OSError(f"cannot listen on {address} (gRPC)")
-            self._loop.run_until_complete(self._server.start())
-        except BaseException as exc:
-            self._error = exc
-            return
-        finally:
-            self._started.set()
-        self._loop.run_forever()
-
-    def stop(self, grace: float = 1.0) -> None:
-        asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result(timeout=grace + 5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-
-
-def start(manager: ModelManager, address: str) -> GrpcServer:
-    return GrpcServer(manager, address)
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ]
+    return AioServer(register, address, options)

@@ -112,6 +112,8 @@ class FmtuneOracle(_OracleBase):
     """Mixin for a Keras Tuner oracle (see the module docstring). Its bookkeeping is part of the
     oracle's saved state, so a restarted coordinator knows who held which trial."""
 
+    create_may_wait = False  # whether create_trial can block (for a suggestion), so needs a thread
+
     def __init__(self, *args: Any, tolerance: FaultTolerance | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.tolerance = tolerance or FaultTolerance()
@@ -463,6 +465,8 @@ class FmtuneBayesianOracle(FmtuneOracle, kt.oracles.BayesianOptimizationOracle):
     without holding the oracle's lock, so reports and heartbeats are answered meanwhile.
     ``beta`` is accepted and kept for Keras Tuner's state file, but the acquisition is expected
     improvement, which has no such knob."""
+
+    create_may_wait = True
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -23,6 +23,7 @@ import math
 import os
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -98,10 +99,10 @@ class Persister:
         self._dirty_oracle = False
         self._marked = 0  # changes marked so far
         self._written = 0  # changes on disk
-        # Two conditions on one lock: a change wakes only the writer, a write only those waiting for
-        # one (with a single condition, every report woke every create and end waiting for the disk).
-        lock = threading.Lock()
-        self._changed, self._flushed = threading.Condition(lock), threading.Condition(lock)
+        # A change wakes only the writer; a write completes only the futures it covers. (With one
+        # condition for both, every report woke every create and end waiting for the disk.)
+        self._changed = threading.Condition()
+        self._waiting: list[tuple[int, futures.Future[None]]] = []  # (changes it needs, future)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -122,11 +123,33 @@ class Persister:
                 self._marked += 1
             self._changed.notify()
 
+    def written(self) -> futures.Future[None]:
+        """A future done once every change marked so far is on disk (at once if no writer runs)."""
+        future: futures.Future[None] = futures.Future()
+        with self._changed:
+            if self._written >= self._marked or self._thread is None:
+                future.set_result(None)
+            else:
+                self._waiting.append((self._marked, future))
+        return future
+
     def sync(self, timeout: float = 10.0) -> bool:
         """Block (without the oracle's lock) until every change marked so far is on disk."""
-        with self._flushed:
-            ticket = self._marked
-            return self._flushed.wait_for(lambda: self._written >= ticket or self._thread is None, timeout)
+        try:
+            self.written().result(timeout)
+        except futures.TimeoutError:
+            return False
+        return True
+
+    def _complete(self, upto: int | None) -> None:
+        """Changes up to ``upto`` are on disk: complete the futures waiting for them (None: all)."""
+        with self._changed:
+            if upto is not None:
+                self._written = max(self._written, upto)
+            done = [f for ticket, f in self._waiting if upto is None or ticket <= self._written]
+            self._waiting = [(t, f) for t, f in self._waiting if upto is not None and t > self._written]
+        for future in done:
+            future.set_result(None)
 
     def flush(self, everything: bool = True) -> None:
         """Write what was marked so far, now: everything, or lazy changes only when due (above)."""
@@ -144,9 +167,7 @@ class Persister:
             rewrite(oracle.trial_file(trial_id), text)
         if state is not None:  # last: it never names a trial whose file is not yet written
             rewrite(Path(oracle._get_oracle_fname()), state)
-        with self._flushed:
-            self._written = max(self._written, upto)
-            self._flushed.notify_all()
+        self._complete(upto)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -170,7 +191,8 @@ class Persister:
             self._changed.notify_all()
         if self._thread is not None:
             self._thread.join()
-        with self._flushed:
-            self._thread = None
-            self._flushed.notify_all()
-        self.flush()
+        self._thread = None
+        try:
+            self.flush()
+        finally:
+            self._complete(None)
