@@ -275,3 +275,26 @@ def test_an_ended_trial_keeps_values_a_worker_added_and_skips_decoding_unchanged
     changed.CopyFrom(sent)
     changed.hyperparameters.CopyFrom(grown.to_proto())
     assert servicer._ended(changed).hyperparameters.values["extra"] == 1
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN")
+def test_metric_bookkeeping_gives_keras_tuners_numbers() -> None:
+    """Best values as Keras Tuner computes them (numpy's nanmin/nanmax of per-epoch means)."""
+    from keras_tuner.src.engine import metrics_tracking
+
+    rng = np.random.default_rng(0)
+    nan = float("nan")
+    for case in range(200):
+        direction = "min" if case % 2 else "max"
+        history = metrics_tracking.MetricHistory(direction)
+        epochs: dict[int, list[float]] = {}
+        for _ in range(rng.integers(1, 6)):
+            step = int(rng.integers(0, 4))
+            value = nan if rng.random() < 0.15 else float(rng.normal())
+            history.update(value, step=step)
+            epochs.setdefault(step, []).append(value)
+        means = [np.mean(values) for values in epochs.values()]
+        expected = np.nanmin(means) if direction == "min" else np.nanmax(means)
+        got = history.get_best_value()
+        assert (np.isnan(got) and np.isnan(expected)) or got == expected
+        assert history.get_best_step() == next((s for s, v in epochs.items() if np.mean(v) == expected), None)
