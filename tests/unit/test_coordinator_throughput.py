@@ -14,6 +14,7 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 from keras_tuner.src import protos
+from keras_tuner.src.engine import trial as trial_module
 
 from fmtune.tuning.oracle import FmtuneBayesianOracle, locked
 from fmtune.tuning.service import CALLER, Servicer
@@ -298,3 +299,17 @@ def test_metric_bookkeeping_gives_keras_tuners_numbers() -> None:
         got = history.get_best_value()
         assert (np.isnan(got) and np.isnan(expected)) or got == expected
         assert history.get_best_step() == next((s for s, v in epochs.items() if np.mean(v) == expected), None)
+
+
+def test_values_a_worker_added_reach_the_trial_file(tmp_path: Path) -> None:
+    import json
+
+    oracle = bayesian_oracle(tmp_path)
+    trial = oracle.create_trial("tuner0")
+    oracle.update_trial_from("tuner0", trial.trial_id, {"score": -0.5})
+    ended = trial_module.Trial(oracle.trials[trial.trial_id].hyperparameters.copy(), trial_id=trial.trial_id)
+    ended.hyperparameters.Int("extra", 1, 4)
+    ended.status = "COMPLETED"
+    oracle.end_trial_from("tuner0", ended)
+    saved = json.loads(oracle.trial_file(trial.trial_id).read_text())
+    assert saved["hyperparameters"]["values"]["extra"] == 1

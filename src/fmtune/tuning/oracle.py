@@ -147,7 +147,7 @@ class FmtuneOracle(_OracleBase):
         self.persister = Persister(self)
         self._made_dirs: set[str] = set()
         self._trial_files: dict[str, Path] = {}
-        self._hp_configs: dict[str, dict[str, Any]] = {}  # trial id -> its hyperparameters' config
+        self._hp_configs: dict[str, tuple[Any, dict[str, Any]]] = {}  # trial id -> (values, their config)
         self._best_score: float | None = None  # kept as trials end: sorting them all per end is O(n log n)
         self._finished: set[str] = set()  # likewise: trials with a final status
         self._reporting = False
@@ -430,14 +430,14 @@ class FmtuneOracle(_OracleBase):
         return trials, oracle_json(self.get_state()) if with_state else None
 
     def _trial_state(self, trial: Any) -> dict[str, Any]:
-        """``Trial.get_state()`` with the hyperparameters' config made once per trial: a trial's
-        values never change, and Keras Tuner's config of them is most of the cost."""
-        config = self._hp_configs.get(trial.trial_id)
-        if config is None:
-            config = self._hp_configs[trial.trial_id] = trial.hyperparameters.get_config()
+        """``Trial.get_state()`` with the hyperparameters' config made once per set of values (a
+        trial's are only ever replaced, by a worker that added some): the config is most of the cost."""
+        cached = self._hp_configs.get(trial.trial_id)
+        if cached is None or cached[0] is not trial.hyperparameters:
+            cached = self._hp_configs[trial.trial_id] = (trial.hyperparameters, trial.hyperparameters.get_config())
         return {
             "trial_id": trial.trial_id,
-            "hyperparameters": config,
+            "hyperparameters": cached[1],
             "metrics": trial.metrics.get_config(),
             "score": trial.score,
             "best_step": trial.best_step,
