@@ -313,3 +313,21 @@ def test_values_a_worker_added_reach_the_trial_file(tmp_path: Path) -> None:
     oracle.end_trial_from("tuner0", ended)
     saved = json.loads(oracle.trial_file(trial.trial_id).read_text())
     assert saved["hyperparameters"]["values"]["extra"] == 1
+
+
+def test_trials_are_sent_as_keras_tuner_encodes_them(tmp_path: Path) -> None:
+    from fmtune.search_spaces import hypermodel
+    from fmtune.tuning.oracle import FmtuneOracle
+
+    space = kt.HyperParameters()
+    hypermodel("mlp").build(space)  # conditional values: num_layers decides which units_i are active
+    cls = type("Ours", (FmtuneOracle, kt.oracles.RandomSearchOracle), {})
+    oracle = cls(objective=kt.Objective("score", "max"), max_trials=40, hyperparameters=space, seed=1)
+    oracle.verbose = 0
+    oracle._set_project_dir(str(tmp_path), "p")
+    servicer = Servicer(oracle)
+    trials = [oracle.create_trial(f"w{i}") for i in range(20)]
+    grown = trials[0].hyperparameters.copy()
+    grown.Int("extra", 1, 4)  # a space a worker added to: encoded afresh
+    trials.append(trial_module.Trial(grown, trial_id="x", status="RUNNING"))
+    assert all(servicer._trial_proto(t) == t.to_proto() for t in trials)

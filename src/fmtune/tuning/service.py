@@ -9,6 +9,7 @@ for ``coordinator_timeout_seconds`` instead of Keras Tuner's hour.
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import logging
 import time
@@ -65,6 +66,7 @@ class Servicer(protos.get_service_grpc().OracleServicer):  # type: ignore[misc]
         self.stop_triggered = False
         self._creators = creators
         self._hyperparameters: dict[str, Any] = {}  # trial id -> its values as a proto, made once
+        self._spaces: dict[tuple[int, ...], tuple[list[Any], Any]] = {}  # see _trial_proto
 
     async def _on_disk(self) -> None:
         await asyncio.wrap_future(self.oracle.persister.written())
@@ -84,11 +86,30 @@ class Servicer(protos.get_service_grpc().OracleServicer):  # type: ignore[misc]
             trial = await loop.run_in_executor(self._creators, self.oracle.create_trial, request.tuner_id)
         if trial.status == trial_module.TrialStatus.STOPPED:
             self.stop_triggered = True
-        response = protos.get_service().CreateTrialResponse(trial=trial.to_proto())
+        response = protos.get_service().CreateTrialResponse(trial=self._trial_proto(trial))
         if trial.trial_id:
             self._hyperparameters[trial.trial_id] = response.trial.hyperparameters
         await self._on_disk()  # who holds which trial survives a coordinator restart
         return response
+
+    def _trial_proto(self, trial: Any) -> Any:
+        """``trial.to_proto()`` with the search space's part encoded once per space (trials share
+        their hyperparameter objects until a worker adds one): it was most of a create's cost."""
+        space = trial.hyperparameters.space
+        key = tuple(map(id, space))
+        cached = self._spaces.get(key)
+        if cached is None:
+            if len(self._spaces) >= 16:
+                self._spaces.clear()
+            # The objects are kept with their proto, so no other object can take their ids.
+            cached = self._spaces[key] = (list(space), trial.hyperparameters.to_proto().space)
+        values_only = hp_module.HyperParameters()
+        values_only.values = trial.hyperparameters.values
+        bare = copy.copy(trial)
+        bare.hyperparameters = values_only
+        proto = bare.to_proto()
+        proto.hyperparameters.space.CopyFrom(cached[1])
+        return proto
 
     async def UpdateTrial(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """Answered with the trial's id, values and status (what a worker reads from it), without
