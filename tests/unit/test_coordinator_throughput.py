@@ -139,7 +139,7 @@ def test_persister_writes_behind_and_a_restart_reads_it_back(tmp_path: Path) -> 
     oracle.start_background()
     try:
         done = [run_trial(oracle, f"tuner{i}") for i in range(3)]
-        oracle.persister.sync()
+        oracle.persister.written().result(timeout=10)
         trial_file = oracle.trial_file(done[-1].trial_id)
         assert trial_file.exists()
     finally:

@@ -133,14 +133,6 @@ class Persister:
                 self._waiting.append((self._marked, future))
         return future
 
-    def sync(self, timeout: float = 10.0) -> bool:
-        """Block (without the oracle's lock) until every change marked so far is on disk."""
-        try:
-            self.written().result(timeout)
-        except futures.TimeoutError:
-            return False
-        return True
-
     def _complete(self, upto: int | None) -> None:
         """Changes up to ``upto`` are on disk: complete the futures waiting for them (None: all)."""
         with self._changed:
