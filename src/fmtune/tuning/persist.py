@@ -10,8 +10,8 @@ out, a trial's end) wait for the write that holds them, sharing it with the othe
 An epoch's metrics nobody waits for: they are written at once when there is nothing else to
 write, but while creates and ends are waiting, at most every ``LAZY_SECONDS``. (At 128 workers a
 file per report made each write hold 50+ files, each costing milliseconds while the calls being
-answered hold the interpreter, with the creates and ends waiting behind them.) So only a coordinator that
-dies under such load can lose up to that second of a running trial's epochs.
+answered hold the interpreter, with the creates and ends waiting behind them.) So only a
+coordinator that dies under such load can lose up to that second of a running trial's epochs.
 """
 
 from __future__ import annotations

@@ -92,23 +92,30 @@ class Servicer(protos.get_service_grpc().OracleServicer):  # type: ignore[misc]
         await self._on_disk()  # who holds which trial survives a coordinator restart
         return response
 
-    def _trial_proto(self, trial: Any) -> Any:
-        """``trial.to_proto()`` with the search space's part encoded once per space (trials share
-        their hyperparameter objects until a worker adds one): it was most of a create's cost."""
-        space = trial.hyperparameters.space
+    def _values_proto(self, hyperparameters: Any) -> Any:
+        """``hyperparameters.to_proto()`` with the search space's part encoded once per space
+        (trials share their hyperparameter objects until a worker adds one): it was most of a
+        create's cost."""
+        space = hyperparameters.space
         key = tuple(map(id, space))
         cached = self._spaces.get(key)
         if cached is None:
             if len(self._spaces) >= 16:
                 self._spaces.clear()
             # The objects are kept with their proto, so no other object can take their ids.
-            cached = self._spaces[key] = (list(space), trial.hyperparameters.to_proto().space)
+            cached = self._spaces[key] = (list(space), hyperparameters.to_proto().space)
         values_only = hp_module.HyperParameters()
-        values_only.values = trial.hyperparameters.values
+        values_only.values = hyperparameters.values
+        proto = values_only.to_proto()
+        proto.space.CopyFrom(cached[1])
+        return proto
+
+    def _trial_proto(self, trial: Any) -> Any:
+        """``trial.to_proto()``, its values through ``_values_proto``."""
         bare = copy.copy(trial)
-        bare.hyperparameters = values_only
+        bare.hyperparameters = hp_module.HyperParameters()
         proto = bare.to_proto()
-        proto.hyperparameters.space.CopyFrom(cached[1])
+        proto.hyperparameters.CopyFrom(self._values_proto(trial.hyperparameters))
         return proto
 
     async def UpdateTrial(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -119,7 +126,7 @@ class Servicer(protos.get_service_grpc().OracleServicer):  # type: ignore[misc]
         )
         values = self._hyperparameters.get(trial.trial_id)
         if values is None:
-            values = self._hyperparameters[trial.trial_id] = trial.hyperparameters.to_proto()
+            values = self._hyperparameters[trial.trial_id] = self._values_proto(trial.hyperparameters)
         answer = protos.get_proto().Trial(
             trial_id=trial.trial_id, hyperparameters=values, status=trial_module.TrialStatus.to_proto(trial.status)
         )
