@@ -67,7 +67,11 @@ def latency_ms(call: Callable[[], Any], count: int, warmup: int = 30) -> dict[st
 
 
 def throughput(call: Callable[[], Any], batch: int, seconds: float, concurrency: int) -> dict[str, float]:
-    """Images per second with ``concurrency`` callers in flight (the same for every path)."""
+    """Images per second with ``concurrency`` callers in flight (the same for every path).
+
+    One caller measures a client waiting on each answer; several measure a loaded server, where
+    in-process calls run in parallel on the cores and the server may batch requests together.
+    """
     for _ in range(5):
         call()
     counts = [0] * concurrency
@@ -142,7 +146,10 @@ def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> di
                 rounds[name].append(
                     {
                         "batch1": latency_ms(lambda c=call: c(one), args.calls),
-                        "batch64": throughput(lambda c=call: c(many), 64, args.seconds, args.concurrency),
+                        **{
+                            f"batch64_x{n}": throughput(lambda c=call: c(many), 64, args.seconds, n)
+                            for n in args.concurrency
+                        },
                         "status": latency_ms(status_calls[name], args.calls) if name in status_calls else {},
                     }
                 )
@@ -152,49 +159,55 @@ def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> di
         server.terminate()
         server.wait(30)
     results = {
-        name: {
-            part: {key: statistics.median(r[part][key] for r in runs) for key in runs[0][part]}
-            for part in ("batch1", "batch64", "status")
-        }
+        name: {part: {key: statistics.median(r[part][key] for r in runs) for key in runs[0][part]} for part in runs[0]}
         for name, runs in rounds.items()
     }
     base = results["in_process"]
     for name in ("grpc", "rest"):
         results[name]["batch1"]["p50_overhead_ms"] = results[name]["batch1"]["p50_ms"] - base["batch1"]["p50_ms"]
-        results[name]["batch64"]["ratio_to_in_process"] = (
-            results[name]["batch64"]["images_per_s"] / base["batch64"]["images_per_s"]
-        )
+        for n in args.concurrency:
+            part = results[name][f"batch64_x{n}"]
+            part["ratio_to_in_process"] = part["images_per_s"] / base[f"batch64_x{n}"]["images_per_s"]
     return {
         "hyperparameters": values,
         "parameters": int(model.count_params()),
         "results": results,
         "met": {
             "grpc_batch1_p50": results["grpc"]["batch1"]["p50_overhead_ms"] <= 2.0,
-            "grpc_batch64": results["grpc"]["batch64"]["ratio_to_in_process"] >= 0.7,
+            **{
+                f"grpc_batch64_x{n}": results["grpc"][f"batch64_x{n}"]["ratio_to_in_process"] >= 0.7
+                for n in args.concurrency
+            },
         },
     }
 
 
 def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
+    levels = args.concurrency
     lines = [
         "# Serving benchmark",
         "",
         f"Command: `{COMMAND}`. Machine: {report['machine']}.",
-        "Latency: one caller, sequential calls. Throughput: the same number of callers in flight on every path "
-        f"({args.concurrency}). The server is the built-in one (`fmtune serve --builtin`) in its own process; the "
-        f"client is the SDK (`FmtuneClient`). Medians of {args.rounds} interleaved rounds.",
+        "Latency: one caller, sequential calls. Throughput: batch-64 calls from N callers in flight, the same N on "
+        "every path (in-process: N threads calling the SavedModel). The server is the built-in one "
+        "(`fmtune serve --builtin`) in its own process, sharing the cores with the client (the SDK, "
+        f"`FmtuneClient`). Medians of {args.rounds} interleaved rounds.",
         "",
-        "| model | path | batch 1 p50 (ms) | batch 1 p99 (ms) | p50 over in-process (ms) | batch 64 images/s "
-        "| vs in-process |",
-        "|---|---|---|---|---|---|---|",
+        "| model | path | batch 1 p50 (ms) | batch 1 p99 (ms) | p50 over in-process (ms) | "
+        + " | ".join(f"batch 64 images/s, {n} caller{'s' if n > 1 else ''} | vs in-process" for n in levels)
+        + " |",
+        "|---|---|---|---|---|" + "---|---|" * len(levels),
     ]
     for family, entry in report["models"].items():
         for name in ("in_process", "grpc", "rest"):
             r = entry["results"][name]
+            cells = [
+                f"{r[f'batch64_x{n}']['images_per_s']:.0f} | {r[f'batch64_x{n}'].get('ratio_to_in_process', 1):.2f}x"
+                for n in levels
+            ]
             lines.append(
                 f"| {family} ({entry['parameters']:,} params) | {name} | {r['batch1']['p50_ms']:.2f} | "
-                f"{r['batch1']['p99_ms']:.2f} | {r['batch1'].get('p50_overhead_ms', 0):.2f} | "
-                f"{r['batch64']['images_per_s']:.0f} | {r['batch64'].get('ratio_to_in_process', 1):.2f}x |"
+                f"{r['batch1']['p99_ms']:.2f} | {r['batch1'].get('p50_overhead_ms', 0):.2f} | {' | '.join(cells)} |"
             )
     lines += [
         "",
@@ -202,15 +215,16 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     for family, entry in report["models"].items():
         r = entry["results"]
-        batch64_ms = 64 / r["in_process"]["batch64"]["images_per_s"] * 1000
+        batch64_ms = 64 / r["in_process"][f"batch64_x{levels[0]}"]["images_per_s"] * 1000
         lines.append(
             f"- {family}: a status call (no model work) takes {r['grpc']['status']['p50_ms']:.2f} ms over gRPC and "
             f"{r['rest']['status']['p50_ms']:.2f} ms over REST at p50, beside {batch64_ms:.2f} ms for 64 images "
-            "in-process."
+            f"in-process ({levels[0]} caller{'s' if levels[0] > 1 else ''})."
         )
     for family, entry in report["models"].items():
         verdict = {k: "met" if v else "NOT met" for k, v in entry["met"].items()}
-        lines.append(f"- {family}: latency {verdict['grpc_batch1_p50']}, throughput {verdict['grpc_batch64']}.")
+        throughput = ", ".join(f"{n} caller{'s' if n > 1 else ''} {verdict[f'grpc_batch64_x{n}']}" for n in levels)
+        lines.append(f"- {family}: latency {verdict['grpc_batch1_p50']}; throughput {throughput}.")
     return "\n".join(lines) + "\n"
 
 
@@ -218,7 +232,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--concurrency", type=int, default=1, help="callers in flight for throughput")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 4], help="callers in flight for throughput (each level)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--out", type=Path, default=Path("reports"))

@@ -123,6 +123,29 @@ def test_sdk_matches_the_model_in_process(
         client.predict(test_images.images[0])
 
 
+def test_concurrent_requests_each_get_their_own_answers(served: Served, test_images: data.Split) -> None:
+    """Requests that arrive together run as one batch in the server; each must get back its own rows."""
+    fn = tf.saved_model.load(str(served.repo / "fmtune" / "1")).signatures["serving_default"]
+    slices = [slice(i, i + 1 + i % 5) for i in range(8)]
+    expected = [fn(image=tf.constant(test_images.images[s]))["probabilities"].numpy() for s in slices]
+    wrong: list[str] = []
+
+    def caller(index: int, target: str) -> None:
+        with FmtuneClient(target, timeout=30) as client:
+            for _ in range(25):
+                got = [p.probabilities for p in client.predict(test_images.images[slices[index]])]
+                if not np.allclose(got, expected[index], atol=1e-5):
+                    wrong.append(f"slice {index} over {target}")
+
+    targets = [served.grpc_target if i % 4 else served.rest_target for i in range(len(slices))]
+    threads = [threading.Thread(target=caller, args=(i, t)) for i, t in enumerate(targets)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert wrong == []
+
+
 def test_tf_serving_stubs_without_the_sdk(
     served: Served, test_images: data.Split, in_process: dict[str, np.ndarray]
 ) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 
 from fmtune.client import errors
 from fmtune.client.transport import INPUT, SIGNATURE, RawPrediction, Transport
@@ -27,6 +29,14 @@ def _spec(info: dict[str, Any]) -> TensorSpec:
     return TensorSpec(dtype=info.get("dtype", "DT_INVALID"), shape=dims)
 
 
+def _decode(content: bytes) -> Any:
+    """JSON as TF Serving writes it, which includes NaN and Infinity (orjson rejects those)."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return json.loads(content)
+
+
 class RestTransport(Transport):
     """REST predict responses carry no version, so an unpinned predict first resolves the served
     version (cached briefly) and pins the request to it: the version reported is the one used."""
@@ -40,15 +50,16 @@ class RestTransport(Transport):
         base = f"/v1/models/{self.model_name}"
         return (f"{base}/versions/{version}" if version is not None else base) + suffix
 
-    def _request(self, method: str, url: str, timeout: float, body: Any = None) -> Any:
+    def _request(self, method: str, url: str, timeout: float, body: bytes | None = None) -> Any:
+        headers = {"Content-Type": "application/json"} if body is not None else None
         try:
-            response = self._http.request(method, url, json=body, timeout=timeout)
+            response = self._http.request(method, url, content=body, headers=headers, timeout=timeout)
         except httpx.TimeoutException as exc:
             raise errors.RequestTimeoutError(f"{self.target} (REST): no answer within {timeout}s ({exc})") from None
         except httpx.TransportError as exc:
             raise errors.ServerUnavailableError(f"{self.target} (REST): {exc}") from None
         try:
-            payload = response.json()
+            payload = _decode(response.content)
         except ValueError:
             payload = {"error": response.text[:200]}
         if response.status_code != 200:
@@ -67,7 +78,11 @@ class RestTransport(Transport):
         return self._latest[0]
 
     def predict(self, batch: np.ndarray, version: int | None, timeout: float) -> RawPrediction:
-        body = {"signature_name": SIGNATURE, "inputs": {INPUT: batch.tolist()}}
+        # orjson writes the array's numbers straight from its buffer: ~0.3 ms for 64 images, not ~5.
+        body = orjson.dumps(
+            {"signature_name": SIGNATURE, "inputs": {INPUT: np.ascontiguousarray(batch)}},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
         pinned = version if version is not None else self._served_version(timeout)
         try:
             payload = self._request("POST", self._url(pinned, ":predict"), timeout, body)

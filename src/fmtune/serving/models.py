@@ -31,6 +31,19 @@ class ServingError(Exception):
         self.code, self.message = code, message
 
 
+@dataclass(frozen=True)
+class Signature:
+    """A loaded signature with what every request is checked against, read from TensorFlow once."""
+
+    fn: Any
+    inputs: dict[str, Any]  # name -> tf.TensorSpec
+    outputs: tuple[str, ...]
+
+    @classmethod
+    def of(cls, fn: Any) -> Signature:
+        return cls(fn, dict(fn.structured_input_signature[1]), tuple(sorted(fn.structured_outputs)))
+
+
 @dataclass
 class Servable:
     version: int
@@ -39,14 +52,14 @@ class Servable:
     error: str = ""
     loaded: Any = field(default=None, repr=False)
     signature_defs: Any = field(default=None, repr=False)  # tensorflow.MetaGraphDef.signature_def
+    signatures: dict[str, Signature] = field(default_factory=dict, repr=False)
 
-    def signature(self, name: str) -> Any:
-        signatures = self.loaded.signatures if self.loaded is not None else {}
-        if name not in signatures:
+    def signature(self, name: str) -> Signature:
+        if name not in self.signatures:
             raise ServingError(
                 grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature name: "{name}" not found in signature def'
             )
-        return signatures[name]
+        return self.signatures[name]
 
 
 def _snapshot(path: Path) -> tuple[tuple[str, int, int], ...]:
@@ -69,6 +82,7 @@ def load_servable(servable: Servable) -> None:
     proto = saved_model_pb2.SavedModel.FromString((servable.path / "saved_model.pb").read_bytes())
     servable.signature_defs = proto.meta_graphs[0].signature_def
     servable.loaded = tf.saved_model.load(str(servable.path))
+    servable.signatures = {name: Signature.of(fn) for name, fn in servable.loaded.signatures.items()}
 
 
 class ModelManager:

@@ -9,13 +9,9 @@ import grpc
 import numpy as np
 import tensorflow as tf
 
-from fmtune.serving.models import Servable, ServingError
+from fmtune.serving.models import ServingError, Signature
 
 DEFAULT_SIGNATURE = "serving_default"
-
-
-def input_specs(fn: Any) -> dict[str, tf.TensorSpec]:
-    return dict(fn.structured_input_signature[1])
 
 
 def check_inputs(specs: Mapping[str, tf.TensorSpec], inputs: Mapping[str, np.ndarray]) -> None:
@@ -45,20 +41,23 @@ def check_inputs(specs: Mapping[str, tf.TensorSpec], inputs: Mapping[str, np.nda
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{name}' is an empty batch")
 
 
-def run(
-    servable: Servable, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
-) -> dict[str, np.ndarray]:
-    fn = servable.signature(signature_name or DEFAULT_SIGNATURE)
-    check_inputs(input_specs(fn), inputs)
-    unknown = sorted(set(output_filter) - set(fn.structured_outputs))
+def check(signature: Signature, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> None:
+    """Everything about a request that can be wrong before the model runs, as TF Serving words it."""
+    check_inputs(signature.inputs, inputs)
+    unknown = sorted(set(output_filter) - set(signature.outputs))
     if unknown:
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"output tensor alias not found in signature: {unknown}")
+
+
+def execute(
+    signature: Signature, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
+    """Run checked inputs through the model."""
     try:
-        outputs = fn(**{name: tf.constant(value) for name, value in inputs.items()})
+        outputs = signature.fn(**{name: tf.constant(value) for name, value in inputs.items()})
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
         raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, str(exc).splitlines()[0]) from None
-    wanted = list(output_filter) or sorted(outputs)
-    return {name: outputs[name].numpy() for name in wanted}
+    return {name: outputs[name].numpy() for name in (output_filter or signature.outputs)}
 
 
 def json_to_array(value: Any, spec: tf.TensorSpec, name: str) -> np.ndarray:

@@ -11,10 +11,12 @@ from typing import Any
 
 import grpc
 import numpy as np
+import orjson
 from google.protobuf import json_format
 
 from fmtune.serving import predict
 from fmtune.serving.models import STATE_NAMES, ModelManager, ServingError
+from fmtune.serving.runner import Runner
 
 _TARGET = r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
 GET_PATH = re.compile(_TARGET + r"(?P<metadata>/metadata)?")
@@ -91,11 +93,30 @@ def _columnar_inputs(inputs: Any, specs: dict[str, Any]) -> dict[str, np.ndarray
     return {name: predict.json_to_array(inputs, spec, name)}
 
 
-def predict_json(manager: ModelManager, name: str, version: int | None, label: str | None, body: bytes) -> Any:
+def _parse(body: bytes) -> Any:
+    """orjson (~3x faster on image batches), or json for what only it reads: NaN and Infinity."""
     try:
-        request = json.loads(body or b"null")
+        return orjson.loads(body or b"null")
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _bad(f"JSON Parse error: {exc}") from None
+
+
+def _encode(payload: Any, outputs: dict[str, np.ndarray]) -> bytes:
+    """orjson, unless an output holds NaN or infinity: orjson writes null, TF Serving NaN/Infinity."""
+    if all(np.isfinite(v).all() for v in outputs.values() if v.dtype.kind == "f"):
+        return orjson.dumps(payload)
+    return json.dumps(payload).encode()
+
+
+def predict_json(
+    manager: ModelManager, runner: Runner, name: str, version: int | None, label: str | None, body: bytes
+) -> bytes:
+    """The response body to a predict request."""
+    request = _parse(body)
     if not isinstance(request, dict):
         raise _bad("JSON Value: request body must be a JSON object")
     if ("instances" in request) == ("inputs" in request):
@@ -106,21 +127,27 @@ def predict_json(manager: ModelManager, name: str, version: int | None, label: s
         )
     servable = manager.resolve(name, version, label)
     signature = request.get("signature_name") or predict.DEFAULT_SIGNATURE
-    specs = predict.input_specs(servable.signature(signature))
+    specs = servable.signature(signature).inputs
     row = "instances" in request
     inputs = _row_inputs(request["instances"], specs) if row else _columnar_inputs(request["inputs"], specs)
-    outputs = predict.run(servable, signature, inputs)
-    if row:
-        count = len(next(iter(outputs.values())))
-        if len(outputs) == 1:
-            return {"predictions": next(iter(outputs.values())).tolist()}
-        return {"predictions": [{k: v[i].tolist() for k, v in outputs.items()} for i in range(count)]}
+    outputs = runner.run(servable, signature, inputs)
+    return _encode(_row_payload(outputs) if row else _columnar_payload(outputs), outputs)
+
+
+def _row_payload(outputs: dict[str, np.ndarray]) -> Any:
+    if len(outputs) == 1:
+        return {"predictions": next(iter(outputs.values())).tolist()}
+    count = len(next(iter(outputs.values())))
+    return {"predictions": [{k: v[i].tolist() for k, v in outputs.items()} for i in range(count)]}
+
+
+def _columnar_payload(outputs: dict[str, np.ndarray]) -> Any:
     if len(outputs) == 1:
         return {"outputs": next(iter(outputs.values())).tolist()}
     return {"outputs": {k: v.tolist() for k, v in outputs.items()}}
 
 
-def make_handler(manager: ModelManager) -> type[BaseHTTPRequestHandler]:
+def make_handler(manager: ModelManager, runner: Runner) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # small JSON replies must not wait on delayed ACKs
@@ -130,7 +157,7 @@ def make_handler(manager: ModelManager) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _reply(self, status: int, payload: Any) -> None:
-            body = json.dumps(payload).encode()
+            body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -139,6 +166,7 @@ def make_handler(manager: ModelManager) -> type[BaseHTTPRequestHandler]:
 
         def _dispatch(self, method: str) -> None:
             path = self.path.split("?", 1)[0]
+            payload: Any
             try:
                 if method == "GET" and (match := GET_PATH.fullmatch(path)):
                     name, label = match["name"], match["label"]
@@ -156,7 +184,7 @@ def make_handler(manager: ModelManager) -> type[BaseHTTPRequestHandler]:
                     if match["verb"] != "predict":
                         raise _bad(f"Expected {match['verb']} signature method_name; this model serves predict")
                     version = int(match["version"]) if match["version"] else None
-                    payload = predict_json(manager, match["name"], version, match["label"], body)
+                    payload = predict_json(manager, runner, match["name"], version, match["label"], body)
                 elif path.startswith("/v1/"):
                     raise _bad(f"Malformed request: {method} {path}")
                 else:
@@ -184,7 +212,7 @@ class RestServer(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-def start(manager: ModelManager, host: str, port: int) -> RestServer:
-    server = RestServer((host, port), make_handler(manager))
+def start(manager: ModelManager, runner: Runner, host: str, port: int) -> RestServer:
+    server = RestServer((host, port), make_handler(manager, runner))
     threading.Thread(target=server.serve_forever, name="rest", daemon=True).start()
     return server

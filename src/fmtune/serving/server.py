@@ -47,16 +47,19 @@ class BuiltinServer:
     def __init__(self, opts: ServeOptions):
         from fmtune.serving import grpc_api, rest_api
         from fmtune.serving.models import ModelManager
+        from fmtune.serving.runner import Runner
 
         self.manager = ModelManager(opts.base_path, opts.model_name, opts.poll_seconds)
         self.manager.start()
-        self.grpc = grpc_api.start(self.manager, f"{opts.host}:{opts.grpc_port}")
-        self.rest = rest_api.start(self.manager, opts.host, opts.rest_port)
+        self.runner = Runner()
+        self.grpc = grpc_api.start(self.manager, self.runner, f"{opts.host}:{opts.grpc_port}")
+        self.rest = rest_api.start(self.manager, self.runner, opts.host, opts.rest_port)
 
     def close(self) -> None:
         self.rest.shutdown()
         self.rest.server_close()
         self.grpc.stop(grace=1)
+        self.runner.stop()
         self.manager.stop()
 
 
