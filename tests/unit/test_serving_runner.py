@@ -73,7 +73,7 @@ def test_requests_queued_while_busy_run_as_one_batch(runner: Runner) -> None:
 
 def test_a_lone_request_runs_alone(runner: Runner) -> None:
     model = Model()
-    answer = runner.run(model.servable(), "serving_default", rows(4))
+    answer = runner.submit(model.servable(), "serving_default", rows(4), ()).result(10)
     assert model.calls == [4] and answer["double"].shape == (4, 3)
 
 
@@ -128,7 +128,7 @@ def test_when_a_batch_fails_only_the_culprit_gets_the_error(runner: Runner) -> N
     assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert np.array_equal(futures[2].result(10)["double"], good["x"] * 2)
     assert model.calls == [1, 5, 2, 1, 2]  # the batch, then each request on its own
-    assert runner.run(model.servable(), "", good)["double"].shape == (2, 3)  # and the runner goes on
+    assert runner.submit(model.servable(), "", good, ()).result(10)["double"].shape == (2, 3)  # and the runner goes on
 
 
 def test_outputs_that_are_not_one_row_per_input_are_not_split(runner: Runner) -> None:

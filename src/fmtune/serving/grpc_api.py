@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -59,7 +60,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             spec = request.model_spec
             servable = self.manager.resolve(spec.name, _version(spec), spec.version_label or None)
             inputs = {name: _to_array(proto) for name, proto in request.inputs.items()}
-            outputs = await self.runner.run_async(servable, spec.signature_name, inputs, request.output_filter)
+            job = self.runner.submit(servable, spec.signature_name, inputs, request.output_filter)
+            outputs = await asyncio.wrap_future(job)
         except ServingError as exc:
             await context.abort(exc.code, exc.message)
         response = predict_pb2.PredictResponse()

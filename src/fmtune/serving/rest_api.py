@@ -130,7 +130,7 @@ def predict_json(
     specs = servable.signature(signature).inputs
     row = "instances" in request
     inputs = _row_inputs(request["instances"], specs) if row else _columnar_inputs(request["inputs"], specs)
-    outputs = runner.run(servable, signature, inputs)
+    outputs = runner.submit(servable, signature, inputs, ()).result()
     return _encode(_row_payload(outputs) if row else _columnar_payload(outputs), outputs)
 
 

@@ -10,7 +10,6 @@ always runs on this one thread, so its per-thread caches stay warm.
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 from collections import deque
@@ -66,24 +65,6 @@ class Runner:
         job = _Job(signature, inputs, outputs, _merge_key(servable, name, inputs, outputs))
         self._queue.put(job)
         return job.done
-
-    def run(
-        self,
-        servable: Servable,
-        signature_name: str,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Sequence[str] = (),
-    ) -> dict[str, np.ndarray]:
-        return self.submit(servable, signature_name, inputs, output_filter).result()
-
-    async def run_async(
-        self,
-        servable: Servable,
-        signature_name: str,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Sequence[str] = (),
-    ) -> dict[str, np.ndarray]:
-        return await asyncio.wrap_future(self.submit(servable, signature_name, inputs, output_filter))
 
     def stop(self) -> None:
         self._queue.put(None)
