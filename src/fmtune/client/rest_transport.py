@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -11,7 +10,7 @@ import numpy as np
 import orjson
 
 from fmtune.client import errors
-from fmtune.client.transport import INPUT, SIGNATURE, RawPrediction, Transport
+from fmtune.client.transport import INPUT, SIGNATURE, RawPrediction, Transport, loads_json
 from fmtune.client.types import ModelMetadata, TensorSpec, VersionStatus
 
 VERSION_CACHE_SECONDS = 1.0
@@ -27,14 +26,6 @@ def _spec(info: dict[str, Any]) -> TensorSpec:
     shape = info.get("tensor_shape", {})
     dims = None if shape.get("unknown_rank") else [int(d.get("size", -1)) for d in shape.get("dim", [])]
     return TensorSpec(dtype=info.get("dtype", "DT_INVALID"), shape=dims)
-
-
-def _decode(content: bytes) -> Any:
-    """JSON as TF Serving writes it, which includes NaN and Infinity (orjson rejects those)."""
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return json.loads(content)
 
 
 class RestTransport(Transport):
@@ -59,7 +50,7 @@ class RestTransport(Transport):
         except httpx.TransportError as exc:
             raise errors.ServerUnavailableError(f"{self.target} (REST): {exc}") from None
         try:
-            payload = _decode(response.content)
+            payload = loads_json(response.content)
         except ValueError:
             payload = {"error": response.text[:200]}
         if response.status_code != 200:

@@ -95,7 +95,10 @@ class Runner:
             if len(batch) > 1 and self._run_together(batch):
                 continue
             for job in batch:
-                _finish(job, lambda j=job: predict.execute(j.signature, j.inputs, j.output_filter))
+                try:
+                    job.done.set_result(predict.execute(job.signature, job.inputs, job.output_filter))
+                except BaseException as exc:  # the caller gets whatever went wrong; the runner goes on
+                    job.done.set_exception(exc)
 
     def _run_together(self, batch: list[_Job]) -> bool:
         """Run stacked inputs once and hand each job its rows; False if the batch must run apart."""
@@ -114,10 +117,3 @@ class Runner:
             job.done.set_result({name: value[start:end] for name, value in outputs.items()})
             start = end
         return True
-
-
-def _finish(job: _Job, work: Any) -> None:
-    try:
-        job.done.set_result(work())
-    except BaseException as exc:  # the caller gets whatever went wrong; the runner goes on
-        job.done.set_exception(exc)

@@ -145,7 +145,6 @@ class FmtuneOracle(_OracleBase):
         self._resumed: dict[str, Any] = {}
         self._unlogged: list[str] = []  # ended trials whose line waits for their state to be on disk
         self.persister = Persister(self)
-        self._made_dirs: set[str] = set()
         self._trial_files: dict[str, Path] = {}
         self._hp_configs: dict[str, tuple[Any, dict[str, Any]]] = {}  # trial id -> (values, their config)
         self._best_score: float | None = None  # kept as trials end: sorting them all per end is O(n log n)
@@ -405,16 +404,14 @@ class FmtuneOracle(_OracleBase):
             rewrite(self.trial_file(trial.trial_id), trial_json(self._trial_state(trial)))
 
     # Paths without Keras Tuner's directory check (through TensorFlow's file API) on every call:
-    # directories are made once, and rewrite makes a missing one.
+    # a trial's directory is made once, when its file's path is first asked for.
 
     def _get_oracle_fname(self) -> str:
         return os.path.join(str(self._directory), self._project_name, "oracle.json")
 
     def _get_trial_dir(self, trial_id: str) -> str:
         path = os.path.join(str(self._directory), self._project_name, f"trial_{trial_id}")
-        if path not in self._made_dirs:
-            os.makedirs(path, exist_ok=True)
-            self._made_dirs.add(path)
+        os.makedirs(path, exist_ok=True)
         return path
 
     def trial_file(self, trial_id: str) -> Path:
