@@ -134,6 +134,39 @@ def test_a_suggestion_missing_more_results_than_trials_running_is_not_handed_out
     assert queue.take(completed=6, running=1, timeout=1) == pytest.approx([0.1])
 
 
+def test_a_failed_suggestion_observes_without_holding_the_queue() -> None:
+    """The oracle calls into the queue holding its own lock (a result is in), and the queue's
+    fallback for a failed fit observes the oracle: that must not happen under the queue's lock."""
+
+    class Failing(GPSuggester):
+        def picks(self, obs: Observations, pending: list[np.ndarray]) -> Any:
+            raise np.linalg.LinAlgError("degenerate fit")
+
+    oracle_lock, falling_back = threading.Lock(), threading.Event()
+    observed = Observations(np.zeros((5, 1)), np.zeros(5), np.empty((0, 1)))
+    calls = 0
+
+    def observe() -> Observations:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the fallback's call: it waits for the oracle, as the real one would
+            falling_back.set()
+            with oracle_lock:
+                pass
+        return observed
+
+    queue = SuggestionQueue(Failing(1e-4, 0), observe)
+    with oracle_lock:
+        queue.start()
+        assert falling_back.wait(10)
+        told = threading.Thread(target=queue.changed)  # what the oracle does under its lock
+        told.start()
+        told.join(5)
+        assert not told.is_alive()
+    assert queue.take(completed=5, running=0, timeout=5) is not None  # the random fallback point
+    queue.stop()
+
+
 def test_persister_writes_behind_and_a_restart_reads_it_back(tmp_path: Path) -> None:
     oracle = bayesian_oracle(tmp_path)
     oracle.start_background()

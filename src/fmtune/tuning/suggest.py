@@ -26,7 +26,6 @@ Cheaper steps:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 import threading
@@ -177,17 +176,25 @@ class GPSuggester:
             yield point
 
 
-@contextlib.contextmanager
-def quiet_single_threaded() -> Iterator[None]:
-    """Small matrices: more BLAS threads would only fight the workers for cores; and noisy scores
-    (a length scale at its bound) are normal, not worth a warning per fit. (Warning filters are
-    process-wide, so this one is set, not scoped: it only silences sklearn's ConvergenceWarning.)"""
-    from sklearn.exceptions import ConvergenceWarning
-    from threadpoolctl import threadpool_limits
+_blas_lock = threading.Lock()
+_blas_limited = False
 
-    warnings.filterwarnings("ignore", category=ConvergenceWarning)
-    with threadpool_limits(1):
-        yield
+
+def single_threaded_blas() -> None:
+    """Small matrices: more BLAS threads would only fight the workers for cores; and noisy scores
+    (a length scale at its bound) are normal, not worth a warning per fit. Both are set once for
+    the process and never changed back: kernel fits run on threads of their own, and changing
+    OpenBLAS's thread count while another thread is inside it can deadlock it (threadpoolctl#205)."""
+    global _blas_limited
+    with _blas_lock:
+        if _blas_limited:
+            return
+        from sklearn.exceptions import ConvergenceWarning
+        from threadpoolctl import threadpool_limits
+
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        threadpool_limits(1)
+        _blas_limited = True
 
 
 class SuggestionQueue:
@@ -226,10 +233,10 @@ class SuggestionQueue:
                 if self._ready:
                     return self._ready.pop(0).point
             obs = self.observe()
-            with quiet_single_threaded():
-                if self.suggester.kernel_is_stale(obs.completed):
-                    self.suggester.tune_kernel(obs.x, obs.y)
-                return next(self.suggester.picks(obs, []))
+            single_threaded_blas()
+            if self.suggester.kernel_is_stale(obs.completed):
+                self.suggester.tune_kernel(obs.x, obs.y)
+            return next(self.suggester.picks(obs, []))
         deadline = time.monotonic() + timeout
         with self._cond:
             self._waiting += 1
@@ -289,23 +296,23 @@ class SuggestionQueue:
             self._tuning.start()
 
     def _loop(self) -> None:
-        with quiet_single_threaded():
-            while True:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stop or self._wanted() > 0)
+                if self._stop:
+                    return
+            try:
+                self._batch()
+            except Exception:  # a degenerate fit must not end the search: a random point instead
+                log.exception("Bayesian suggestion failed; using a random point")
+                # Observed outside the condition: the oracle calls in here holding its own lock.
+                point = self.suggester.rng.uniform(0, 1, self.observe().dimensions)
                 with self._cond:
-                    self._cond.wait_for(lambda: self._stop or self._wanted() > 0)
-                    if self._stop:
-                        return
-                try:
-                    self._batch()
-                except Exception:  # a degenerate fit must not end the search: a random point instead
-                    log.exception("Bayesian suggestion failed; using a random point")
-                    with self._cond:
-                        dims = self.observe().dimensions
-                        point = self.suggester.rng.uniform(0, 1, dims)
-                        self._ready.append(Suggestion(point, completed=sys.maxsize))  # never stale
-                        self._cond.notify_all()
+                    self._ready.append(Suggestion(point, completed=sys.maxsize))  # never stale
+                    self._cond.notify_all()
 
     def start(self) -> None:
+        single_threaded_blas()
         self._thread = threading.Thread(target=self._loop, name="bayesian-suggester", daemon=True)
         self._thread.start()
 
