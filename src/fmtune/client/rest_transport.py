@@ -9,8 +9,9 @@ import httpx
 import numpy as np
 import orjson
 
+from fmtune import jsonio
 from fmtune.client import errors
-from fmtune.client.transport import INPUT, SIGNATURE, RawPrediction, Transport, loads_json
+from fmtune.client.transport import INPUT, SIGNATURE, RawPrediction, Transport
 from fmtune.client.types import ModelMetadata, TensorSpec, VersionStatus
 
 VERSION_CACHE_SECONDS = 1.0
@@ -50,7 +51,7 @@ class RestTransport(Transport):
         except httpx.TransportError as exc:
             raise errors.ServerUnavailableError(f"{self.target} (REST): {exc}") from None
         try:
-            payload = loads_json(response.content)
+            payload = jsonio.loads(response.content)
         except ValueError:
             payload = {"error": response.text[:200]}
         if response.status_code != 200:

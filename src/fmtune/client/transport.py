@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import orjson
 
 from fmtune.client.types import ModelMetadata, VersionStatus
 
 SIGNATURE = "serving_default"
 INPUT = "image"
-
-
-def loads_json(content: bytes) -> Any:
-    """JSON as TF Serving reads and writes it, NaN and Infinity included: orjson (several times
-    faster on image batches), or json for what only it reads. Raises ValueError on bad JSON."""
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return json.loads(content)
 
 
 @dataclass(frozen=True)

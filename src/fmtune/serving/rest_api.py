@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from http import HTTPStatus
@@ -11,10 +10,9 @@ from typing import Any
 
 import grpc
 import numpy as np
-import orjson
 from google.protobuf import json_format
 
-from fmtune.client.transport import loads_json
+from fmtune import jsonio
 from fmtune.serving import predict
 from fmtune.serving.models import STATE_NAMES, ModelManager, ServingError
 from fmtune.serving.runner import Runner
@@ -96,16 +94,14 @@ def _columnar_inputs(inputs: Any, specs: dict[str, Any]) -> dict[str, np.ndarray
 
 def _parse(body: bytes) -> Any:
     try:
-        return loads_json(body or b"null")
+        return jsonio.loads(body or b"null")
     except ValueError as exc:
         raise _bad(f"JSON Parse error: {exc}") from None
 
 
 def _encode(payload: Any, outputs: dict[str, np.ndarray]) -> bytes:
-    """orjson, unless an output holds NaN or infinity: orjson writes null, TF Serving NaN/Infinity."""
-    if all(np.isfinite(v).all() for v in outputs.values() if v.dtype.kind == "f"):
-        return orjson.dumps(payload)
-    return json.dumps(payload).encode()
+    """NaN and infinity written as TF Serving writes them."""
+    return jsonio.dumps(payload, finite=all(np.isfinite(v).all() for v in outputs.values() if v.dtype.kind == "f"))
 
 
 def predict_json(
@@ -153,7 +149,7 @@ def make_handler(manager: ModelManager, runner: Runner) -> type[BaseHTTPRequestH
             pass
 
         def _reply(self, status: int, payload: Any) -> None:
-            body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+            body = payload if isinstance(payload, bytes) else jsonio.dumps(payload, finite=True)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -17,7 +17,6 @@ coordinator that dies under such load can lose up to that second of a running tr
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from fmtune import jsonio
 
 log = logging.getLogger("fmtune")
 
@@ -58,8 +59,8 @@ def recover(directory: Path) -> None:
     missing and which holds complete JSON takes the target's place; any other one is dropped."""
     for tmp in directory.rglob(".*.tmp"):
         target = tmp.with_name(tmp.name[1 : -len(".tmp")])
-        try:  # json, not orjson: a diverged trial's file holds NaN
-            complete = not target.exists() and isinstance(json.loads(tmp.read_bytes()), dict)
+        try:  # a diverged trial's file holds NaN
+            complete = not target.exists() and isinstance(jsonio.loads(tmp.read_bytes()), dict)
         except ValueError:
             complete = False
         if complete:
@@ -83,9 +84,8 @@ def trial_json(state: dict[str, Any]) -> bytes:
     for history in state["metrics"]["metrics"].values():
         for observation in history["observations"]:
             values.extend(observation["value"])
-    if all(value is None or math.isfinite(value) for value in values):
-        return orjson.dumps(state, option=ORJSON_OPTIONS)
-    return json.dumps(state).encode()
+    finite = all(value is None or math.isfinite(value) for value in values)
+    return jsonio.dumps(state, finite=finite, option=ORJSON_OPTIONS)
 
 
 class Persister:
