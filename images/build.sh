@@ -17,5 +17,5 @@ if [[ ${GPU:-0} == 1 ]]; then
   gpu_args=(--build-arg "CPU_IMAGE=fmtune:$tag")
   [[ $engine == podman ]] && gpu_args=(--build-arg "CPU_IMAGE=localhost/fmtune:$tag")
   [[ -s $ca ]] && gpu_args+=(--secret "id=pip_ca,src=$ca")
-  "$engine" build -f images/Dockerfile.gpu -t "fmtune-gpu:$tag" "${gpu_args[@]}" images
+  "$engine" build -f images/Dockerfile.gpu -t "fmtune-gpu:$tag" "${gpu_args[@]}" .
 fi

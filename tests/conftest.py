@@ -16,6 +16,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SYNTHETIC = "synthetic"
 CLASS_NAMES = [f"class{i}" for i in range(10)]
+# The quick preset without its budget and ASHA, retraining with early stopping on a holdout: runs
+# whose length and trials do not depend on timing, for tests about something else.
+CLASSIC = [
+    "budget_minutes=null",
+    "search.asha.enabled=false",
+    "retrain.schedule=plateau",
+    "retrain.holdout_fraction=0.05",
+]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -26,22 +34,25 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + array.astype(np.uint8).tobytes()
 
 
-def synthetic_arrays(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each class lights a different 7x7 block, under noise: learnable in a couple of epochs."""
+def synthetic_arrays(count: int, seed: int, signal: int = 125) -> tuple[np.ndarray, np.ndarray]:
+    """Each class lights a different 7x7 block by ``signal`` under noise: learnable in a couple of
+    epochs, or, with a faint signal, only partly, so that configurations differ."""
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % 10
     rng.shuffle(labels)
     images = rng.integers(0, 130, size=(count, 28, 28), dtype=np.int64)
     for i, label in enumerate(labels):
         row, col = divmod(int(label), 4)
-        images[i, row * 7 : row * 7 + 7, col * 7 : col * 7 + 7] += 125
+        images[i, row * 7 : row * 7 + 7, col * 7 : col * 7 + 7] += signal
     return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.uint8)
 
 
-def write_dataset(directory: Path, train: int = 600, test: int = 200, name: str = SYNTHETIC) -> Path:
+def write_dataset(
+    directory: Path, train: int = 600, test: int = 200, name: str = SYNTHETIC, signal: int = 125
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    train_x, train_y = synthetic_arrays(train, seed=1)
-    test_x, test_y = synthetic_arrays(test, seed=2)
+    train_x, train_y = synthetic_arrays(train, seed=1, signal=signal)
+    test_x, test_y = synthetic_arrays(test, seed=2, signal=signal)
     files = {
         "train-images-idx3-ubyte": idx_bytes(train_x),
         "train-labels-idx1-ubyte": idx_bytes(train_y),

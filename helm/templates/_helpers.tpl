@@ -46,6 +46,51 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "r%d" (int .Release.Revision) -}}
 {{- end -}}
 
+{{/* The revision label on the Jobs' pods: the oracle Service selects only this revision's
+coordinator, so new workers never reach an old coordinator that is still shutting down. */}}
+{{- define "fmtune.revisionLabel" -}}
+fmtune.io/revision: {{ include "fmtune.jobSuffix" . }}
+{{- end -}}
+
+{{/* "true" when the coordinator deploys through the deployer: only if there is a serving
+Deployment to deploy to. */}}
+{{- define "fmtune.deploys" -}}
+{{- if and .Values.coordinator.deploy .Values.serving.enabled }}true{{ end -}}
+{{- end -}}
+
+{{/* What every pod carries: the pod security context and the registry credentials.
+Called with (dict "root" $ "securityContext" <optional override>). */}}
+{{- define "fmtune.podCommon" -}}
+securityContext:
+  {{- toYaml (.securityContext | default .root.Values.podSecurityContext) | nindent 2 }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* The volume's two trees, mounted separately: workers see the tuner tree only, and only the
+coordinator may write the model repository that TF Serving loads. */}}
+{{- define "fmtune.runsMount" -}}
+- name: data
+  mountPath: /data/runs
+  subPath: runs
+{{- end -}}
+
+{{- define "fmtune.modelsMount" -}}
+- name: data
+  mountPath: /data/models
+  subPath: models
+{{- end -}}
+
+{{/* TF Serving's batching parameters (the serving pod restarts when they change). */}}
+{{- define "fmtune.batchingConfig" -}}
+max_batch_size { value: {{ .Values.serving.batching.maxBatchSize }} }
+batch_timeout_micros { value: {{ .Values.serving.batching.batchTimeoutMicros }} }
+num_batch_threads { value: {{ .Values.serving.batching.numBatchThreads }} }
+max_enqueued_batches { value: {{ .Values.serving.batching.maxEnqueuedBatches }} }
+{{- end -}}
+
 {{- define "fmtune.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true

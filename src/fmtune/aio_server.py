@@ -20,21 +20,24 @@ class AioServer:
         address: str,
         options: Sequence[tuple[str, Any]] = (),
         name: str = "grpc",
+        interceptors: Sequence[Any] = (),
     ):
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._run, args=(register, address, list(options)), name=name, daemon=True
+            target=self._run, args=(register, address, list(options), list(interceptors)), name=name, daemon=True
         )
         self._thread.start()
         self._started.wait()
         if self._error is not None:
             raise self._error
 
-    def _run(self, register: Callable[[grpc.aio.Server], None], address: str, options: list[Any]) -> None:
+    def _run(
+        self, register: Callable[[grpc.aio.Server], None], address: str, options: list[Any], interceptors: list[Any]
+    ) -> None:
         asyncio.set_event_loop(self.loop)
-        self._server = grpc.aio.server(options=[*options, ("grpc.so_reuseport", 0)])
+        self._server = grpc.aio.server(options=[*options, ("grpc.so_reuseport", 0)], interceptors=interceptors)
         register(self._server)
         try:
             if self._server.add_insecure_port(address) == 0:

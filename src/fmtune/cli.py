@@ -6,8 +6,9 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -18,7 +19,7 @@ from fmtune.tuning import roles
 from fmtune.tuning.roles import Role
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Tune, train and serve Keras image classifiers with distributed Keras Tuner.",
@@ -29,7 +30,34 @@ CONFIG_FILE = "config.yaml"
 PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="built-in preset: quick, standard or mnist")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="experiment YAML (over the preset)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override, e.g. search.max_trials=5")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="dataset directory [env: FMTUNE_DATA_DIR]")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="dataset directory (env FMTUNE_DATA_DIR)")]
+
+
+def duration_minutes(text: str) -> float:
+    from fmtune.tuning.budget import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"fmtune {version('fmtune')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="print the installed version and exit"),
+    ] = False,
+) -> None:
+    """Tune, train and serve Keras image classifiers with distributed Keras Tuner."""
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -55,15 +83,32 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
+ResolvedOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--resolved",
+        help="a config resolved and written by the process that started this one, loaded exactly "
+        "(no preset, environment or overrides)",
+    ),
+]
+
+
 def resolve(
-    preset: str | None, file: Path | None, assignments: list[str] | None, data_dir: Path | None = None, **flags: object
+    preset: str | None,
+    file: Path | None,
+    assignments: list[str] | None,
+    data_dir: Path | None = None,
+    resolved: Path | None = None,
+    flags: dict[str, Any] | None = None,
 ) -> ExperimentConfig:
-    """Config from preset, file, environment, ``--set`` and dedicated flags; exit 2 if invalid."""
-    extra = [f"{key}={value}" for key, value in flags.items() if value is not None]
-    if data_dir is not None:
-        extra.append(f"data_dir={data_dir}")
+    """The experiment: from a resolved file alone, or from preset, file, environment, ``--set`` and
+    dedicated flags (typed, by dotted key); exit 2 if invalid."""
     try:
-        return config_mod.load(preset or None, file, [*(assignments or []), *extra])
+        if resolved is not None:
+            if preset or file or assignments or data_dir:
+                raise ConfigError(["--resolved: give it alone, without --preset, --config, --set or --data-dir"])
+            return config_mod.load_resolved(resolved)
+        return config_mod.load(preset or None, file, assignments, flags={**(flags or {}), "data_dir": data_dir})
     except ConfigError as exc:
         err.print("[bold red]invalid configuration:[/]", highlight=False)
         for problem in exc.problems:
@@ -93,30 +138,41 @@ def tune(
     workdir: Annotated[Path | None, typer.Option(help="where experiments are kept")] = None,
     model_repo: Annotated[Path | None, typer.Option(help="model repository for the export")] = None,
     max_trials: Annotated[int | None, typer.Option(help="trials in the search")] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            "--budget",
+            parser=duration_minutes,
+            metavar="DURATION",
+            help="wall time for the whole pipeline, e.g. 60m, 1.5h, 90s (config: budget_minutes)",
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(help="oracle port on 127.0.0.1 (0: pick a free one)")] = 0,
     fresh: Annotated[bool, typer.Option("--fresh", help="discard an earlier run of this experiment")] = False,
     max_restarts: Annotated[int, typer.Option(min=0, help="restarts of a crashed worker under its id")] = 3,
 ) -> None:
     """Run the whole pipeline on this machine: coordinator + N workers as local processes."""
     setup_logging()
+    started_at = time.time()  # the budget covers everything from here
     cfg = resolve(
         preset,
         file,
         assignments,
         data_dir,
-        name=name,
-        workdir=workdir,
-        model_repo=model_repo,
-        **{"search.max_trials": max_trials},
+        flags={
+            "name": name,
+            "workdir": workdir,
+            "model_repo": model_repo,
+            "search.max_trials": max_trials,
+            "budget_minutes": budget,
+        },
     )
     from fmtune import data
     from fmtune.tuning.local import LocalCluster
     from fmtune.tuning.roles import free_port
 
     try:
-        dataset = data.load(
-            cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download
-        )
+        dataset = cfg.load_dataset()
     except data.DatasetError as exc:
         fail(str(exc))
     config_path = prepare_experiment(cfg, fresh)
@@ -127,9 +183,21 @@ def tune(
         f"{workers} workers",
         highlight=False,
     )
+    board = dashboard_placement(cfg)
     cluster = LocalCluster(
-        config_path, workers, port or free_port(), threads_per_worker=threads, max_restarts=max_restarts
+        config_path,
+        cfg.experiment_dir,
+        workers,
+        port or free_port(),
+        threads_per_worker=threads,
+        max_restarts=max_restarts,
+        started_at=started_at,
+        extra_env=board,
     )
+    if board.get("FMTUNE_DASHBOARD_HOST"):
+        err.print(
+            f"dashboard: http://{board['FMTUNE_DASHBOARD_HOST']}:{board['FMTUNE_DASHBOARD_PORT']}/", highlight=False
+        )
     code = cluster.run(progress_total=cfg.search.max_trials)
     if code == 130:
         fail("interrupted", 130)
@@ -138,14 +206,54 @@ def tune(
     show_results(cfg.experiment_dir, top=5)
 
 
+def dashboard_placement(cfg: ExperimentConfig) -> dict[str, str]:
+    """The coordinator's dashboard address, fixed here so that it can be printed at once."""
+    from fmtune.dashboard import placement
+    from fmtune.tuning.roles import free_port
+
+    try:
+        where = placement.resolve(cfg)
+    except placement.PlacementError as exc:
+        fail(str(exc), 2)
+    if not where.enabled:
+        return {placement.PORT_VAR: "off"}
+    return {placement.HOST_VAR: where.host, placement.PORT_VAR: str(where.port or free_port())}
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    path: Annotated[Path, typer.Argument(help="an experiment dir, or a work dir holding one")] = Path("runs"),
+    port: Annotated[int, typer.Option(help="port (0: any free one)")] = 8050,
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+) -> None:
+    """Serve the live dashboard of a run on disk (running, finished or crashed), read-only."""
+    from fmtune.dashboard.server import DashboardServer, find_experiment
+
+    try:
+        experiment_dir = find_experiment(path)
+        server = DashboardServer(experiment_dir, host, port)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+    print(f"dashboard of {experiment_dir}: {server.url}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def prepare_experiment(cfg: ExperimentConfig, fresh: bool) -> Path:
     """Write the resolved config into the experiment dir; refuse to resume under a changed config."""
     path = cfg.experiment_dir / CONFIG_FILE
     if fresh and cfg.experiment_dir.exists():
         shutil.rmtree(cfg.experiment_dir)
     if path.is_file():
-        previous = config_mod.load(None, path, environ={})
-        if previous.digest() != cfg.digest():
+        try:
+            previous = config_mod.load_resolved(path).digest()
+        except ConfigError:
+            previous = None
+        if previous != cfg.digest():
             fail(
                 f"experiment '{cfg.name}' already exists in {cfg.experiment_dir} with a different config; "
                 "pass --fresh to start over, or --name to keep both",
@@ -174,14 +282,18 @@ def coordinator(
     file: ConfigOpt = None,
     assignments: SetOpt = None,
     data_dir: DataDirOpt = None,
-    host: Annotated[str | None, typer.Option(help="bind address [env: KERASTUNER_ORACLE_IP, default 0.0.0.0]")] = None,
-    port: Annotated[int | None, typer.Option(help="oracle port [env: KERASTUNER_ORACLE_PORT]")] = None,
+    resolved: ResolvedOpt = None,
+    host: Annotated[str | None, typer.Option(help="bind address (env KERASTUNER_ORACLE_IP, default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="oracle port (env KERASTUNER_ORACLE_PORT)")] = None,
     retrain: Annotated[bool, typer.Option(help="retrain, evaluate and export the best trial")] = True,
     deploy: Annotated[Path | None, typer.Option(help="deploy.yaml: deploy to TF Serving on Kubernetes")] = None,
+    started_at: Annotated[
+        float | None, typer.Option(hidden=True, help="wall-clock time the experiment's budget began (the launcher's)")
+    ] = None,
 ) -> None:
     """Run the chief oracle for distributed workers, then retrain and export the best model."""
     setup_logging()
-    cfg = resolve(preset or None, file, assignments, data_dir)
+    cfg = resolve(preset or None, file, assignments, data_dir, resolved)
     role = _role(True, host, port)
     os.environ.update(role.env())
     from fmtune.data import DatasetError
@@ -189,7 +301,7 @@ def coordinator(
     from fmtune.tuning.coordinator import SearchError, run
 
     try:
-        run(cfg, role, retrain=retrain, deploy=deploy)
+        run(cfg, role, retrain=retrain, deploy=deploy, started_at=started_at)
     except GateRefused as exc:
         err.print(f"[yellow]not deployed:[/] {exc}", highlight=False)
     except (DatasetError, SearchError, DeployError) as exc:
@@ -203,13 +315,14 @@ def worker(
     file: ConfigOpt = None,
     assignments: SetOpt = None,
     data_dir: DataDirOpt = None,
-    tuner_id: Annotated[str | None, typer.Option("--id", help="stable worker id [env: KERASTUNER_TUNER_ID]")] = None,
-    oracle: Annotated[str | None, typer.Option(help="coordinator HOST:PORT [env: KERASTUNER_ORACLE_IP/PORT]")] = None,
-    threads: Annotated[int, typer.Option(help="TensorFlow threads (0: all cores)")] = 0,
+    resolved: ResolvedOpt = None,
+    tuner_id: Annotated[str | None, typer.Option("--id", help="stable worker id (env KERASTUNER_TUNER_ID)")] = None,
+    oracle: Annotated[str | None, typer.Option(help="coordinator HOST:PORT (env KERASTUNER_ORACLE_IP/PORT)")] = None,
+    threads: Annotated[int, typer.Option(help="TensorFlow threads (0: the container's CPU limit, else all cores)")] = 0,
 ) -> None:
     """Run trials handed out by the coordinator until it says the search is over."""
     setup_logging()
-    cfg = resolve(preset or None, file, assignments, data_dir)
+    cfg = resolve(preset or None, file, assignments, data_dir, resolved)
     host, port = None, None
     if oracle:
         host, _, raw_port = oracle.rpartition(":")
@@ -218,15 +331,18 @@ def worker(
         port = int(raw_port)
     role = _role(False, host.strip("[]") if host else None, port, tuner_id)
     from fmtune.data import DatasetError
-    from fmtune.tuning.service import CoordinatorUnreachable
+    from fmtune.devices import DeviceError
+    from fmtune.tuning.client import CoordinatorRefused, CoordinatorUnreachable
     from fmtune.tuning.worker import run
 
     try:
         run(cfg, role, threads)
-    except DatasetError as exc:
+    except (DatasetError, DeviceError) as exc:
         fail(str(exc))
     except CoordinatorUnreachable as exc:
         fail(f"worker {role.tuner_id} gives up: {exc} at {role.address}", 3)
+    except CoordinatorRefused as exc:
+        fail(f"worker {role.tuner_id} stops: {exc} ({role.address})", 4)
 
 
 @app.command("deploy")
@@ -307,7 +423,7 @@ def serve(
     model_name: Annotated[str, typer.Option(help="model to serve")] = "fmtune",
     grpc_port: Annotated[int, typer.Option(help="gRPC port")] = 8500,
     rest_port: Annotated[int, typer.Option(help="REST port")] = 8501,
-    host: Annotated[str, typer.Option(help="bind address")] = "0.0.0.0",
+    host: Annotated[str, typer.Option(help="bind address (0.0.0.0 in a container)")] = "127.0.0.1",
     poll_seconds: Annotated[float, typer.Option(help="how often to look for new versions")] = 1.0,
     builtin: Annotated[bool, typer.Option("--builtin", help="never use tensorflow_model_server")] = False,
 ) -> None:
@@ -336,20 +452,49 @@ def predict_cmd(
     target: Annotated[str, typer.Option(help="gRPC HOST:PORT, or REST http://HOST:PORT")] = "localhost:8500",
     sample: Annotated[int, typer.Option(min=0, help="classify N random test-set images instead")] = 0,
     model_name: Annotated[str, typer.Option(help="served model name")] = "fmtune",
-    dataset: Annotated[str, typer.Option(help="dataset for class names and --sample")] = "fashion_mnist",
-    data_dir: DataDirOpt = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="dataset for class names and --sample (default: the latest experiment's)")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir", help="dataset directory (else FMTUNE_DATA_DIR, else where the latest experiment found it)"
+        ),
+    ] = None,
+    workdir: Annotated[Path, typer.Option(help="where experiments are kept (to find their dataset)")] = Path("runs"),
     version: Annotated[int | None, typer.Option(help="model version (default: the served one)")] = None,
     timeout: Annotated[float, typer.Option(help="seconds per call")] = 10.0,
     seed: Annotated[int | None, typer.Option(help="seed for --sample")] = None,
+    invert: Annotated[
+        bool | None,
+        typer.Option(
+            "--invert/--no-invert",
+            help="make images light-on-dark (255 - x) as the model expects (default: only those with a light border)",
+            show_default=False,
+        ),
+    ] = None,
+    wait: Annotated[float, typer.Option(min=0, help="seconds to wait for the model to be AVAILABLE first")] = 0.0,
 ) -> None:
     """Classify images with a served model and print a table."""
-    from fmtune.predict import run_predict
+    from fmtune.predict import Request, run_predict
 
     if bool(images) == bool(sample):
         fail("give image files or --sample N (one of the two)", 2)
-    data_dir = data_dir or (Path(os.environ["FMTUNE_DATA_DIR"]) if os.environ.get("FMTUNE_DATA_DIR") else None)
-    code = run_predict(target, model_name, dataset, images or [], sample, data_dir, version, timeout, seed)
-    raise typer.Exit(code)
+    request = Request(
+        target=target,
+        model_name=model_name,
+        images=images or [],
+        sample=sample,
+        dataset=dataset,
+        data_dir=data_dir,
+        workdir=workdir,
+        version=version,
+        timeout=timeout,
+        seed=seed,
+        invert=invert,
+        wait=wait,
+    )
+    raise typer.Exit(run_predict(request))
 
 
 def main() -> None:

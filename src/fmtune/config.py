@@ -1,7 +1,9 @@
 """Experiment configuration: pydantic models, presets, and layered overrides.
 
-Precedence, lowest first: preset -> YAML file -> environment (``FMTUNE_*``) -> CLI ``--set``.
-Everything is validated once, up front, so a bad value stops the run before any process starts.
+Precedence, lowest first: preset -> YAML file -> environment (``FMTUNE_*``) -> CLI ``--set`` ->
+dedicated CLI flags. The process that starts the others resolves the layers once, validates, and
+writes the result; its children load exactly that file (``load_resolved``), so no layer can be
+read twice or differently. A bad value stops the run before any process starts.
 """
 
 from __future__ import annotations
@@ -12,22 +14,18 @@ import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    NonNegativeInt,
-    PositiveInt,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, NonNegativeInt, PositiveInt, ValidationError, field_validator, model_validator
 
-Scalar = int | float | str | bool
-Family = Literal["mlp", "cnn", "deep_cnn"]
+from fmtune import spaces
+from fmtune.spaces import SPEC_TAGS, Family, HyperParameterSpec
+from fmtune.spaces import Strict as _Strict
+
+if TYPE_CHECKING:
+    from fmtune.data import Dataset
+
 Algorithm = Literal["bayesian", "random", "hyperband", "grid"]
 PRESETS = ("quick", "standard", "mnist")
 ENV_PREFIX = "FMTUNE_"
@@ -41,91 +39,19 @@ class ConfigError(ValueError):
         super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class IntRange(_Strict):
-    type: Literal["int"] = "int"
-    min: int
-    max: int
-    step: PositiveInt | None = None
-    sampling: Literal["linear", "log"] = "linear"
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntRange:
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
-        if self.sampling == "log" and self.min <= 0:
-            raise ValueError("log sampling needs min > 0")
-        return self
-
-
-class FloatRange(_Strict):
-    type: Literal["float"] = "float"
-    min: float
-    max: float
-    step: float | None = Field(default=None, gt=0)
-    sampling: Literal["linear", "log"] = "linear"
-
-    @model_validator(mode="after")
-    def _ordered(self) -> FloatRange:
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
-        if self.sampling == "log" and self.min <= 0:
-            raise ValueError("log sampling needs min > 0")
-        return self
-
-
-class Choice(_Strict):
-    type: Literal["choice"] = "choice"
-    values: list[Scalar] = Field(min_length=1)
-
-    @field_validator("values")
-    @classmethod
-    def _one_type(cls, values: list[Scalar]) -> list[Scalar]:
-        kinds = {type(v) for v in values}
-        if len(kinds) > 1 and kinds != {int, float}:
-            raise ValueError(f"choice values must share one type, got {sorted(k.__name__ for k in kinds)}")
-        if len(set(values)) != len(values):
-            raise ValueError("choice values must be distinct")
-        return values
-
-
-class Fixed(_Strict):
-    type: Literal["fixed"] = "fixed"
-    value: Scalar
-
-
-HyperParameterSpec = Annotated[IntRange | FloatRange | Choice | Fixed, Field(discriminator="type")]
-
-
-def _shorthand_spec(raw: Any) -> Any:
-    """A YAML list means a choice and a bare scalar means a fixed value."""
-    if isinstance(raw, list):
-        return {"type": "choice", "values": raw}
-    if isinstance(raw, int | float | str | bool):
-        return {"type": "fixed", "value": raw}
-    if isinstance(raw, dict) and "type" not in raw:
-        if "values" in raw:
-            return {"type": "choice", **raw}
-        if "value" in raw:
-            return {"type": "fixed", **raw}
-        if {"min", "max"} <= raw.keys():
-            numbers = [raw["min"], raw["max"], raw.get("step") or 1]
-            kind = "int" if all(isinstance(v, int) and not isinstance(v, bool) for v in numbers) else "float"
-            return {"type": kind, **raw}
-    return raw
-
-
-def is_finite(spec: HyperParameterSpec) -> bool:
-    """True when the spec has a finite set of values (what grid search needs)."""
-    return isinstance(spec, Choice | Fixed | IntRange) or spec.step is not None
-
-
 class Objective(_Strict):
     name: str = "val_accuracy"
     direction: Literal["max", "min"] = "max"
+
+
+class Asha(_Strict):
+    """Asynchronous successive halving (Li et al., "A System for Massively Parallel Hyperparameter
+    Tuning", MLSys 2020): a trial goes on past rung k (epoch ``grace_epochs * reduction_factor**k``)
+    only if it is in the top ``1/reduction_factor`` of the trials that reached that rung so far."""
+
+    enabled: bool = False
+    reduction_factor: int = Field(default=3, ge=2, description="eta: one in this many trials goes on at each rung")
+    grace_epochs: PositiveInt = Field(default=1, description="the first rung: epochs every trial gets")
 
 
 class SearchConfig(_Strict):
@@ -145,12 +71,13 @@ class SearchConfig(_Strict):
         default_factory=dict, description="overrides of the family's default ranges"
     )
     hyperband_factor: int = Field(default=3, ge=2)
+    asha: Asha = Asha()
 
     @field_validator("hyperparameters", mode="before")
     @classmethod
     def _expand_shorthand(cls, raw: Any) -> Any:
         if isinstance(raw, dict):
-            return {name: _shorthand_spec(spec) for name, spec in raw.items()}
+            return {name: spaces.shorthand_spec(spec) for name, spec in raw.items()}
         return raw
 
 
@@ -173,6 +100,12 @@ class FaultTolerance(_Strict):
     )
     max_retries_per_trial: NonNegativeInt = Field(default=1, description="re-runs of a trial that raised")
     max_consecutive_failures: PositiveInt = Field(default=3, description="failed trials in a row that stop the search")
+    worker_wait_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="the coordinator stops the search with an error when no worker has called for this long "
+        "while no trial is running and trials remain",
+    )
     median_stopping: MedianStopping = MedianStopping()
 
     @model_validator(mode="after")
@@ -186,19 +119,42 @@ class FaultTolerance(_Strict):
 
 class RetrainConfig(_Strict):
     enabled: bool = True
+    schedule: Literal["plateau", "cosine"] = Field(
+        default="plateau",
+        description="plateau: early stopping on a holdout, halving the learning rate on plateaus; "
+        "cosine: a warm-up then a cosine decay to zero over the epochs (as many as the budget leaves)",
+    )
     max_epochs: PositiveInt = 40
     patience: NonNegativeInt = 3
     holdout_fraction: float = Field(
-        default=0.05, gt=0, lt=0.5, description="slice of train+val kept aside for early stopping"
+        default=0.05, ge=0, lt=0.5, description="slice of train+val kept aside (early stopping needs one)"
     )
     reduce_lr_patience: NonNegativeInt = Field(
         default=2, description="halve the learning rate after this many flat epochs; 0 turns it off"
     )
-    augment: list[Literal["flip", "shift"]] = Field(
+    warmup_epochs: float = Field(default=1.0, ge=0, description="cosine: epochs of linear warm-up")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    augment: list[Literal["flip", "shift", "erase"]] = Field(
         default=[],
         description="random changes to the retraining images: 'flip' (left-right, for mirror-symmetric "
-        "classes such as clothes, not digits) and 'shift' (up to 2 pixels each way)",
+        "classes such as clothes, not digits), 'shift' (up to 2 pixels each way), 'erase' (a random "
+        "rectangle blanked)",
     )
+    test_time_flip: bool = Field(
+        default=False, description="the exported model averages its predictions for the image and its mirror"
+    )
+    budget_share: float = Field(
+        default=0.5, gt=0, lt=1, description="with a budget: at least this share is kept for retraining and export"
+    )
+    min_epochs: PositiveInt = Field(
+        default=5, description="with a budget: the search leaves time for at least this many retraining epochs"
+    )
+
+    @model_validator(mode="after")
+    def _holdout_for_early_stopping(self) -> RetrainConfig:
+        if self.schedule == "plateau" and (self.patience or self.reduce_lr_patience) and not self.holdout_fraction:
+            raise ValueError("holdout_fraction must be > 0: the plateau schedule watches a holdout")
+        return self
 
 
 class ExperimentConfig(_Strict):
@@ -212,6 +168,11 @@ class ExperimentConfig(_Strict):
     download: bool = Field(default=True, description="download the dataset as Keras does if absent")
     seed: int = 42
     val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    budget_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        description="wall time for the whole pipeline (search, retraining, export); None: max_trials decides",
+    )
     search: SearchConfig = SearchConfig()
     retrain: RetrainConfig = RetrainConfig()
     fault_tolerance: FaultTolerance = FaultTolerance()
@@ -221,11 +182,19 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _search_fits_family(self) -> ExperimentConfig:
-        from fmtune.search_spaces import check_overrides
+        from fmtune.data import DatasetError, resolve_spec
 
-        problems = check_overrides(self.search.family, self.search.hyperparameters)
+        problems = spaces.check_overrides(self.search.family, self.search.hyperparameters)
+        try:
+            resolve_spec(self.dataset, self.data_dir)
+        except DatasetError as exc:
+            problems.append(f"dataset: {exc}")
         if self.search.algorithm == "grid":
             problems += _grid_problems(self.search)
+        if self.search.asha.enabled and self.fault_tolerance.median_stopping.enabled:
+            problems.append("search.asha: choose one early-stopping rule, ASHA or median stopping, not both")
+        if self.search.asha.enabled and self.search.algorithm == "hyperband":
+            problems.append("search.asha: Hyperband schedules its own brackets; use random or bayesian with ASHA")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -233,6 +202,14 @@ class ExperimentConfig(_Strict):
     @property
     def experiment_dir(self) -> Path:
         return self.workdir / self.name
+
+    def load_dataset(self) -> Dataset:
+        """The experiment's dataset, with its fixed-seed validation split."""
+        from fmtune import data
+
+        return data.load(
+            self.dataset, self.data_dir, val_fraction=self.val_fraction, seed=self.seed, download=self.download
+        )
 
     def digest(self) -> str:
         """A short hash of the settings that define the experiment."""
@@ -244,12 +221,10 @@ class ExperimentConfig(_Strict):
 
 
 def _grid_problems(search: SearchConfig) -> list[str]:
-    from fmtune.search_spaces import resolved_specs
-
     return [
         f"search.algorithm: grid search needs a finite value set for '{name}' (use a list, a fixed value, or a step)"
-        for name, spec in resolved_specs(search.family, search.hyperparameters).items()
-        if not is_finite(spec)
+        for name, spec in spaces.resolved_specs(search.family, search.hyperparameters).items()
+        if not spaces.is_finite(spec)
     ]
 
 
@@ -284,12 +259,20 @@ def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _yaml_value(where: str, raw: str) -> Any:
+    """A value typed on a command line or in the environment, read as YAML (``5`` is a number)."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError([f"{where}: '{raw}' is not a valid YAML value"]) from None
+
+
 def parse_assignment(text: str) -> tuple[str, Any]:
     """``search.max_trials=5`` -> ("search.max_trials", 5); the value is read as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError([f"--set {text}: expected KEY=VALUE, e.g. search.max_trials=5"])
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    return key.strip(), _yaml_value(f"--set {key.strip()}", raw)
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -302,11 +285,8 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = var[len(ENV_PREFIX) :].lower().split("__")
         if path[0] not in top_level:
             continue
-        _set_path(out, ".".join(path), yaml.safe_load(raw) if raw else "")
+        _set_path(out, ".".join(path), _yaml_value(var, raw))
     return out
-
-
-_UNION_TAGS = {"int", "float", "choice", "fixed"}
 
 
 def validate(raw: Mapping[str, Any]) -> ExperimentConfig:
@@ -316,11 +296,26 @@ def validate(raw: Mapping[str, Any]) -> ExperimentConfig:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"] if p not in _UNION_TAGS)
+            where = ".".join(str(p) for p in err["loc"] if p not in SPEC_TAGS)
             got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
             for message in err["msg"].removeprefix("Value error, ").splitlines():
                 problems.append(f"{where}: {message}{got}" if where else message)
         raise ConfigError(problems) from None
+
+
+def read_file(file: Path) -> dict[str, Any]:
+    """A config file's mapping; anything that is not a readable YAML mapping is a ConfigError."""
+    try:
+        loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"config file {file}: not UTF-8 text"]) from None
+    except OSError as exc:
+        raise ConfigError([f"config file {file}: {exc.strerror or exc}"]) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError([f"config file {file}: not valid YAML ({exc})"]) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError([f"config file {file}: expected a mapping at the top level"])
+    return loaded or {}
 
 
 def load(
@@ -328,21 +323,24 @@ def load(
     file: Path | None = None,
     assignments: list[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
 ) -> ExperimentConfig:
-    """Build the experiment from a preset, a YAML file, the environment and ``--set`` overrides."""
+    """Build the experiment from its layers, lowest first: a preset, a YAML file, the environment,
+    ``--set KEY=VALUE`` assignments (read as YAML), then dedicated flags (typed values by dotted
+    key; None means the flag was not given)."""
     raw: dict[str, Any] = preset(preset_name) if preset_name else {}
     if file is not None:
-        try:
-            loaded = yaml.safe_load(Path(file).read_text())
-        except OSError as exc:
-            raise ConfigError([f"config file {file}: {exc.strerror or exc}"]) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"config file {file}: not valid YAML ({exc})"]) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError([f"config file {file}: expected a mapping at the top level"])
-        raw = _merge(raw, loaded or {})
+        raw = _merge(raw, read_file(file))
     raw = _merge(raw, env_overrides(os.environ if environ is None else environ))
     for text in assignments or []:
-        key, value = parse_assignment(text)
-        _set_path(raw, key, value)
+        _set_path(raw, *parse_assignment(text))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set_path(raw, key, value)
     return validate(raw)
+
+
+def load_resolved(file: Path) -> ExperimentConfig:
+    """A config that the starting process resolved and wrote: read exactly, with no preset and no
+    environment, so that every process of one experiment runs the same one."""
+    return validate(read_file(file))

@@ -28,6 +28,10 @@ class DatasetError(RuntimeError):
     """A dataset file is missing, truncated or corrupt; the message names the file."""
 
 
+class DatasetNotFoundError(DatasetError):
+    """No searched directory holds the files; the message lists where it looked."""
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str
@@ -38,6 +42,7 @@ class DatasetSpec:
 
 
 _FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+TEST_FILES = _FILES[2:]
 
 DATASETS: dict[str, DatasetSpec] = {
     "fashion_mnist": DatasetSpec(
@@ -175,9 +180,9 @@ def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
 
 
-def _load_idx_dir(spec: DatasetSpec, directory: Path) -> dict[str, np.ndarray] | None:
-    """All four arrays from one directory, or None if the directory lacks any of them."""
-    paths = {name: _find_file(directory, name) for name in spec.sha256}
+def _load_idx_dir(spec: DatasetSpec, directory: Path, files: tuple[str, ...] = _FILES) -> dict[str, np.ndarray] | None:
+    """The named arrays (all four by default) from one directory, or None if it lacks any of them."""
+    paths = {name: _find_file(directory, name) for name in files}
     if not all(paths.values()):
         return None
     arrays = {}
@@ -188,7 +193,7 @@ def _load_idx_dir(spec: DatasetSpec, directory: Path) -> dict[str, np.ndarray] |
     return arrays
 
 
-def _load_mnist_npz(path: Path) -> dict[str, np.ndarray]:
+def _load_mnist_npz(path: Path) -> dict[str, np.ndarray]:  # all four: the npz is one file
     _read_verified(path, MNIST_NPZ_SHA256)
     with np.load(path, allow_pickle=False) as f:
         return {
@@ -216,11 +221,13 @@ def _download(spec: DatasetSpec) -> tuple[dict[str, np.ndarray], str]:
     return arrays, f"download ({directory})"
 
 
-def locate(spec: DatasetSpec, data_dir: Path | None, download: bool) -> tuple[dict[str, np.ndarray], str]:
-    """Find and verify all four arrays; returns them with a description of the source."""
+def locate(
+    spec: DatasetSpec, data_dir: Path | None, download: bool, files: tuple[str, ...] = _FILES
+) -> tuple[dict[str, np.ndarray], str]:
+    """Find and verify the named arrays (all four by default); returns them with a description of the source."""
     searched = _candidate_dirs(spec, data_dir)
     for directory in searched:
-        arrays = _load_idx_dir(spec, directory)
+        arrays = _load_idx_dir(spec, directory, files)
         if arrays is not None:
             return arrays, str(directory)
     if spec.name == "mnist" and (npz := keras_cache_dir() / "mnist.npz").is_file():
@@ -228,8 +235,8 @@ def locate(spec: DatasetSpec, data_dir: Path | None, download: bool) -> tuple[di
     if download and spec.name in DATASETS:
         return _download(spec)
     where = ", ".join(str(d) for d in searched)
-    missing = ", ".join(f"{n}.gz" for n in spec.sha256)
-    raise DatasetError(f"{spec.name}: files not found ({missing}); searched {where}; download is off")
+    missing = ", ".join(f"{n}.gz" for n in files)
+    raise DatasetNotFoundError(f"{spec.name}: files not found ({missing}); searched {where}; download is off")
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -289,9 +296,22 @@ def load(
     train = Split(arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"])
     test = Split(arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"])
     for split_name, split in (("train", train), ("test", test)):
-        if split.images.shape[1:] != (28, 28) or len(split.images) != len(split.labels):
-            raise DatasetError(
-                f"{spec.name} {split_name}: images {split.images.shape} do not match labels {split.labels.shape}"
-            )
+        _checked(spec, split_name, split)
     keep, held_out = stratified_split(train.labels, val_fraction, seed)
     return Dataset(spec, train.subset(keep), train.subset(held_out), test, source)
+
+
+def _checked(spec: DatasetSpec, split_name: str, split: Split) -> Split:
+    if split.images.shape[1:] != (28, 28) or len(split.images) != len(split.labels):
+        raise DatasetError(
+            f"{spec.name} {split_name}: images {split.images.shape} do not match labels {split.labels.shape}"
+        )
+    return split
+
+
+def load_test(name: str, data_dir: Path | None = None) -> tuple[Split, str]:
+    """Only the test split, and where it was found: a sample of test images needs just those two
+    files (each verified by its checksum), never a download."""
+    spec = resolve_spec(name, data_dir)
+    arrays, source = locate(spec, data_dir, download=False, files=TEST_FILES)
+    return _checked(spec, "test", Split(arrays[TEST_FILES[0]], arrays[TEST_FILES[1]])), source

@@ -43,6 +43,7 @@ class DeployConfig(BaseModel):
     record_configmap: str
     component_selector: str
     grpc_port: int = 8500
+    replicas: int = Field(default=1, ge=1, description="serving pods to scale to when serving is at zero")
     gate_tolerance: float = Field(default=0.005, ge=0, le=1)
     timeout_seconds: float = Field(default=600, gt=0)
     poll_seconds: float = Field(default=2, gt=0)
@@ -233,9 +234,10 @@ class Deployer:
     def _verify(self, version: int, images: np.ndarray, expected: np.ndarray) -> int:
         wanted = self.cluster.replicas()
         if wanted == 0:
-            log.info("serving is scaled to zero: scaling %s to 1", self.cfg.deployment)
-            self.cluster.scale(1)
-            wanted = 1
+            # The chart starts serving at zero, since TF Serving cannot become ready without a model.
+            wanted = self.cfg.replicas
+            log.info("serving is scaled to zero: scaling %s to %d", self.cfg.deployment, wanted)
+            self.cluster.scale(wanted)
         deadline = self.clock() + self.cfg.timeout_seconds
         while True:
             addresses = self.cluster.serving_addresses()

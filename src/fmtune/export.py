@@ -18,17 +18,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from fmtune import __version__
 from fmtune.results import now
+from fmtune.wire.contract import INPUT, SIGNATURE, VERSION_NAME
 
 log = logging.getLogger("fmtune")
 CARD_FILE = "fmtune.json"
-SIGNATURE = "serving_default"
-INPUT_NAME = "image"
 _COUNTER = ".fmtune-last-version"
 _LOCK = ".fmtune-lock"
+WARMUP_IMAGES = 8
 
 
 class ModelCard(BaseModel):
@@ -49,7 +50,7 @@ class ModelCard(BaseModel):
     signature: dict[str, Any] = Field(
         default_factory=lambda: {
             "name": SIGNATURE,
-            "inputs": {INPUT_NAME: {"dtype": "uint8", "shape": [None, 28, 28]}},
+            "inputs": {INPUT: {"dtype": "uint8", "shape": [None, 28, 28]}},
             "outputs": {
                 "probabilities": {"dtype": "float32", "shape": [None, 10]},
                 "class_id": {"dtype": "int64", "shape": [None]},
@@ -62,7 +63,7 @@ def versions(model_dir: Path) -> list[int]:
     """Published versions, ascending (hidden temp dirs are never numeric)."""
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and p.is_dir())
+    return sorted(int(p.name) for p in model_dir.iterdir() if VERSION_NAME.fullmatch(p.name) and p.is_dir())
 
 
 @contextmanager
@@ -82,10 +83,18 @@ def _next_version(model_dir: Path) -> int:
     return max([last, *versions(model_dir)]) + 1
 
 
-def write_saved_model(model: Any, path: Path) -> None:
-    """The contracted signature: uint8 ``image`` in; ``probabilities`` and ``class_id`` out."""
+def default_warmup_images(count: int = WARMUP_IMAGES) -> np.ndarray:
+    """Stand-ins for real images when the exporter has none: warmup needs the shapes, not the pixels."""
+    return np.random.default_rng(0).integers(0, 256, (count, 28, 28), dtype=np.uint8)
+
+
+def write_saved_model(model: Any, path: Path, warmup_images: np.ndarray | None = None) -> None:
+    """The contracted signature (uint8 ``image`` in; ``probabilities`` and ``class_id`` out), with
+    TF Serving warmup records made from ``warmup_images`` (a few test images)."""
     import keras
     import tensorflow as tf
+
+    from fmtune.serving import warmup
 
     def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
         probabilities = tf.cast(model(image, training=False), tf.float32)
@@ -94,18 +103,20 @@ def write_saved_model(model: Any, path: Path) -> None:
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        name=SIGNATURE, fn=serve, input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name=INPUT_NAME)]
+        name=SIGNATURE, fn=serve, input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name=INPUT)]
     )
     archive.write_out(str(path), verbose=False)
+    images = default_warmup_images() if warmup_images is None else warmup_images[:WARMUP_IMAGES]
+    warmup.write(path, images)
 
 
-def stage(model: Any, model_repo: Path, model_name: str) -> Path:
+def stage(model: Any, model_repo: Path, model_name: str, warmup_images: np.ndarray | None = None) -> Path:
     """Write the SavedModel into a hidden directory beside the versions (invisible to servers)."""
     model_dir = model_repo / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=".staging-"))
     try:
-        write_saved_model(model, staging)
+        write_saved_model(model, staging, warmup_images)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -148,9 +159,9 @@ def discard(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def publish(model: Any, model_repo: Path, card: ModelCard) -> tuple[int, Path]:
+def publish(model: Any, model_repo: Path, card: ModelCard, warmup_images: np.ndarray | None = None) -> tuple[int, Path]:
     """Write the SavedModel and card, then rename them into the next version number."""
-    staging = stage(model, model_repo, card.model_name)
+    staging = stage(model, model_repo, card.model_name, warmup_images)
     try:
         return commit(staging, card)
     except BaseException:

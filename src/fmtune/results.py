@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -11,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from fmtune.config import Objective
+from fmtune.files import replace
 
 RESULTS_FILE = "results.json"
 
@@ -32,6 +31,8 @@ class TrialRecord(BaseModel):
     score: float | None = None
     best_epoch: int | None = None
     history: list[EpochMetrics] = Field(default_factory=list)
+    epoch_seconds: list[float] = Field(default_factory=list, description="each reported epoch's wall time")
+    stopped_by: str | None = Field(default=None, description="budget, or the early-stopping rule that stopped it")
     seconds: float | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -45,6 +46,7 @@ class RetrainRecord(BaseModel):
     epochs_run: int
     best_epoch: int
     history: list[EpochMetrics]
+    epoch_seconds: list[float] = Field(default_factory=list)
     holdout_metrics: dict[str, float]
     test_loss: float
     test_accuracy: float
@@ -63,6 +65,10 @@ class Results(BaseModel):
     best_trial_id: str | None
     best_hyperparameters: dict[str, Any] | None
     tuning_seconds: float
+    budget_minutes: float | None = None
+    timing: dict[str, float] = Field(
+        default_factory=dict, description="where the wall time went: startup, search, retrain, export, total (s)"
+    )
     retrain: RetrainRecord | None = None
     test_accuracy: float | None = None
     exported_version: int | None = None
@@ -76,24 +82,9 @@ class Results(BaseModel):
         return scored + [t for t in self.trials if t.score is None]
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save(results: Results, experiment_dir: Path) -> Path:
     path = experiment_dir / RESULTS_FILE
-    write_atomic(path, results.model_dump_json(indent=2))
+    replace(path, results.model_dump_json(indent=2).encode(), sync=True)
     return path
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 COMMAND = "make bench  (python -m tests.bench.capacity)"
 REPORTS_PER_TRIAL = 3
+TOKEN = "capacity-bench"  # fmtune's chief asks for it (Keras Tuner's ignores it)
 
 
 def simulate(port: int, worker_ids: list[str], queue: Any, start: Any) -> None:
@@ -35,7 +36,8 @@ def simulate(port: int, worker_ids: list[str], queue: Any, start: Any) -> None:
     import grpc
     from keras_tuner.src import protos
 
-    from fmtune.tuning.service import CALLER
+    from fmtune.tuning.auth import call_metadata
+    from fmtune.tuning.call_metadata import CALLER
 
     service = protos.get_service()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -47,7 +49,7 @@ def simulate(port: int, worker_ids: list[str], queue: Any, start: Any) -> None:
     lock = threading.Lock()
 
     def worker(tuner_id: str) -> None:
-        meta = ((CALLER, tuner_id),)
+        meta = ((CALLER, tuner_id), *call_metadata(TOKEN))
         rng = random.Random(tuner_id)
         first = True  # the first call also waits for the coordinator to come up: not counted
         started = time.perf_counter()
@@ -122,6 +124,8 @@ def coordinator_argv(impl: str, algorithm: str, trials: int, data_dir: Path, wor
         "quick",
         None,
         [
+            "budget_minutes=null",
+            "search.asha.enabled=false",
             "dataset=synthetic",
             f"data_dir={data_dir}",
             f"workdir={workdir}",
@@ -135,7 +139,7 @@ def coordinator_argv(impl: str, algorithm: str, trials: int, data_dir: Path, wor
     )
     path = workdir / f"{cfg.name}.yaml"
     path.write_text(cfg.to_yaml())
-    return [sys.executable, "-m", "fmtune", "coordinator", "--config", str(path)]
+    return [sys.executable, "-m", "fmtune", "coordinator", "--resolved", str(path)]
 
 
 def start_coordinator(argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
@@ -153,6 +157,7 @@ def start_coordinator(argv: list[str]) -> tuple[subprocess.Popen[bytes], int]:
             "KERASTUNER_ORACLE_IP": "127.0.0.1",
             "KERASTUNER_ORACLE_PORT": str(port),
             "TF_CPP_MIN_LOG_LEVEL": "2",
+            "FMTUNE_ORACLE_TOKEN": TOKEN,
         }
         coordinator = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 180

@@ -60,7 +60,7 @@ def vanilla(seed: int) -> kt.Oracle:
 
 
 def fmtune_oracle(seed: int) -> kt.Oracle:
-    from fmtune.tuning.oracle import FmtuneBayesianOracle
+    from fmtune.tuning.bayesian import FmtuneBayesianOracle
 
     return FmtuneBayesianOracle(
         objective=kt.Objective("score", "max"), max_trials=TRIALS, hyperparameters=space(), seed=seed
@@ -71,7 +71,7 @@ def run(make: Callable[[int], kt.Oracle], seed: int, parallel: int) -> tuple[lis
     """Best score after each trial, and seconds spent in create_trial."""
     oracle = make(seed)
     oracle.verbose = 0
-    oracle._set_project_dir(tempfile.mkdtemp(prefix="fmtune-efficiency-"), "p")
+    oracle.set_project_dir(tempfile.mkdtemp(prefix="fmtune-efficiency-"), "p")
     in_flight: list[Any] = []
     best, curve, creating = -math.inf, [], 0.0
     next_worker = 0

@@ -6,6 +6,8 @@ Two ways to load the server are measured. Shared: the client and the server on t
 one user sees it. Isolated: the model path (the server, or the in-process threads) gets one core
 and the load generator the others, so a server's throughput is not cut by its own client's CPU, as
 on a cluster where the callers run elsewhere. The throughput target is judged on the isolated run.
+The first request after a version loads is timed on fresh servers, with the export's warmup
+records and without them.
 """
 
 from __future__ import annotations
@@ -173,7 +175,7 @@ def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> di
     """Batch-1 latency and batch-64 throughput of one exported model: in-process, gRPC, REST."""
     from fmtune import export
     from fmtune.client import FmtuneClient
-    from fmtune.search_spaces import build_from_values
+    from fmtune.hypermodels import build_from_values
 
     repo = Path(tempfile.mkdtemp(prefix="fmtune-bench-")) / "models"
     model, _ = build_from_values(family, values)
@@ -240,7 +242,47 @@ def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> di
     met = {"grpc_batch1_p50": results["grpc"]["batch1"]["p50_overhead_ms"] <= 2.0}
     if "isolated" in results["grpc"]:
         met["grpc_batch64_isolated"] = results["grpc"]["isolated"]["ratio_to_in_process"] >= 0.7
-    return {"hyperparameters": values, "parameters": int(model.count_params()), "results": results, "met": met}
+    first = first_request(model, card, args.rounds)
+    met["first_request_with_warmup_within_2x"] = first["with_warmup_ms"] <= 2 * first["warm_p50_ms"]
+    return {
+        "hyperparameters": values,
+        "parameters": int(model.count_params()),
+        "results": results,
+        "first_request": first,
+        "met": met,
+    }
+
+
+def first_request(model: Any, card: Any, rounds: int) -> dict[str, float]:
+    """gRPC batch-1 latency of the first request after a version loads, with and without the
+    export's warmup records, beside a warm request's p50 (medians over ``rounds`` fresh servers)."""
+    import shutil
+
+    from fmtune import export
+    from fmtune.client import FmtuneClient
+    from fmtune.serving import warmup
+
+    one = images(1)
+    samples: dict[str, list[float]] = {"with_warmup_ms": [], "without_warmup_ms": [], "warm_p50_ms": []}
+    for _ in range(rounds):
+        for warm in (True, False):
+            repo = Path(tempfile.mkdtemp(prefix="fmtune-bench-first-")) / "models"
+            _, path = export.publish(model, repo, card)
+            if not warm:
+                shutil.rmtree(warmup.path_in(path).parent)
+            with contextlib.ExitStack() as stack:
+                grpc_target, _ = start_server(stack, repo)
+                client = stack.enter_context(FmtuneClient(grpc_target, timeout=60))
+                client.status()  # the channel is connected before the clock starts
+                started = time.perf_counter()
+                client.predict(one)
+                samples["with_warmup_ms" if warm else "without_warmup_ms"].append(
+                    (time.perf_counter() - started) * 1000
+                )
+                if warm:
+                    samples["warm_p50_ms"].append(latency_ms(partial(client.predict, one), 200)["p50_ms"])
+            shutil.rmtree(repo.parent, ignore_errors=True)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def throughput_parts(result: dict[str, Any]) -> list[str]:
@@ -291,13 +333,19 @@ def markdown(report: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append(
             f"- {family}: a status call (no model work) takes {r['grpc']['status']['p50_ms']:.2f} ms over gRPC and "
             f"{r['rest']['status']['p50_ms']:.2f} ms over REST at p50, beside {batch64_ms:.2f} ms for 64 images "
-            f"in-process ({part_label(parts[0], first)})."
+            f"in-process ({part_label(parts[0], first)}). The first gRPC request after a version loads takes "
+            f"{entry['first_request']['with_warmup_ms']:.1f} ms with the export's warmup records and "
+            f"{entry['first_request']['without_warmup_ms']:.1f} ms without, against "
+            f"{entry['first_request']['warm_p50_ms']:.2f} ms for a warm one (p50); target: within 2x with warmup."
         )
     for family, entry in report["models"].items():
         met = entry["met"]
         verdict = {k: "met" if v else "NOT met" for k, v in met.items()}
         throughput = verdict.get("grpc_batch64_isolated", "not judged (the isolated run needs 2+ cores on Linux)")
-        lines.append(f"- {family}: latency {verdict['grpc_batch1_p50']}; throughput {throughput}.")
+        lines.append(
+            f"- {family}: latency {verdict['grpc_batch1_p50']}; throughput {throughput}; "
+            f"first request {verdict['first_request_with_warmup_within_2x']}."
+        )
     return "\n".join(lines) + "\n"
 
 

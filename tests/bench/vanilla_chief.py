@@ -11,7 +11,7 @@ import sys
 import keras_tuner as kt
 from keras_tuner.src.distribute import oracle_chief
 
-from fmtune.search_spaces import hypermodel
+from fmtune.hypermodels import hypermodel
 
 ORACLES = {"random": kt.oracles.RandomSearchOracle, "bayesian": kt.oracles.BayesianOptimizationOracle}
 

@@ -37,8 +37,27 @@ def render(
     return subprocess.run([*argv, *extra], capture_output=True, text=True, check=check)
 
 
+class DuplicateKeyError(ValueError):
+    """A mapping repeats a key: helm keeps the last one, kubectl apply, Argo CD and kustomize refuse it."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys instead of keeping the last one."""
+
+
+def _mapping_without_duplicates(loader: StrictLoader, node: yaml.MappingNode) -> dict:
+    keys = [loader.construct_object(key, deep=True) for key, _ in node.value]
+    repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise DuplicateKeyError(f"duplicate key(s) {repeated}{node.start_mark}")
+    return loader.construct_mapping(node, deep=True)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def objects(text: str) -> list[dict]:
-    return [doc for doc in yaml.safe_load_all(text) if doc]
+    return [doc for doc in yaml.load_all(text, Loader=StrictLoader) if doc]
 
 
 def validator() -> list[str]:

@@ -32,6 +32,15 @@ def sh(*argv: str, timeout: float = 1800, check: bool = True, **kwargs: object) 
     return subprocess.run(argv, text=True, timeout=timeout, check=check, cwd=ROOT, **kwargs)  # type: ignore[call-overload]
 
 
+def load_image(image: str, archive: Path) -> None:
+    """Into every kind node, through an archive: `kind load docker-image` fails when Docker uses the
+    containerd image store (kind#3795), the default from Docker 29; `docker save` then
+    `kind load image-archive` works with either store."""
+    sh("docker", "save", "--output", str(archive), image)
+    sh("kind", "load", "image-archive", str(archive), "--name", CLUSTER)
+    archive.unlink()
+
+
 @pytest.fixture(scope="session")
 def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     missing = missing_tools()
@@ -44,7 +53,7 @@ def kind_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         sh("kind", "create", "cluster", "--name", CLUSTER, "--config", "k8s/kind-config.yaml", "--wait", "120s")
     sh("kind", "export", "kubeconfig", "--name", CLUSTER, "--kubeconfig", kubeconfig)
     sh("images/build.sh", env={**os.environ, "ENGINE": "docker", "TAG": TAG})
-    sh("kind", "load", "docker-image", f"fmtune:{TAG}", "--name", CLUSTER)
+    load_image(f"fmtune:{TAG}", tmp_path_factory.mktemp("images") / "fmtune.tar")
     try:
         yield kubeconfig
     finally:

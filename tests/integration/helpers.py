@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from ..conftest import SYNTHETIC
+from ..conftest import CLASSIC, SYNTHETIC
 
 TINY = [
+    *CLASSIC,
     f"dataset={SYNTHETIC}",
     "search.epochs=2",
     "search.early_stopping_patience=0",
@@ -51,8 +55,11 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "COLUMNS": "200"}
 
 
-def run(argv: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+def run(
+    argv: list[str], cwd: Path, timeout: float = 300, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {**env(), **(extra_env or {})}
+    return subprocess.run(argv, cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout)
 
 
 def free_ports(count: int) -> list[int]:
@@ -87,3 +94,80 @@ def serve_argv(repo: Path, grpc_port: int, rest_port: int, poll_seconds: float =
         "--poll-seconds",
         str(poll_seconds),
     ]
+
+
+class Served:
+    """A running ``fmtune serve --builtin`` process and its targets."""
+
+    def __init__(self, repo: Path, proc: subprocess.Popen[str], grpc_port: int, rest_port: int):
+        self.repo, self.proc = repo, proc
+        self.grpc_target, self.rest_target = f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"
+        self.rest_port = rest_port
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def reset_peak_memory(self) -> None:
+        """Start VmHWM again from the current resident set (Linux's clear_refs)."""
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def memory_kib(self) -> dict[str, int]:
+        """The process's resident set now (VmRSS) and at its peak since the last reset (VmHWM), from /proc."""
+        fields = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "Threads"):
+                fields[key] = int(value.split()[0])
+        return fields
+
+
+@contextmanager
+def running_server(repo: Path) -> Iterator[Served]:
+    """`fmtune serve --builtin` in its own process, ready (version AVAILABLE) on return."""
+    from fmtune.client import FmtuneClient
+
+    grpc_port, rest_port = free_ports(2)
+    proc = subprocess.Popen(
+        serve_argv(repo, grpc_port, rest_port, poll_seconds=0.2),
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server = Served(repo, proc, grpc_port, rest_port)
+    try:
+        with FmtuneClient(server.grpc_target) as client:
+            client.wait_until_ready(timeout=120)
+        yield server
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+        print(out[-3000:])
+
+
+TINY_MLP = {"num_layers": 1, "units_0": 16, "dropout_0": 0.1, "learning_rate": 1e-3, "batch_size": 32}
+
+
+def tiny_card(model_name: str = "fmtune", family: str = "mlp", values: dict[str, Any] | None = None) -> Any:
+    from fmtune.export import ModelCard
+
+    return ModelCard(
+        model_name=model_name,
+        dataset="synthetic",
+        class_names=[f"class{i}" for i in range(10)],
+        family=family,
+        hyperparameters=TINY_MLP if values is None else values,
+        config_digest="test",
+        experiment="test",
+    )
+
+
+def tiny_repo(into: Path) -> Path:
+    """A model repository holding one untrained tiny MLP as version 1 (with warmup records)."""
+    from fmtune import export
+    from fmtune.hypermodels import build_from_values
+
+    repo = into / "models"
+    model, _ = build_from_values("mlp", TINY_MLP)
+    export.publish(model, repo, tiny_card())
+    return repo

@@ -17,6 +17,7 @@ import yaml
 
 from fmtune import config, results
 
+from ..conftest import CLASSIC
 from .helpers import env, free_ports, run, tune_argv
 from .test_local import descendants, read_until, start
 
@@ -108,6 +109,7 @@ def test_coordinator_restart_resumes_without_rerunning_completed_trials(syntheti
         "quick",
         None,
         [
+            *CLASSIC,
             "dataset=synthetic",
             f"data_dir={synthetic_dir.parent}",
             f"workdir={tmp_path / 'runs'}",
@@ -272,9 +274,32 @@ def test_worker_gives_up_when_the_coordinator_is_gone(synthetic_dir: Path, tmp_p
 
 
 def test_a_worker_starting_after_the_search_ended_leaves_cleanly(synthetic_dir: Path, tmp_path: Path) -> None:
+    """The coordinator's state.json says the search is over: a worker of that experiment leaves at
+    once; one whose config differs (an upgrade that asks for more trials) asks the coordinator."""
+    from fmtune import run_state
+
     (port,) = free_ports(1)
-    (tmp_path / "runs" / "late").mkdir(parents=True)
-    (tmp_path / "runs" / "late" / "results.json").write_text("{}")
-    done = run_worker(synthetic_dir, tmp_path, "tuner7", port, "name=late", f"workdir={tmp_path / 'runs'}")
+    assignments = [
+        *CLASSIC,
+        "name=late",
+        f"workdir={tmp_path / 'runs'}",
+        "fault_tolerance.coordinator_timeout_seconds=3",
+    ]
+    cfg = config.load(
+        "quick", None, ["dataset=synthetic", *assignments], environ={}, flags={"data_dir": synthetic_dir.parent}
+    )
+    over = run_state.RunState(
+        experiment="late",
+        config_digest=cfg.digest(),
+        phase=run_state.Phase.DONE,
+        max_trials=cfg.search.max_trials,
+        objective="val_accuracy",
+    )
+    run_state.save(over, cfg.experiment_dir)
+    done = run_worker(synthetic_dir, tmp_path, "tuner7", port, *assignments)
     assert done.returncode == 0, done.stderr
     assert "the search is already over" in done.stdout
+    run_state.save(over.model_copy(update={"config_digest": "another"}), cfg.experiment_dir)
+    done = run_worker(synthetic_dir, tmp_path, "tuner7", port, *assignments)
+    assert done.returncode == 3, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "the coordinator did not answer within 3s" in done.stderr

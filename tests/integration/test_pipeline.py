@@ -52,6 +52,51 @@ def test_bayesian_search_runs_exactly_max_trials(pipeline: tuple[Path, str]) -> 
     assert res.test_accuracy is not None and res.test_accuracy > 0.5  # chance is 0.1
 
 
+def test_config_precedence(pipeline: tuple[Path, str], synthetic_dir: Path) -> None:
+    """Flag over environment over file over preset, in the coordinator's and the workers' own
+    processes: each logs the digest of the config it loaded, and the children inherited an
+    environment that disagrees with the flags."""
+    from fmtune import config
+
+    from .conftest import LAYERED_ENV
+    from .helpers import TINY
+
+    workdir, out = pipeline
+    expected = config.load(
+        "quick",
+        workdir / "layer.yaml",
+        [*TINY, "search.algorithm=bayesian"],
+        environ=LAYERED_ENV,
+        flags={
+            "data_dir": synthetic_dir.parent,
+            "workdir": workdir / "runs",
+            "model_repo": workdir / "models",
+            "name": "itest",
+            "search.max_trials": 4,
+        },
+    )
+    assert (expected.search.max_trials, expected.seed, expected.search.epochs) == (4, 11, 2)
+    digests = dict(re.findall(r"\[(coordinator|tuner\d)\] .*\(config ([0-9a-f]{16})\)", out))
+    assert digests == {name: expected.digest() for name in ("coordinator", "tuner0", "tuner1")}, out[-3000:]
+    assert re.search(r"\[coordinator\] .*search over mlp, 4 trials", out)
+    assert config.load_resolved(workdir / "runs" / "itest" / "config.yaml") == expected
+
+
+def test_running_the_same_experiment_again_changes_nothing(pipeline: tuple[Path, str]) -> None:
+    from .conftest import LAYERED_ENV
+
+    workdir, _ = pipeline
+    record = workdir / "runs" / "itest" / "results.json"
+    before = record.read_bytes()
+    versions = sorted(p.name for p in (workdir / "models" / "fmtune").iterdir())
+    done = run(json.loads((workdir / "argv.json").read_text()), workdir, extra_env=LAYERED_ENV)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "already ran to the end with this config" in done.stdout
+    assert "the search is already over" in done.stdout  # the workers left at once
+    assert record.read_bytes() == before
+    assert sorted(p.name for p in (workdir / "models" / "fmtune").iterdir()) == versions
+
+
 def test_logs_show_trials_on_workers_and_coordinator(pipeline: tuple[Path, str]) -> None:
     _, out = pipeline
     assert re.search(r"\[tuner[01]\] \S+ trial \d start: .*units_0=", out)

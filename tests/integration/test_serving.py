@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -33,43 +32,12 @@ from fmtune.client import (
     RequestTimeoutError,
     ServerUnavailableError,
 )
-from fmtune.search_spaces import build_from_values
+from fmtune.hypermodels import build_from_values
 
 from ..conftest import SYNTHETIC
-from .helpers import env, free_ports, serve_argv
+from .helpers import Served, free_ports, running_server
 
 pytestmark = pytest.mark.timeout(600)
-
-
-class Served:
-    def __init__(self, repo: Path, proc: subprocess.Popen[str], grpc_port: int, rest_port: int):
-        self.repo, self.proc = repo, proc
-        self.grpc_target, self.rest_target = f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-
-@contextmanager
-def running_server(repo: Path) -> Iterator[Served]:
-    """`fmtune serve --builtin` in its own process, ready (version AVAILABLE) on return."""
-    grpc_port, rest_port = free_ports(2)
-    proc = subprocess.Popen(
-        serve_argv(repo, grpc_port, rest_port, poll_seconds=0.2),
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = Served(repo, proc, grpc_port, rest_port)
-    try:
-        with FmtuneClient(server.grpc_target) as client:
-            client.wait_until_ready(timeout=120)
-        yield server
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-        print(out[-3000:])
 
 
 def copy_repo(pipeline: tuple[Path, str], into: Path) -> Path:

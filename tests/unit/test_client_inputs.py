@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from fmtune.client import InvalidInputError
-from fmtune.client.images import to_batch
+from fmtune.client.images import light_background, orient, to_batch
 
 
 def test_accepted_inputs_become_one_uint8_batch(tmp_path: Path) -> None:
@@ -56,3 +56,25 @@ def test_bad_files_are_named(tmp_path: Path) -> None:
     text.write_text("not an image")
     with pytest.raises(InvalidInputError, match=r"notes\.png: not an image"):
         to_batch([np.zeros((28, 28), np.uint8), text])
+
+
+def test_a_light_background_is_detected_from_the_border_and_inverted() -> None:
+    dark = np.zeros((28, 28), np.uint8)
+    dark[4:24, 8:20] = 220  # a light garment on black, as in Fashion-MNIST
+    light = 255 - dark  # the same garment photographed on white
+    grey = np.full((28, 28), 127, np.uint8)  # just under the threshold: left alone
+    batch = np.stack([dark, light, grey])
+    assert light_background(batch).tolist() == [False, True, False]
+    oriented, flipped = orient(batch)
+    assert flipped.tolist() == [False, True, False]
+    assert np.array_equal(oriented[1], dark) and np.array_equal(oriented[0], dark)
+    assert np.array_equal(oriented[2], grey)
+
+
+def test_invert_forces_either_way() -> None:
+    light = np.full((2, 28, 28), 250, np.uint8)
+    kept, none = orient(light, invert=False)
+    assert kept is light and not none.any()
+    dark = np.full((2, 28, 28), 5, np.uint8)
+    forced, every = orient(dark, invert=True)
+    assert every.all() and forced.dtype == np.uint8 and (forced == 250).all()

@@ -5,7 +5,8 @@ from typer.testing import CliRunner
 
 from fmtune import config
 from fmtune.cli import app
-from fmtune.config import Choice, ConfigError, FloatRange, IntRange
+from fmtune.config import ConfigError
+from fmtune.spaces import Choice, FloatRange, IntRange
 
 
 @pytest.mark.parametrize("name", config.PRESETS)
@@ -14,9 +15,23 @@ def test_presets_are_valid(name: str) -> None:
     assert cfg.name == name
 
 
-def test_quick_is_an_mlp_and_standard_a_cnn() -> None:
-    assert config.load("quick", environ={}).search.family == "mlp"
-    assert config.load("standard", environ={}).search.family == "cnn"
+def test_presets_are_defined_by_their_budgets() -> None:
+    presets = {name: config.load(name, environ={}) for name in config.PRESETS}
+    assert {name: cfg.budget_minutes for name, cfg in presets.items()} == {"quick": 4, "standard": 60, "mnist": 30}
+    assert presets["quick"].search.family == "mlp" and presets["standard"].search.family == "vgg"
+    assert all(cfg.search.asha.enabled and cfg.retrain.schedule == "cosine" for cfg in presets.values())
+
+
+def test_one_early_stopping_rule_at_most() -> None:
+    with pytest.raises(ConfigError, match="choose one early-stopping rule"):
+        config.load("quick", None, ["fault_tolerance.median_stopping.enabled=true"], environ={})
+
+
+def test_budget_flag_takes_durations() -> None:
+    result = CliRunner().invoke(app, ["config", "--set", "budget_minutes=90"])
+    assert result.exit_code == 0 and "budget_minutes: 90" in result.output
+    result = CliRunner().invoke(app, ["tune", "--budget", "soon"])
+    assert result.exit_code == 2 and "is not a duration" in result.output
 
 
 def test_layers_file_env_and_set_in_order(tmp_path: Path) -> None:
@@ -123,3 +138,71 @@ def test_unknown_augmentation_is_named() -> None:
     assert cfg.retrain.augment == ["flip", "shift"]
     with pytest.raises(ConfigError, match=r"retrain\.augment\.0"):
         config.load("quick", None, ["retrain.augment=[rotate]"], environ={})
+
+
+def test_flags_are_typed_and_over_everything(tmp_path: Path) -> None:
+    cfg = config.load(
+        "quick",
+        None,
+        ["name=from-set"],
+        environ={"FMTUNE_NAME": "from-env"},
+        flags={"name": "from-flag", "workdir": tmp_path, "search.max_trials": 3, "model_repo": None},
+    )
+    assert (cfg.name, cfg.workdir, cfg.search.max_trials) == ("from-flag", tmp_path, 3)
+    assert cfg.model_repo == Path("models")  # a flag not given (None) changes nothing
+
+
+def test_a_resolved_config_is_read_exactly(tmp_path: Path) -> None:
+    cfg = config.load("quick", None, ["search.max_trials=3"], environ={})
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.to_yaml())
+    again = config.load_resolved(path)
+    assert again == cfg and again.digest() == cfg.digest()
+
+
+BAD_FILES = {
+    "not UTF-8 text": b"name: \xff\xfe\x00bad\n",
+    "not valid YAML": b"search: [unclosed\n",
+    "mapping at the top level": b"- a list\n",
+    "dataset: unknown dataset 'imagenet'": b"dataset: imagenet\n",
+    "search.max_trials": b"search: {max_trials: many}\n",
+    "search.hyperparameters.units": b"search: {hyperparameters: {units: {min: 9, max: 2}}}\n",
+    "nonsense": b"nonsense: 1\n",
+}
+
+
+@pytest.mark.parametrize("command", ["config", "tune", "coordinator", "worker"])
+@pytest.mark.parametrize("problem", sorted(BAD_FILES))
+def test_every_malformed_config_exits_2_naming_the_problem(tmp_path: Path, command: str, problem: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(BAD_FILES[problem])
+    extra = ["--workdir", str(tmp_path / "runs")] if command == "tune" else []
+    result = CliRunner().invoke(app, [command, "--config", str(path), *extra])
+    assert result.exit_code == 2, result.output
+    assert problem in result.output and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resolved_goes_alone(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config.load("quick", environ={}).to_yaml())
+    result = CliRunner().invoke(app, ["worker", "--resolved", str(path), "--set", "seed=1"])
+    assert result.exit_code == 2 and "--resolved: give it alone" in result.output
+
+
+def test_the_readme_example_is_a_valid_config_and_matches_the_quick_preset() -> None:
+    import re
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Configuration") :]
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))  # type: ignore[union-attr]
+    cfg = config.validate(example)
+    quick = config.load("quick", environ={})
+    assert (cfg.budget_minutes, cfg.search.asha, cfg.retrain.schedule) == (
+        quick.budget_minutes,
+        quick.search.asha,
+        quick.retrain.schedule,
+    )

@@ -13,11 +13,13 @@ from typing import Any
 import keras_tuner as kt
 import numpy as np
 import pytest
-from keras_tuner.src import protos
-from keras_tuner.src.engine import trial as trial_module
 
-from fmtune.tuning.oracle import FmtuneBayesianOracle, locked
-from fmtune.tuning.service import CALLER, Servicer
+from fmtune.tuning import kt_internals
+from fmtune.tuning.bayesian import FmtuneBayesianOracle
+from fmtune.tuning.call_metadata import CALLER
+from fmtune.tuning.kt_internals import Trial, locked, service_messages
+from fmtune.tuning.oracle import FmtuneOracle
+from fmtune.tuning.servicer import Servicer
 from fmtune.tuning.suggest import GPSuggester, Observations, SuggestionQueue
 
 
@@ -33,7 +35,7 @@ def bayesian_oracle(tmp_path: Path, max_trials: int = 8) -> FmtuneBayesianOracle
         seed=3,
     )
     oracle.verbose = 0
-    oracle._set_project_dir(str(tmp_path), "search")
+    oracle.set_project_dir(tmp_path, "search")
     return oracle
 
 
@@ -103,7 +105,7 @@ def test_reports_are_answered_while_a_create_waits_for_a_suggestion(
         monkeypatch.setattr(GPSuggester, "fit", fit)
         oracle.suggestions._ready.clear()  # nothing made ahead: tuner0 has to wait for the slow fit
         servicer = Servicer(oracle, futures.ThreadPoolExecutor(2))
-        service = protos.get_service()
+        service = service_messages()
 
         async def calls() -> tuple[Any, Any, float, float]:
             asked = time.perf_counter()
@@ -119,7 +121,7 @@ def test_reports_are_answered_while_a_create_waits_for_a_suggestion(
         answer, heartbeat, waited, create_took = asyncio.run(calls())
     finally:
         oracle.stop_background()
-    running_status = protos.get_proto().TrialStatus.RUNNING
+    running_status = kt_internals.proto_messages().TrialStatus.RUNNING
     assert answer.trial.status == running_status and heartbeat.trial.status == running_status
     assert create_took > 0.9 and waited < 0.3
     assert oracle.ongoing_trials["tuner0"].status == "RUNNING"
@@ -211,7 +213,7 @@ def test_a_write_cut_short_is_finished_or_dropped_on_restart(tmp_path: Path) -> 
     # Killed after removing the old files and before renaming the new ones in: only the
     # complete temporary files are there. A temporary file beside its target was cut short.
     first, second = (oracle.trial_file(t.trial_id) for t in done[:2])
-    oracle_file = Path(oracle._get_oracle_fname())
+    oracle_file = oracle.state_file
     for path in (first, oracle_file):
         path.rename(path.with_name(f".{path.name}.tmp"))
     torn = second.with_name(f".{second.name}.tmp")
@@ -278,8 +280,7 @@ def test_the_lock_is_released_when_a_call_raises() -> None:
 
 def test_random_values_are_keras_tuners_own(tmp_path: Path) -> None:
     """The faster sampler draws exactly what Keras Tuner's would, conditional values included."""
-    from fmtune.search_spaces import hypermodel
-    from fmtune.tuning.oracle import FmtuneOracle
+    from fmtune.hypermodels import hypermodel
 
     space = kt.HyperParameters()
     hypermodel("mlp").build(space)  # num_layers decides which units_i/dropout_i are active
@@ -290,37 +291,41 @@ def test_random_values_are_keras_tuners_own(tmp_path: Path) -> None:
     ]
     for i, oracle in enumerate(oracles):
         oracle.verbose = 0
-        oracle._set_project_dir(str(tmp_path / str(i)), "p")
+        oracle._set_project_dir(str(tmp_path / str(i)), "p")  # Keras Tuner's own oracle too
     for i in range(30):
         theirs, mine = (oracle.create_trial(f"w{i}") for oracle in oracles)
         assert mine.hyperparameters.values == theirs.hyperparameters.values
 
 
-def test_an_ended_trial_keeps_values_a_worker_added_and_skips_decoding_unchanged_ones(tmp_path: Path) -> None:
+def test_an_ended_trial_skips_decoding_unchanged_values_and_refuses_added_ones(tmp_path: Path) -> None:
+    from fmtune.tuning.checks import RequestError
+
     oracle = bayesian_oracle(tmp_path)
     servicer = Servicer(oracle)
-    request = protos.get_service().CreateTrialRequest(tuner_id="tuner0")
+    request = service_messages().CreateTrialRequest(tuner_id="tuner0")
     sent = asyncio.run(servicer.CreateTrial(request, None)).trial
+    sent.status = kt_internals.proto_messages().TrialStatus.COMPLETED
     unchanged = servicer._ended(sent)
     assert unchanged.hyperparameters is oracle.trials[sent.trial_id].hyperparameters
     grown = oracle.trials[sent.trial_id].hyperparameters.copy()
-    grown.Int("extra", 1, 4)  # a hyperparameter the worker's model declared on the way
+    grown.Int("extra", 1, 4)  # a hyperparameter the hypermodel never declared
     changed = type(sent)()
     changed.CopyFrom(sent)
     changed.hyperparameters.CopyFrom(grown.to_proto())
-    assert servicer._ended(changed).hyperparameters.values["extra"] == 1
+    with pytest.raises(RequestError, match="undeclared hyperparameter"):
+        servicer._ended(changed)
 
 
 @pytest.mark.filterwarnings("ignore:All-NaN")
 def test_metric_bookkeeping_gives_keras_tuners_numbers() -> None:
     """Best values as Keras Tuner computes them (numpy's nanmin/nanmax of per-epoch means)."""
-    from keras_tuner.src.engine import metrics_tracking
+    kt_internals.install()
 
     rng = np.random.default_rng(0)
     nan = float("nan")
     for case in range(200):
         direction = "min" if case % 2 else "max"
-        history = metrics_tracking.MetricHistory(direction)
+        history = kt_internals.MetricHistory(direction)
         epochs: dict[int, list[float]] = {}
         for _ in range(rng.integers(1, 6)):
             step = int(rng.integers(0, 4))
@@ -340,7 +345,7 @@ def test_values_a_worker_added_reach_the_trial_file(tmp_path: Path) -> None:
     oracle = bayesian_oracle(tmp_path)
     trial = oracle.create_trial("tuner0")
     oracle.update_trial_from("tuner0", trial.trial_id, {"score": -0.5})
-    ended = trial_module.Trial(oracle.trials[trial.trial_id].hyperparameters.copy(), trial_id=trial.trial_id)
+    ended = Trial(oracle.trials[trial.trial_id].hyperparameters.copy(), trial_id=trial.trial_id)
     ended.hyperparameters.Int("extra", 1, 4)
     ended.status = "COMPLETED"
     oracle.end_trial_from("tuner0", ended)
@@ -349,18 +354,17 @@ def test_values_a_worker_added_reach_the_trial_file(tmp_path: Path) -> None:
 
 
 def test_trials_are_sent_as_keras_tuner_encodes_them(tmp_path: Path) -> None:
-    from fmtune.search_spaces import hypermodel
-    from fmtune.tuning.oracle import FmtuneOracle
+    from fmtune.hypermodels import hypermodel
 
     space = kt.HyperParameters()
     hypermodel("mlp").build(space)  # conditional values: num_layers decides which units_i are active
     cls = type("Ours", (FmtuneOracle, kt.oracles.RandomSearchOracle), {})
     oracle = cls(objective=kt.Objective("score", "max"), max_trials=40, hyperparameters=space, seed=1)
     oracle.verbose = 0
-    oracle._set_project_dir(str(tmp_path), "p")
+    oracle.set_project_dir(tmp_path, "p")
     servicer = Servicer(oracle)
     trials = [oracle.create_trial(f"w{i}") for i in range(20)]
     grown = trials[0].hyperparameters.copy()
     grown.Int("extra", 1, 4)  # a space a worker added to: encoded afresh
-    trials.append(trial_module.Trial(grown, trial_id="x", status="RUNNING"))
+    trials.append(Trial(grown, trial_id="x", status="RUNNING"))
     assert all(servicer._trial_proto(t) == t.to_proto() for t in trials)

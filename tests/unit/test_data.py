@@ -88,3 +88,26 @@ def test_stratified_split_is_disjoint_and_complete() -> None:
     assert len(np.intersect1d(keep, held)) == 0
     assert len(keep) + len(held) == len(labels)
     assert np.bincount(labels[held]).tolist() == [10] * 10
+
+
+def test_the_test_split_alone_needs_only_its_two_files(fresh_synthetic_dir: Path) -> None:
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (fresh_synthetic_dir / name).unlink()
+    test, source = data.load_test(SYNTHETIC, fresh_synthetic_dir.parent)
+    assert len(test) == 200 and test.images.shape[1:] == (28, 28) and source == str(fresh_synthetic_dir)
+    with pytest.raises(DatasetError, match="files not found"):
+        data.load(SYNTHETIC, fresh_synthetic_dir, download=False)
+
+
+def test_the_test_split_is_verified_and_a_missing_one_names_its_files(fresh_synthetic_dir: Path) -> None:
+    target = fresh_synthetic_dir / "t10k-labels-idx1-ubyte.gz"
+    labels = bytearray(gzip.decompress(target.read_bytes()))
+    labels[-1] = (labels[-1] + 1) % 10
+    target.write_bytes(gzip.compress(bytes(labels)))
+    with pytest.raises(DatasetError, match=r"t10k-labels-idx1-ubyte.gz: checksum mismatch"):
+        data.load_test(SYNTHETIC, fresh_synthetic_dir)
+    target.unlink()
+    with pytest.raises(data.DatasetNotFoundError) as caught:
+        data.load_test(SYNTHETIC, fresh_synthetic_dir)
+    assert "(t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz)" in str(caught.value)
+    assert "train-" not in str(caught.value)

@@ -126,6 +126,15 @@ def test_scales_up_from_zero(tmp_path: Path) -> None:
     assert cluster.scaled == [1]
 
 
+def test_scales_up_from_zero_to_the_configured_replicas(tmp_path: Path) -> None:
+    cluster = FakeCluster(replicas=0, pods=0)
+    cfg = CFG.model_copy(update={"replicas": 3})
+    record = Deployer(cfg, cluster, FakeCheck(), sleep=lambda _: None).deploy(
+        staged(tmp_path), card(0.9), IMAGES, EXPECTED
+    )
+    assert cluster.scaled == [3] and record.pods == 3
+
+
 def test_wrong_predictions_roll_back_to_the_previous_version(tmp_path: Path) -> None:
     cluster = FakeCluster()
     deployer(cluster, FakeCheck()).deploy(staged(tmp_path), card(0.90), IMAGES, EXPECTED)
@@ -159,3 +168,4 @@ def test_deploy_config_reads_the_charts_file(tmp_path: Path) -> None:
     path.write_text(chart_deploy_yaml())
     cfg = DeployConfig.load(path)
     assert (cfg.deployment, cfg.record_configmap, cfg.grpc_port) == ("fmtune-serving", "fmtune-deployments", 8500)
+    assert cfg.replicas == 1

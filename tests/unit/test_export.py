@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from fmtune import export
 from fmtune.export import ModelCard
-from fmtune.search_spaces import build_from_values
+from fmtune.hypermodels import build_from_values
 
 VALUES = {"num_layers": 1, "units_0": 16, "dropout_0": 0.1, "learning_rate": 1e-3, "batch_size": 32}
 

@@ -10,15 +10,27 @@ import keras_tuner as kt
 import pytest
 
 from fmtune import config
-from fmtune.tuning.coordinator import _search_finished
-from fmtune.tuning.oracle import make_oracle
+from fmtune.tuning.tuner import make_oracle
+
+from ..conftest import CLASSIC
 
 
-def oracle_for(tmp_path: Path, *assignments: str) -> Any:
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def oracle_for(tmp_path: Path, *assignments: str, clock: Clock | None = None) -> Any:
     cfg = config.load(
         "quick",
         None,
         [
+            *CLASSIC,
             "search.algorithm=random",
             "search.max_trials=3",
             "fault_tolerance.heartbeat_seconds=0.05",
@@ -28,7 +40,9 @@ def oracle_for(tmp_path: Path, *assignments: str) -> Any:
         environ={},
     )
     oracle = make_oracle(cfg)
-    oracle._set_project_dir(str(tmp_path), "search")
+    if clock is not None:
+        oracle.leases.clock = clock
+    oracle.set_project_dir(tmp_path, "search")
     hp = kt.HyperParameters()
     hp.Int("units", 8, 64)
     oracle.update_space(hp)
@@ -42,12 +56,15 @@ def finish(oracle: Any, trial: Any, caller: str, value: float) -> None:
 
 
 def test_silent_worker_loses_its_trial_and_its_late_reports_are_refused(tmp_path: Path) -> None:
-    oracle = oracle_for(tmp_path)
+    clock = Clock()
+    oracle = oracle_for(tmp_path, clock=clock)
     trial = oracle.create_trial("tuner0")
     assert oracle.heartbeat(trial.trial_id, "tuner0").status == "RUNNING"
-    time.sleep(0.4)
+    clock.now += 0.29
+    assert oracle.reap() == []  # within its lease (0.3 s)
+    clock.now += 0.02
     assert oracle.reap() == ["tuner0"]
-    assert "tuner0" not in oracle.tuner_ids and trial.trial_id in oracle._retry_queue
+    assert "tuner0" not in oracle.tuner_ids and trial.trial_id in oracle.retry_queue
     # The late report is refused: it is not counted, and the worker is told to stop.
     assert oracle.update_trial_from("tuner0", trial.trial_id, {"val_accuracy": 0.9}).status == "STOPPED"
     again = oracle.create_trial("tuner1")
@@ -61,10 +78,13 @@ def test_silent_worker_loses_its_trial_and_its_late_reports_are_refused(tmp_path
 
 
 def test_a_worker_that_dies_between_trials_is_not_awaited(tmp_path: Path) -> None:
-    oracle = oracle_for(tmp_path)
+    clock = Clock()
+    oracle = oracle_for(tmp_path, clock=clock)
     finish(oracle, oracle.create_trial("tuner0"), "tuner0", 0.5)
     assert "tuner0" in oracle.tuner_ids  # Keras Tuner waits for it to ask again
-    time.sleep(0.4)
+    clock.now += 0.29
+    assert oracle.reap() == []
+    clock.now += 0.02
     assert oracle.reap() == ["tuner0"] and not oracle.tuner_ids
 
 
@@ -74,8 +94,8 @@ def test_restart_after_the_last_trial_does_not_run_it_again(tmp_path: Path) -> N
         finish(oracle, oracle.create_trial(f"tuner{i % 2}"), f"tuner{i % 2}", 0.5 + i / 10)
     resumed = oracle_for(tmp_path)
     resumed.reload()
-    assert not resumed.ongoing_trials and not resumed._retry_queue
-    assert _search_finished(resumed)
+    assert not resumed.ongoing_trials and not resumed.retry_queue
+    assert resumed.search_over()
 
 
 def test_restart_keeps_trials_in_flight_with_their_workers(tmp_path: Path) -> None:
@@ -85,7 +105,7 @@ def test_restart_keeps_trials_in_flight_with_their_workers(tmp_path: Path) -> No
     running = oracle.create_trial("tuner1")
     resumed = oracle_for(tmp_path, "fault_tolerance.lease_seconds=30", "fault_tolerance.heartbeat_seconds=1")
     resumed.reload()
-    assert resumed.holder(running.trial_id) == "tuner1" and not resumed._retry_queue
+    assert resumed.holder(running.trial_id) == "tuner1" and not resumed.retry_queue
     assert resumed.update_trial_from("tuner1", running.trial_id, {"val_accuracy": 0.6}).status == "RUNNING"
     assert resumed.trials[done.trial_id].status == "COMPLETED"
 
@@ -102,8 +122,8 @@ def test_consecutive_failures_stop_the_search(tmp_path: Path) -> None:
         trial.status, trial.message = "FAILED", "Traceback...\nValueError: boom"
         oracle.end_trial_from("tuner0", trial)
     assert oracle.abort_reason == "2 trials failed in a row; the last one: ValueError: boom"
+    assert oracle.search_over()
     assert oracle.create_trial("tuner1").status == "STOPPED"
-    assert _search_finished(oracle)
 
 
 @pytest.mark.parametrize(("value", "stopped"), [(0.2, True), (0.8, False)])
@@ -128,3 +148,37 @@ def test_median_stopping(tmp_path: Path, value: float, stopped: bool) -> None:
     trial.status = "COMPLETED"
     oracle.end_trial_from("tuner1", trial)
     assert oracle.trials[trial.trial_id].status == ("STOPPED" if stopped else "COMPLETED")
+
+
+def test_the_search_is_over_only_when_nothing_is_left_to_hand_out(tmp_path: Path) -> None:
+    oracle = oracle_for(tmp_path, "fault_tolerance.max_retries_per_trial=1")
+    trials = [oracle.create_trial(f"tuner{i}") for i in range(3)]
+    for trial in trials[:2]:
+        finish(oracle, trial, "tuner0" if trial is trials[0] else "tuner1", 0.5)
+    assert not oracle.search_over()  # trial 2 still runs
+    trials[2].status, trials[2].message = "INVALID", "boom"  # a failure Keras Tuner retries
+    oracle.end_trial_from("tuner2", trials[2])
+    assert oracle.retry_queue == [trials[2].trial_id] and not oracle.search_over()  # it will run again
+    again = oracle.create_trial("tuner0")
+    finish(oracle, again, "tuner0", 0.6)
+    assert oracle.search_over()
+    assert oracle.create_trial("tuner1").status == "STOPPED"
+
+
+def test_a_resumed_search_that_no_worker_joins_ends_with_a_clear_error(tmp_path: Path) -> None:
+    from fmtune.tuning.coordinator import serve_oracle
+    from fmtune.tuning.roles import Role, free_port
+
+    oracle = oracle_for(tmp_path)
+    for i in range(3):
+        finish(oracle, oracle.create_trial(f"tuner{i}"), f"tuner{i}", 0.5)
+    # An upgrade asks for more trials, but no worker will come (they saw the search as over).
+    resumed = oracle_for(tmp_path, "search.max_trials=5", "fault_tolerance.worker_wait_seconds=0.5")
+    resumed.reload()
+    assert not resumed.search_over()
+    started = time.monotonic()
+    serve_oracle(resumed, Role("chief", "127.0.0.1", free_port()), token="t")
+    assert time.monotonic() - started < 10
+    assert resumed.abort_reason is not None
+    assert resumed.abort_reason.startswith("no worker has asked for a trial in 0.5s while trials remain")
+    assert resumed.search_over() and len(resumed.trials) == 3

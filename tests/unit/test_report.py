@@ -64,3 +64,16 @@ def test_report_command_writes_beside_results(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert done.exit_code == 0, done.output
     assert (tmp_path / "demo" / "report.png").is_file() and (tmp_path / "demo" / "report.html").is_file()
+
+
+def test_results_print_markup_characters_as_text(tmp_path: Path) -> None:
+    """A worker id or hyperparameter value holding "[/]" is text, not rich markup that fails to parse."""
+    res = sample()
+    res.trials[2] = res.trials[2].model_copy(
+        update={"worker": "tuner[/]", "hyperparameters": {**res.trials[2].hyperparameters, "activation": "[/bold]"}}
+    )
+    res.best_hyperparameters = res.trials[2].hyperparameters
+    results.save(res, tmp_path / "demo")
+    done = CliRunner().invoke(app, ["results", str(tmp_path / "demo" / "results.json")])
+    assert done.exit_code == 0, done.output
+    assert "tuner[/]" in done.output and "activation=[/bold]" in done.output

@@ -1,12 +1,14 @@
+from pathlib import Path
+
 import pytest
 
 from fmtune.tuning import roles
 from fmtune.tuning.roles import RoleError
 
 
-def test_coordinator_defaults_to_all_interfaces() -> None:
+def test_coordinator_defaults_to_loopback() -> None:
     role = roles.from_env(True, {"KERASTUNER_ORACLE_PORT": "8000"})
-    assert (role.tuner_id, role.host, role.port, role.is_chief) == ("chief", "0.0.0.0", 8000, True)
+    assert (role.tuner_id, role.host, role.port, role.is_chief) == ("chief", "127.0.0.1", 8000, True)
 
 
 def test_worker_contract() -> None:
@@ -45,17 +47,15 @@ def test_worker_ids_are_stable() -> None:
     assert roles.free_port() > 0
 
 
-def test_progress_lines_are_parsed() -> None:
-    from fmtune.tuning.local import parse_progress
+def test_progress_bar_follows_the_coordinators_state(tmp_path: Path) -> None:
+    from fmtune import run_state
+    from fmtune.tuning.local import ProgressBar
 
-    assert parse_progress("[coordinator] 10:00:00 trial 7/20 done: val_accuracy=0.8840 (best 0.8890) [trial 06]") == (
-        7,
-        20,
-        "0.8890",
-    )
-    assert parse_progress("[coordinator] 10:00:00 trial 3/20 stopped: below the median (best 0.8100) [x]") == (
-        3,
-        20,
-        "0.8100",
-    )
-    assert parse_progress("[tuner0] 10:00:00 trial 3 epoch 2/8: loss=0.3") is None
+    bar = ProgressBar(tmp_path, total=20)
+    bar.refresh()  # no state yet: nothing to show, nothing raised
+    assert bar.progress.tasks[0].completed == 0
+    state = run_state.RunState(experiment="x", config_digest="d", max_trials=20, objective="val_accuracy")
+    run_state.save(state.model_copy(update={"trials_finished": 7, "best_score": 0.889}), tmp_path)
+    bar.refresh()
+    task = bar.progress.tasks[0]
+    assert (task.completed, task.total, task.fields["best"]) == (7, 20, "0.8890")

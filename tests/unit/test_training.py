@@ -1,11 +1,20 @@
-"""Retraining's augmentation pipeline: what the model sees is still a uint8 image of the class."""
+"""Retraining: the augmentation pipeline, the schedules, the deadline and test-time flips (real
+training on tiny data)."""
 
 from __future__ import annotations
 
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
+from fmtune import config, data
 from fmtune.data import Split
-from fmtune.training import augmented
+from fmtune.training import augmented, cosine_rate, retrain
+
+from ..conftest import SYNTHETIC
 
 
 def test_flips_and_shifts_move_pixels_without_changing_them() -> None:
@@ -20,3 +29,74 @@ def test_flips_and_shifts_move_pixels_without_changing_them() -> None:
     left = [int(np.argwhere(im > 0)[:, 1].min()) for im in seen]
     assert min(left) < 3 and max(left) > 20  # shifted left of the bar's place, and flipped to the right
     assert len({(int(np.argwhere(im > 0)[:, 0].min()), lf) for im, lf in zip(seen, left, strict=True)}) > 4
+
+
+def test_erasing_blanks_a_rectangle_of_some_images() -> None:
+    images = np.full((64, 28, 28), 200, np.uint8)
+    batches = list(augmented(Split(images, np.arange(64) % 10), 64, ["erase"], seed=0))
+    seen = batches[0][0].numpy()
+    blanked = [(im == 0).sum() for im in seen]
+    assert any(blanked) and not all(blanked)  # about half the images
+    for im, count in zip(seen, blanked, strict=True):
+        if count:  # one axis-aligned rectangle
+            rows, cols = np.nonzero(im == 0)
+            assert count == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+
+
+def test_cosine_schedule_warms_up_and_decays_to_zero() -> None:
+    rates = [cosine_rate(step, 0.01, 10, 100) for step in range(101)]
+    assert rates[0] == 0.001 and rates[9] == 0.01  # linear warm-up
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))  # then never rising
+    assert rates[-1] == 0.0
+
+
+def retrain_cfg(data_dir: Path, *assignments: str) -> Any:
+    return config.load(
+        None,
+        None,
+        [
+            f"dataset={SYNTHETIC}",
+            "search.family=mlp",
+            "retrain.schedule=cosine",
+            "retrain.holdout_fraction=0",
+            "retrain.max_epochs=30",
+            *assignments,
+        ],
+        environ={},
+        flags={"data_dir": data_dir.parent},
+    )
+
+
+VALUES = {"num_layers": 1, "units_0": 32, "dropout_0": 0.1, "learning_rate": 0.005, "batch_size": 32}
+
+
+def test_cosine_retraining_ends_in_time_for_its_deadline(synthetic_dir: Path) -> None:
+    dataset = data.load(SYNTHETIC, synthetic_dir.parent, download=False)
+    cfg = retrain_cfg(synthetic_dir)
+    started = time.time()
+    model, record = retrain(cfg, VALUES, dataset, deadline=started + 6.0)
+    assert time.time() < started + 6.0 + 2.0  # the deadline holds (the evaluation comes after it)
+    assert 1 <= record.epochs_run < 30 and record.holdout_samples == 0
+    assert record.train_samples == len(dataset.train) + len(dataset.val)
+    assert float(model.optimizer.learning_rate.numpy()) < 0.005 * 0.05  # decayed close to zero
+    assert record.test_accuracy > 0.5
+
+
+def test_retraining_one_configuration_twice_gives_the_same_accuracy(synthetic_dir: Path) -> None:
+    dataset = data.load(SYNTHETIC, synthetic_dir.parent, download=False)
+    cfg = retrain_cfg(
+        synthetic_dir, "retrain.max_epochs=3", "retrain.label_smoothing=0.1", "retrain.augment=[flip, erase]"
+    )
+    first, second = (retrain(cfg, VALUES, dataset)[1] for _ in range(2))
+    assert abs(first.test_accuracy - second.test_accuracy) <= 0.003
+
+
+def test_test_time_flip_averages_the_image_and_its_mirror(synthetic_dir: Path) -> None:
+    dataset = data.load(SYNTHETIC, synthetic_dir.parent, download=False)
+    cfg = retrain_cfg(synthetic_dir, "retrain.max_epochs=2", "retrain.test_time_flip=true")
+    model, record = retrain(cfg, VALUES, dataset)
+    images = dataset.test.images[:16]
+    inner = model.get_layer(index=2)  # the trained model, called on the image and on its mirror
+    expected = (inner.predict(images, verbose=0) + inner.predict(images[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    assert record.test_accuracy > 0.3

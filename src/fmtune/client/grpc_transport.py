@@ -9,14 +9,14 @@ import numpy as np
 
 from fmtune.client import errors
 from fmtune.client.tensors import dtype_name, from_proto, to_proto
-from fmtune.client.transport import INPUT, SIGNATURE, RawPrediction, Transport
+from fmtune.client.transport import RawPrediction, Transport
 from fmtune.client.types import ModelMetadata, TensorSpec, VersionStatus
 from fmtune.wire import serving_pb2 as pb
+from fmtune.wire.contract import INPUT, MAX_MESSAGE_BYTES, SIGNATURE
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 GET_METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
 GET_STATUS = "/tensorflow.serving.ModelService/GetModelStatus"
-MAX_MESSAGE = 64 * 1024 * 1024
 _ERRORS: dict[grpc.StatusCode, type[errors.FmtuneClientError]] = {
     grpc.StatusCode.NOT_FOUND: errors.ModelNotFoundError,
     grpc.StatusCode.UNAVAILABLE: errors.ServerUnavailableError,
@@ -47,7 +47,10 @@ def _spec(info: pb.TensorInfo) -> TensorSpec:
 class GrpcTransport(Transport):
     def __init__(self, target: str, model_name: str):
         super().__init__(target, model_name)
-        options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
+        options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ]
         self._channel = grpc.insecure_channel(target, options=options)
         self._predict = self._channel.unary_unary(
             PREDICT,

@@ -95,3 +95,27 @@ def to_batch(images: Any) -> np.ndarray:
         ]
         return np.concatenate(parts)
     raise InvalidInputError(f"images: unsupported input of type {type(images).__name__}")
+
+
+# Fashion-MNIST and MNIST are light objects on a black background (border pixels near 0). A photo
+# on a white background is the other way round, and a model trained on the first reads it as noise.
+LIGHT_BORDER = 128
+
+
+def light_background(batch: np.ndarray) -> np.ndarray:
+    """Per image of a uint8 (N, 28, 28) batch: is the mean of its border pixels light (>= 128)?"""
+    border = np.concatenate(
+        [batch[:, 0, :], batch[:, -1, :], batch[:, 1:-1, 0], batch[:, 1:-1, -1]], axis=1, dtype=np.float64
+    )
+    return np.asarray(border.mean(axis=1) >= LIGHT_BORDER)
+
+
+def orient(batch: np.ndarray, invert: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The batch as the model expects it (light on dark), and which images were inverted (255 - x).
+
+    ``invert=None`` inverts the images whose background is light; True or False forces it for all.
+    """
+    flip = light_background(batch) if invert is None else np.full(len(batch), bool(invert))
+    if not flip.any():
+        return batch, flip
+    return np.where(flip[:, None, None], 255 - batch, batch).astype(np.uint8), flip

@@ -11,8 +11,9 @@ import orjson
 
 from fmtune import jsonio
 from fmtune.client import errors
-from fmtune.client.transport import INPUT, SIGNATURE, RawPrediction, Transport
+from fmtune.client.transport import RawPrediction, Transport
 from fmtune.client.types import ModelMetadata, TensorSpec, VersionStatus
+from fmtune.wire.contract import INPUT, SIGNATURE
 
 VERSION_CACHE_SECONDS = 1.0
 _ERRORS: dict[int, type[errors.FmtuneClientError]] = {
@@ -70,7 +71,7 @@ class RestTransport(Transport):
         return self._latest[0]
 
     def predict(self, batch: np.ndarray, version: int | None, timeout: float) -> RawPrediction:
-        # orjson writes the array's numbers straight from its buffer: ~0.3 ms for 64 images, not ~5.
+        # orjson writes the array's numbers straight from its buffer, far faster than a list of lists.
         body = orjson.dumps(
             {"signature_name": SIGNATURE, "inputs": {INPUT: np.ascontiguousarray(batch)}},
             option=orjson.OPT_SERIALIZE_NUMPY,

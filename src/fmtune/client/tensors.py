@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from fmtune.wire import serving_pb2 as pb
+from fmtune.wire.contract import MAX_MESSAGE_BYTES
 
 _DTYPES: dict[np.dtype[Any], int] = {
     np.dtype(np.float32): pb.DT_FLOAT,
@@ -18,9 +20,9 @@ _DTYPES: dict[np.dtype[Any], int] = {
     np.dtype(np.int64): pb.DT_INT64,
     np.dtype(np.bool_): pb.DT_BOOL,
 }
-_NUMPY: dict[int, np.dtype[Any]] = {code: dtype for dtype, code in _DTYPES.items()}
+NUMPY: dict[int, np.dtype[Any]] = {code: dtype for dtype, code in _DTYPES.items()}
 # The typed repeated field each dtype uses when tensor_content is empty.
-_VALUE_FIELDS = {
+VALUE_FIELDS = {
     pb.DT_FLOAT: "float_val",
     pb.DT_DOUBLE: "double_val",
     pb.DT_INT32: "int_val",
@@ -52,13 +54,15 @@ def to_proto(array: np.ndarray, message: type[Any] = pb.TensorProto) -> Any:
 
 
 def from_proto(proto: Any) -> np.ndarray:
-    if proto.dtype not in _NUMPY:
+    if proto.dtype not in NUMPY:
         raise TypeError(f"cannot decode a {dtype_name(proto.dtype)} tensor")
-    dtype = _NUMPY[proto.dtype]
+    dtype = NUMPY[proto.dtype]
     shape = tuple(d.size for d in proto.tensor_shape.dim)
+    if any(size < 0 for size in shape) or math.prod(shape) * dtype.itemsize > MAX_MESSAGE_BYTES:
+        raise ValueError(f"tensor shape {list(shape)} is negative or too large to decode")
     if proto.tensor_content:
         return np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
-    values = np.asarray(getattr(proto, _VALUE_FIELDS[proto.dtype]), dtype=dtype)
+    values = np.asarray(getattr(proto, VALUE_FIELDS[proto.dtype]), dtype=dtype)
     count = int(np.prod(shape)) if shape else 1
     if values.size == count:
         return values.reshape(shape)

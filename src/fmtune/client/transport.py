@@ -9,9 +9,6 @@ import numpy as np
 
 from fmtune.client.types import ModelMetadata, VersionStatus
 
-SIGNATURE = "serving_default"
-INPUT = "image"
-
 
 @dataclass(frozen=True)
 class RawPrediction:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+
+from fmtune.wire.contract import VERSION_NAME
 
 log = logging.getLogger("fmtune")
 
@@ -86,8 +89,18 @@ def load_servable(servable: Servable) -> None:
 
 
 class ModelManager:
-    def __init__(self, base_path: Path, name: str, poll_seconds: float = 1.0):
+    """``warmup`` runs on each newly loaded servable before it is AVAILABLE; if it raises, the
+    version ends in END like any version that fails to load."""
+
+    def __init__(
+        self,
+        base_path: Path,
+        name: str,
+        poll_seconds: float = 1.0,
+        warmup: Callable[[Servable], None] | None = None,
+    ):
         self.base_path, self.name, self.poll_seconds = Path(base_path), name, poll_seconds
+        self.warmup = warmup
         self._servables: dict[int, Servable] = {}
         self._seen: dict[int, tuple[tuple[str, int, int], ...]] = {}
         self._failed: dict[int, tuple[tuple[str, int, int], ...]] = {}
@@ -119,7 +132,7 @@ class ModelManager:
         current: dict[int, tuple[tuple[str, int, int], ...]] = {}
         if self.base_path.is_dir():
             for path in self.base_path.iterdir():
-                if path.name.isdigit() and path.is_dir() and (path / "saved_model.pb").is_file():
+                if VERSION_NAME.fullmatch(path.name) and path.is_dir() and (path / "saved_model.pb").is_file():
                     snap = _snapshot(path)
                     current[int(path.name)] = snap
                     settled = snap and time.time_ns() - max(m for _, _, m in snap) > SETTLE_SECONDS * 1e9
@@ -148,10 +161,14 @@ class ModelManager:
         log.info("loading %s version %d from %s", self.name, version, path)
         try:
             load_servable(servable)
-        except Exception as exc:  # a broken SavedModel must not take the server down
-            servable.state, servable.error = END, f"{type(exc).__name__}: {exc}"
+            if self.warmup is not None:
+                self.warmup(servable)
+        except Exception:  # a broken SavedModel must not take the server down
+            # Clients see that it failed; what failed, with its paths, goes to the log only.
+            servable.state, servable.loaded, servable.signatures = END, None, {}
+            servable.error = f"version {version} could not be loaded (see the server log)"
             self._failed[version] = self._seen.get(version, ())
-            log.error("could not load %s version %d: %s", self.name, version, servable.error)
+            log.exception("could not load %s version %d from %s", self.name, version, path)
             return
         with self._lock:
             servable.state = AVAILABLE

@@ -1,11 +1,21 @@
-"""TF Serving's REST API: model status, metadata, and predict in the row and columnar formats."""
+"""TF Serving's REST API: model status, metadata, and predict in the row and columnar formats.
+
+Work per connection is bounded: a fixed pool of threads serves connections (one more is refused
+with 503), sockets time out when idle or stalled, a POST needs a Content-Length under the limit,
+and a body is read in full before the request is answered, or else the connection is closed, so
+no unread bytes are ever taken for the next request.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
+import socket
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import grpc
@@ -13,14 +23,18 @@ import numpy as np
 from google.protobuf import json_format
 
 from fmtune import jsonio
-from fmtune.serving import predict
+from fmtune.serving import decode
 from fmtune.serving.models import STATE_NAMES, ModelManager, ServingError
 from fmtune.serving.runner import Runner
+from fmtune.wire.contract import MAX_MESSAGE_BYTES, SIGNATURE
 
-_TARGET = r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+log = logging.getLogger("fmtune")
+
+_TARGET = r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
 GET_PATH = re.compile(_TARGET + r"(?P<metadata>/metadata)?")
 POST_PATH = re.compile(_TARGET + r":(?P<verb>predict|classify|regress)")
-# TF Serving's mapping of status codes to HTTP (model_servers/http_server.cc).
+# TF Serving's mapping of status codes to HTTP (model_servers/http_server.cc), except that a size
+# limit is 413 rather than 429: the request is too large, not too frequent.
 HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.FAILED_PRECONDITION: 400,
@@ -29,14 +43,23 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
     grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
     grpc.StatusCode.PERMISSION_DENIED: 403,
 }
-MAX_BODY = 64 * 1024 * 1024
+IDLE_SECONDS = 15.0  # longer than clients keep idle connections (httpx: 5 s), so they close first
+READ_SECONDS = 30.0  # for one request, from its first byte to its last
+WORKERS = 64
 
 
-def _bad(message: str) -> ServingError:
-    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+class Refusal(Exception):
+    """A request that cannot be read as HTTP: answered with ``status``, then the connection closes."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+_bad = decode.bad
 
 
 def status_json(manager: ModelManager, name: str, version: int | None) -> dict[str, Any]:
@@ -63,7 +86,7 @@ def metadata_json(manager: ModelManager, name: str, version: int | None, label: 
     }
 
 
-def _row_inputs(instances: Any, specs: dict[str, Any]) -> dict[str, np.ndarray]:
+def _row_inputs(instances: Any, specs: dict[str, Any], bools: bool) -> dict[str, np.ndarray]:
     if not isinstance(instances, list) or not instances:
         raise _bad("'instances' must be a non-empty list")
     if all(isinstance(row, dict) for row in instances):
@@ -73,23 +96,23 @@ def _row_inputs(instances: Any, specs: dict[str, Any]) -> dict[str, np.ndarray]:
         unknown = sorted(names - set(specs))
         if unknown:
             raise _bad(f"instances name inputs the signature does not have: {unknown}")
-        return {n: predict.json_to_array([row[n] for row in instances], specs[n], n) for n in names}
+        return {n: decode.json_array([row[n] for row in instances], specs[n], n, bools) for n in names}
     if len(specs) != 1:
         raise _bad("instances must be objects naming each input when the signature has several inputs")
     ((name, spec),) = specs.items()
-    return {name: predict.json_to_array(instances, spec, name)}
+    return {name: decode.json_array(instances, spec, name, bools)}
 
 
-def _columnar_inputs(inputs: Any, specs: dict[str, Any]) -> dict[str, np.ndarray]:
+def _columnar_inputs(inputs: Any, specs: dict[str, Any], bools: bool) -> dict[str, np.ndarray]:
     if isinstance(inputs, dict):
         unknown = sorted(set(inputs) - set(specs))
         if unknown:
             raise _bad(f"inputs the signature does not have: {unknown}")
-        return {n: predict.json_to_array(v, specs[n], n) for n, v in inputs.items()}
+        return {n: decode.json_array(v, specs[n], n, bools) for n, v in inputs.items()}
     if len(specs) != 1:
         raise _bad("'inputs' must be an object naming each input when the signature has several inputs")
     ((name, spec),) = specs.items()
-    return {name: predict.json_to_array(inputs, spec, name)}
+    return {name: decode.json_array(inputs, spec, name, bools)}
 
 
 def _parse(body: bytes) -> Any:
@@ -97,6 +120,8 @@ def _parse(body: bytes) -> Any:
         return jsonio.loads(body or b"null")
     except ValueError as exc:
         raise _bad(f"JSON Parse error: {exc}") from None
+    except RecursionError:
+        raise _bad("JSON Parse error: nested too deeply") from None
 
 
 def _encode(payload: Any, outputs: dict[str, np.ndarray]) -> bytes:
@@ -117,11 +142,16 @@ def predict_json(
             if "inputs" not in request
             else "Not formatted correctly expecting only one of 'inputs' or 'instances' keys"
         )
+    signature = request.get("signature_name") or SIGNATURE
+    if not isinstance(signature, str):
+        raise _bad("'signature_name' must be a string")
     servable = manager.resolve(name, version, label)
-    signature = request.get("signature_name") or predict.DEFAULT_SIGNATURE
     specs = servable.signature(signature).inputs
     row = "instances" in request
-    inputs = _row_inputs(request["instances"], specs) if row else _columnar_inputs(request["inputs"], specs)
+    bools = b"true" in body or b"false" in body  # only then can booleans hide among the numbers
+    inputs = (
+        _row_inputs(request["instances"], specs, bools) if row else _columnar_inputs(request["inputs"], specs, bools)
+    )
     outputs = runner.submit(servable, signature, inputs, ()).result()
     return _encode(_row_payload(outputs) if row else _columnar_payload(outputs), outputs)
 
@@ -139,54 +169,108 @@ def _columnar_payload(outputs: dict[str, np.ndarray]) -> Any:
     return {"outputs": {k: v.tolist() for k, v in outputs.items()}}
 
 
-def make_handler(manager: ModelManager, runner: Runner) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    manager: ModelManager, runner: Runner, idle_seconds: float = IDLE_SECONDS, read_seconds: float = READ_SECONDS
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # small JSON replies must not wait on delayed ACKs
         server_version = "fmtune-serving"
+        timeout = read_seconds
 
         def log_message(self, format: str, *args: Any) -> None:  # requests are not logged
             pass
 
-        def _reply(self, status: int, payload: Any) -> None:
+        def handle_one_request(self) -> None:
+            """Wait up to ``idle_seconds`` for a request to start, then ``read_seconds`` for the rest."""
+            try:
+                self.connection.settimeout(idle_seconds)
+                started = self.rfile.peek(1)  # type: ignore[attr-defined]  # a BufferedReader
+            except OSError:  # the idle timeout, or the peer went away
+                started = b""
+            if not started:
+                self.close_connection = True
+                return
+            self.connection.settimeout(read_seconds)
+            super().handle_one_request()
+
+        def _reply(self, status: int, payload: Any, close: bool = False) -> None:
             body = payload if isinstance(payload, bytes) else jsonio.dumps(payload, finite=True)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
+            if close:
+                self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
 
+        def _body(self, method: str) -> bytes:
+            """The whole body the headers announce (raising ``Refusal`` when that cannot be)."""
+            if "Transfer-Encoding" in self.headers:
+                raise Refusal(HTTPStatus.LENGTH_REQUIRED, "Transfer-Encoding is not supported; send a Content-Length")
+            lengths = {value.strip() for value in self.headers.get_all("Content-Length") or []}
+            if not lengths:
+                if method == "POST":
+                    raise Refusal(HTTPStatus.LENGTH_REQUIRED, "a POST needs a Content-Length")
+                return b""
+            (text,) = lengths if len(lengths) == 1 else ("",)
+            if not (text.isascii() and text.isdigit()):
+                raise Refusal(HTTPStatus.BAD_REQUEST, "Content-Length must be one non-negative integer")
+            length = int(text)
+            if length > MAX_MESSAGE_BYTES:
+                raise Refusal(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    f"request body of {length} bytes is over the {MAX_MESSAGE_BYTES} byte limit",
+                )
+            deadline = time.monotonic() + read_seconds
+            chunks, remaining = [], length
+            while remaining:
+                chunk = self.rfile.read1(min(remaining, 1 << 20))
+                if not chunk:
+                    raise ConnectionError("the client closed the connection inside the body")
+                if time.monotonic() > deadline:
+                    raise Refusal(HTTPStatus.REQUEST_TIMEOUT, f"request body not received within {read_seconds}s")
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return b"".join(chunks)
+
+        def _answer(self, method: str, path: str, body: bytes) -> Any:
+            if method == "GET" and (match := GET_PATH.fullmatch(path)):
+                name, label = match["name"], match["label"]
+                version = int(match["version"]) if match["version"] else None
+                if match["metadata"]:
+                    return metadata_json(manager, name, version, label)
+                return status_json(manager, name, version)
+            if method == "POST" and (match := POST_PATH.fullmatch(path)):
+                if match["verb"] != "predict":
+                    raise _bad(f"Expected {match['verb']} signature method_name; this model serves predict")
+                version = int(match["version"]) if match["version"] else None
+                return predict_json(manager, runner, match["name"], version, match["label"], body)
+            if path.startswith("/v1/"):
+                raise _bad(f"Malformed request: {method} {path}")
+            raise Refusal(HTTPStatus.NOT_FOUND, f"Not found: {path}")
+
         def _dispatch(self, method: str) -> None:
             path = self.path.split("?", 1)[0]
-            payload: Any
             try:
-                if method == "GET" and (match := GET_PATH.fullmatch(path)):
-                    name, label = match["name"], match["label"]
-                    version = int(match["version"]) if match["version"] else None
-                    payload = (
-                        metadata_json(manager, name, version, label)
-                        if match["metadata"]
-                        else status_json(manager, name, version)
-                    )
-                elif method == "POST" and (match := POST_PATH.fullmatch(path)):
-                    length = int(self.headers.get("Content-Length") or 0)
-                    if length > MAX_BODY:
-                        raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body over {MAX_BODY} bytes")
-                    body = self.rfile.read(length)
-                    if match["verb"] != "predict":
-                        raise _bad(f"Expected {match['verb']} signature method_name; this model serves predict")
-                    version = int(match["version"]) if match["version"] else None
-                    payload = predict_json(manager, runner, match["name"], version, match["label"], body)
-                elif path.startswith("/v1/"):
-                    raise _bad(f"Malformed request: {method} {path}")
-                else:
-                    self._reply(HTTPStatus.NOT_FOUND, {"error": f"Not found: {path}"})
-                    return
+                body = self._body(method)
+            except Refusal as exc:
+                self._reply(exc.status, {"error": exc.message}, close=True)
+                return
+            except OSError:  # timed out or gone mid-body: nothing sensible can follow on this connection
+                self.close_connection = True
+                return
+            try:
+                payload = self._answer(method, path, body)
+            except Refusal as exc:
+                self._reply(exc.status, {"error": exc.message})
+                return
             except ServingError as exc:
                 self._reply(HTTP_STATUS.get(exc.code, 500), {"error": exc.message})
                 return
-            except Exception as exc:  # never drop the connection without an answer
-                self._reply(500, {"error": f"{type(exc).__name__}: {exc}"})
+            except Exception:  # never drop the connection without an answer, nor say what broke
+                log.exception("REST %s %s failed", method, path)
+                self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (details in the server log)"})
                 return
             self._reply(HTTPStatus.OK, payload)
 
@@ -199,12 +283,59 @@ def make_handler(manager: ModelManager, runner: Runner) -> type[BaseHTTPRequestH
     return Handler
 
 
-class RestServer(ThreadingHTTPServer):
-    daemon_threads = True
+_BUSY_BODY = b'{"error": "every connection slot is busy"}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    + f"Content-Length: {len(_BUSY_BODY)}\r\nConnection: close\r\n\r\n".encode()
+    + _BUSY_BODY
+)
+
+
+class RestServer(HTTPServer):
+    """Connections served by at most ``workers`` threads; one more is answered 503 and closed."""
+
     request_queue_size = 128
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], workers: int = WORKERS):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(workers)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"rest:{self.server_address[1]}")
 
-def start(manager: ModelManager, runner: Runner, host: str, port: int) -> RestServer:
-    server = RestServer((host, port), make_handler(manager, runner))
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        self._pool.submit(self._serve, request, client_address)
+
+    def _serve(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            log.debug("REST connection from %s failed", client_address, exc_info=True)
+        finally:
+            self.shutdown_request(request)
+            self._slots.release()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def start(
+    manager: ModelManager,
+    runner: Runner,
+    host: str,
+    port: int,
+    *,
+    workers: int = WORKERS,
+    idle_seconds: float = IDLE_SECONDS,
+    read_seconds: float = READ_SECONDS,
+) -> RestServer:
+    server = RestServer((host, port), make_handler(manager, runner, idle_seconds, read_seconds), workers)
     threading.Thread(target=server.serve_forever, name="rest", daemon=True).start()
     return server

@@ -1,11 +1,11 @@
 """One thread runs every predict; requests that queued while it was busy run as one batch.
 
-Under load this is what lets the server keep up with calling the model directly: four requests of
-64 MLP images cost 0.55 ms of model time per 64 run together, against 0.87 ms one by one (one
-core). It never waits to fill a batch, so a request that arrives alone runs at once. Requests are
-checked before they queue, so a bad one gets its own error and never joins a batch; if a batch
-fails anyway, its requests run again one by one and only the culprit gets the error. TensorFlow
-always runs on this one thread, so its per-thread caches stay warm.
+Under load this is what lets the server keep up with calling the model directly: requests run
+together cost less model time each than one by one (reports/serving.md). It never waits to fill
+a batch, so a request that arrives alone runs at once. Requests are checked before they queue, so
+a bad one gets its own error and never joins a batch; if a batch fails anyway, its requests run
+again one by one and only the culprit gets the error. TensorFlow always runs on this one thread,
+so its per-thread caches stay warm.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from fmtune.serving import predict
+from fmtune.serving import signatures
 from fmtune.serving.models import Servable, Signature
+from fmtune.wire.contract import SIGNATURE
 
 MAX_ROWS = 256
 
@@ -58,10 +59,10 @@ class Runner:
         self, servable: Servable, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str]
     ) -> Future[dict[str, np.ndarray]]:
         """Check the request (raising ``ServingError`` at once) and queue it."""
-        name = signature_name or predict.DEFAULT_SIGNATURE
+        name = signature_name or SIGNATURE
         signature = servable.signature(name)
         outputs = tuple(output_filter)
-        predict.check(signature, inputs, outputs)
+        signatures.check(signature, inputs, outputs)
         job = _Job(signature, inputs, outputs, _merge_key(servable, name, inputs, outputs))
         self._queue.put(job)
         return job.done
@@ -96,7 +97,7 @@ class Runner:
                 continue
             for job in batch:
                 try:
-                    job.done.set_result(predict.execute(job.signature, job.inputs, job.output_filter))
+                    job.done.set_result(signatures.execute(job.signature, job.inputs, job.output_filter))
                 except BaseException as exc:  # the caller gets whatever went wrong; the runner goes on
                     job.done.set_exception(exc)
 
@@ -105,7 +106,7 @@ class Runner:
         first = batch[0]
         stacked = {name: np.concatenate([job.inputs[name] for job in batch]) for name in first.inputs}
         try:
-            outputs = predict.execute(first.signature, stacked, first.output_filter)
+            outputs = signatures.execute(first.signature, stacked, first.output_filter)
         except Exception:  # run apart, so the error reaches only the request that caused it
             return False
         total = sum(job.rows for job in batch)

@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 import signal
-import threading
+import time
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -22,7 +22,7 @@ class ServeOptions(BaseModel):
     model_name: str = "fmtune"
     grpc_port: int = Field(default=8500, ge=0, lt=65536)
     rest_port: int = Field(default=8501, ge=0, lt=65536)
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # loopback unless told otherwise ("0.0.0.0" in a container)
     poll_seconds: float = Field(default=1.0, gt=0)
 
     @property
@@ -45,13 +45,17 @@ class BuiltinServer:
     """Both APIs over one model manager; ``close()`` stops everything."""
 
     def __init__(self, opts: ServeOptions):
-        from fmtune.serving import grpc_api, rest_api
-        from fmtune.serving.models import ModelManager
+        from fmtune.serving import grpc_api, rest_api, warmup
+        from fmtune.serving.models import ModelManager, Servable
         from fmtune.serving.runner import Runner
 
-        self.manager = ModelManager(opts.base_path, opts.model_name, opts.poll_seconds)
-        self.manager.start()
         self.runner = Runner()
+
+        def warm(servable: Servable) -> None:
+            warmup.replay(servable, self.runner)
+
+        self.manager = ModelManager(opts.base_path, opts.model_name, opts.poll_seconds, warmup=warm)
+        self.manager.start()
         self.grpc = grpc_api.start(self.manager, self.runner, f"{opts.host}:{opts.grpc_port}")
         self.rest = rest_api.start(self.manager, self.runner, opts.host, opts.rest_port)
 
@@ -79,9 +83,12 @@ def serve(opts: ServeOptions, builtin: bool = False) -> None:
         opts.host,
         opts.rest_port,
     )
-    stop = threading.Event()
+    # The handler only sets a flag: it can run again inside itself (make passes a Ctrl-C or a
+    # SIGTERM on to the child that already got it), and anything taking a lock there deadlocks.
+    stopping: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+        signal.signal(sig, lambda number, _: stopping.append(number))
+    while not stopping:
+        time.sleep(0.2)
     log.info("stopping")
     server.close()

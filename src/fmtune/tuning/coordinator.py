@@ -1,42 +1,77 @@
 """The coordinator: serves the Keras Tuner oracle to workers, then retrains, evaluates and exports.
 
-The oracle is Keras Tuner's own, served through its own gRPC servicer; only the serving loop is
-ours, so that the coordinator notices the end of the search in well under a second rather than
-Keras Tuner's 20-second poll.
+The oracle is Keras Tuner's own, served through its own gRPC protocol; the serving loop is
+fmtune's, so that the coordinator notices the end of the search within a poll rather than Keras
+Tuner's 20 seconds, takes back the trials of silent workers, and records where the run is in
+state.json (``fmtune.run_state``).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fmtune import data, results
+from fmtune import data, export, results, training
 from fmtune.config import ExperimentConfig
+from fmtune.dashboard import server as dashboard_server
 from fmtune.export import ModelCard, publish
 from fmtune.results import EpochMetrics, Results, TrialRecord
-from fmtune.tuning.oracle import active_values
+from fmtune.run_state import Phase
+from fmtune.tuning import auth, kt_internals, servicer
+from fmtune.tuning.budget import FINISH_SECONDS, Budget
+from fmtune.tuning.live_state import StateWriter
+from fmtune.tuning.oracle import FmtuneOracle, active_values
 from fmtune.tuning.roles import Role
-from fmtune.tuning.service import serve_oracle
 from fmtune.tuning.tuner import FmtuneTuner
+from fmtune.tuning.worker import training_split
 
 log = logging.getLogger("fmtune")
+POLL_SECONDS = 0.1
 
 
 class SearchError(RuntimeError):
     """The search could not produce a usable best trial."""
 
 
-def _search_finished(oracle: Any) -> bool:
-    """True when a resumed search has nothing left to hand out or wait for."""
-    return oracle.abort_reason is not None or (
-        oracle.max_trials is not None
-        and len(oracle.trials) >= oracle.max_trials
-        and not oracle.ongoing_trials
-        and not oracle._retry_queue
-    )
+def serve_oracle(oracle: FmtuneOracle, role: Role, token: str, state: StateWriter | None = None) -> None:
+    """Serve until the search is over and every worker has been told so, reaping silent workers,
+    and stopping the search when no worker comes for ``worker_wait_seconds``."""
+    # What is loaded by now (TensorFlow and Keras: millions of objects) is never garbage: frozen,
+    # it is not walked by every older-generation collection.
+    gc.freeze()
+    wait = oracle.tolerance.worker_wait_seconds
+    oracle.start_background()
+    server, creators = None, None
+    try:
+        server, creators = servicer.start(oracle, role.address, token)
+        log.info(
+            "oracle listening on %s (%s, %s trials), for callers with the experiment's token",
+            role.address,
+            type(oracle).__name__,
+            oracle.max_trials,
+        )
+        while not (oracle.search_over() and not oracle.tuner_ids):
+            oracle.reap()
+            if not oracle.ongoing_trials and not oracle.search_over() and oracle.leases.quiet_for() > wait:
+                oracle.abort(
+                    f"no worker has asked for a trial in {wait:g}s while trials remain "
+                    "(fault_tolerance.worker_wait_seconds): are the workers running?"
+                )
+            if state is not None:
+                state.update()
+            time.sleep(POLL_SECONDS)
+    finally:
+        if server is not None:
+            server.stop(grace=1)
+        if creators is not None:
+            creators.shutdown(wait=False, cancel_futures=True)
+        oracle.stop_background()
+        oracle.log_ended()
 
 
 def _timestamp(value: float | None) -> datetime | None:
@@ -61,6 +96,8 @@ def trial_records(oracle: Any) -> list[TrialRecord]:
                 score=None if trial.score is None else float(trial.score),
                 best_epoch=trial.best_step,
                 history=[EpochMetrics(epoch=s, metrics=m) for s, m in sorted(per_step.items())],
+                epoch_seconds=meta.get("epochs", []),
+                stopped_by=meta.get("stopped_by"),
                 seconds=(ended - started) if started and ended else None,
                 started_at=_timestamp(started),
                 ended_at=_timestamp(ended),
@@ -70,29 +107,107 @@ def trial_records(oracle: Any) -> list[TrialRecord]:
     return records
 
 
-def run(cfg: ExperimentConfig, role: Role, *, retrain: bool = True, deploy: Path | None = None) -> Results:
-    """Search, then (unless told not to) retrain the best trial, evaluate and export it."""
-    experiment_dir = cfg.experiment_dir
-    dataset = data.load(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download)
+def finished_before(cfg: ExperimentConfig) -> Results | None:
+    """The results of an earlier run of this very config that exported its model: running it
+    again (a restarted pod, an upgrade that changed nothing) must not retrain and publish again."""
+    path = cfg.experiment_dir / results.RESULTS_FILE
+    try:
+        previous = results.load(path) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if previous is None or previous.config_digest != cfg.digest() or previous.exported_version is None:
+        return None
+    return previous
+
+
+def run(
+    cfg: ExperimentConfig,
+    role: Role,
+    *,
+    retrain: bool = True,
+    deploy: Path | None = None,
+    started_at: float | None = None,
+) -> Results:
+    """Search, then (unless told not to) retrain the best trial, evaluate and export it.
+    ``started_at`` (wall clock) is when the experiment's budget began, if before this process."""
+    kt_internals.install()
+    fresh = not (cfg.experiment_dir / "oracle").exists()
+    dataset = cfg.load_dataset()
     log.info(
-        "coordinator: experiment %s, %s from %s, %s search over %s, %d trials",
+        "coordinator: experiment %s (config %s), %s from %s, %s search over %s, %d trials",
         cfg.name,
+        cfg.digest(),
         cfg.dataset,
         dataset.source,
         cfg.search.algorithm,
         cfg.search.family,
         cfg.search.max_trials,
     )
-    tuner = FmtuneTuner(cfg, experiment_dir / "oracle")
-    oracle = tuner.oracle
+    tuner = FmtuneTuner(cfg, cfg.experiment_dir / "oracle")
+    oracle: FmtuneOracle = tuner.oracle
     oracle.verbose = 0
+    if fresh and started_at is not None:
+        oracle.started_at = started_at
+    if cfg.budget_minutes is not None:
+        oracle.budget = Budget(
+            cfg.budget_minutes * 60, oracle.started_at, cfg.retrain.budget_share, cfg.retrain.min_epochs
+        )
+        oracle.epoch_scale = training.retrain_samples(cfg, dataset) / len(training_split(cfg, dataset))
+        log.info(
+            "budget: %.1f min from %s, %.1f min left; the search closes when only the reserve for retraining is left",
+            cfg.budget_minutes,
+            _timestamp(oracle.started_at),
+            oracle.budget.remaining() / 60,
+        )
     tuner.save()
+    state = StateWriter(cfg, oracle, deploys=deploy is not None)
+    with dashboard_server.for_coordinator(cfg):
+        try:
+            return _run(cfg, role, dataset, oracle, state, retrain, deploy)
+        except BaseException as exc:
+            state.failed(exc)
+            raise
+
+
+def _run(
+    cfg: ExperimentConfig,
+    role: Role,
+    dataset: data.Dataset,
+    oracle: FmtuneOracle,
+    state: StateWriter,
+    retrain: bool,
+    deploy: Path | None,
+) -> Results:
+    previous = finished_before(cfg)
+    if previous is not None:
+        log.info(
+            "experiment %s already ran to the end with this config: model %s version %d, test accuracy %.4f; "
+            "nothing to do",
+            cfg.name,
+            cfg.model_name,
+            previous.exported_version,
+            previous.test_accuracy or float("nan"),
+        )
+        state.update(Phase.DONE, force=True)
+        return previous
+    state.update(Phase.SEARCH, force=True)
     started = time.monotonic()
-    if _search_finished(oracle):
+    timing = {"startup": time.time() - oracle.started_at}
+    if oracle.search_over():
         log.info("search already finished (%d trials); skipping to retraining", len(oracle.trials))
     else:
-        serve_oracle(oracle, role)
+        serve_oracle(oracle, role, auth.coordinator_token(cfg.experiment_dir), state)
     tuning_seconds = time.monotonic() - started
+    timing["search"] = tuning_seconds
+    if oracle.budget is not None:
+        estimate = oracle.retrain_epoch_estimate()
+        log.info(
+            "search used %.1f of %.1f min; %.1f min left for retraining and export (an epoch: about %s)",
+            oracle.budget.used() / 60,
+            oracle.budget.seconds / 60,
+            oracle.budget.remaining() / 60,
+            "unknown" if estimate is None else f"{estimate:.0f}s",
+        )
 
     best = oracle.get_best_trials(1)
     record = Results(
@@ -107,8 +222,12 @@ def run(cfg: ExperimentConfig, role: Role, *, retrain: bool = True, deploy: Path
         best_trial_id=best[0].trial_id if best else None,
         best_hyperparameters=active_values(best[0].hyperparameters) if best else None,
         tuning_seconds=tuning_seconds,
+        budget_minutes=cfg.budget_minutes,
+        timing=timing,
     )
-    results.save(record, experiment_dir)
+    retraining = retrain and cfg.retrain.enabled
+    if retraining or oracle.abort_reason is not None or not best:  # else the final save below is next
+        results.save(record, cfg.experiment_dir)
     counts = {s: sum(t.status == s for t in record.trials) for s in {t.status for t in record.trials}}
     log.info(
         "search done in %.0fs: %s", tuning_seconds, ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
@@ -118,21 +237,31 @@ def run(cfg: ExperimentConfig, role: Role, *, retrain: bool = True, deploy: Path
     if not best:
         raise SearchError("no trial completed, so there is nothing to retrain; see results.json for the errors")
     log.info("best trial %s: %s=%.4f", best[0].trial_id, cfg.search.objective.name, best[0].score)
-    if retrain and cfg.retrain.enabled:
-        record = retrain_and_export(cfg, record, dataset, deploy)
+    if retraining:
+        state.update(Phase.RETRAIN)
+        deadline = None if oracle.budget is None else oracle.budget.deadline - FINISH_SECONDS
+        record = retrain_and_export(
+            cfg, record, dataset, deploy, on_export=lambda: state.update(Phase.EXPORT), deadline=deadline
+        )
+    record = record.model_copy(update={"timing": {**record.timing, "total": time.time() - oracle.started_at}})
+    results.save(record, cfg.experiment_dir)
+    log.info("where the time went: %s", ", ".join(f"{k} {v:.0f}s" for k, v in record.timing.items()))
+    state.update(Phase.DONE)
     return record
 
 
 def retrain_and_export(
-    cfg: ExperimentConfig, record: Results, dataset: data.Dataset, deploy: Path | None = None
+    cfg: ExperimentConfig,
+    record: Results,
+    dataset: data.Dataset,
+    deploy: Path | None = None,
+    on_export: Callable[[], None] | None = None,
+    deadline: float | None = None,
 ) -> Results:
     """Retrain the best trial, evaluate it, and export it: straight into the repository, or through
     the deployer (gate, publish, verify on every serving pod, roll back on failure)."""
-    from fmtune import export
-    from fmtune.training import retrain
-
     assert record.best_hyperparameters is not None
-    model, retrained = retrain(cfg, record.best_hyperparameters, dataset)
+    model, retrained = training.retrain(cfg, record.best_hyperparameters, dataset, deadline)
     card = ModelCard(
         model_name=cfg.model_name,
         dataset=cfg.dataset,
@@ -146,18 +275,24 @@ def retrain_and_export(
     )
     record = record.model_copy(update={"retrain": retrained, "test_accuracy": retrained.test_accuracy})
     results.save(record, cfg.experiment_dir)
+    if on_export is not None:
+        on_export()
+    exporting = time.monotonic()
+    warmup = dataset.test.images[: export.WARMUP_IMAGES]
     if deploy is None:
-        version, path = publish(model, cfg.model_repo, card)
+        version, path = publish(model, cfg.model_repo, card, warmup_images=warmup)
     else:
         from fmtune.deploy import DeployConfig, Deployer, GrpcServingCheck, KubernetesCluster
 
         deploy_cfg = DeployConfig.load(deploy)
-        staging = export.stage(model, cfg.model_repo, cfg.model_name)
+        staging = export.stage(model, cfg.model_repo, cfg.model_name, warmup_images=warmup)
         images = dataset.test.images[:32]
         deployer = Deployer(deploy_cfg, KubernetesCluster(deploy_cfg), GrpcServingCheck(cfg.model_name))
         version = deployer.deploy(staging, card, images, model.predict(images, verbose=0)).version
         path = cfg.model_repo / cfg.model_name / str(version)
-    record = record.model_copy(update={"exported_version": version, "export_path": str(Path(path).resolve())})
-    results.save(record, cfg.experiment_dir)
+    timing = {**record.timing, "retrain": retrained.seconds, "export": time.monotonic() - exporting}
+    record = record.model_copy(
+        update={"exported_version": version, "export_path": str(Path(path).resolve()), "timing": timing}
+    )
     log.info("test accuracy %.4f; model %s version %d at %s", retrained.test_accuracy, cfg.model_name, version, path)
     return record

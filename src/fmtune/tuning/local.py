@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from fmtune import run_state
+from fmtune.tuning import auth
 from fmtune.tuning.roles import CHIEF, Role, worker_id
 
 PR_SET_PDEATHSIG = 1
@@ -38,21 +40,14 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-PROGRESS_LINE = re.compile(r"trial (\d+)/(\d+) \w+.*\(best ([^)]+)\)")
-
-
-def parse_progress(line: str) -> tuple[int, int, str] | None:
-    """(finished, total, best) from a coordinator line such as 'trial 7/20 done: ... (best 0.889)'."""
-    match = PROGRESS_LINE.search(line)
-    return (int(match.group(1)), int(match.group(2)), match.group(3)) if match else None
-
-
 class ProgressBar:
-    """Trials finished out of max_trials and the best so far, below the streamed output (TTY only)."""
+    """Trials finished out of max_trials and the best so far, below the streamed output (TTY only),
+    read from the coordinator's state.json."""
 
-    def __init__(self, total: int):
+    def __init__(self, experiment_dir: Path, total: int):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        self.experiment_dir = experiment_dir
         self.progress = Progress(
             TextColumn("trials"),
             BarColumn(),
@@ -71,9 +66,12 @@ class ProgressBar:
 
     def write(self, line: str) -> None:
         self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
-        found = parse_progress(line) if line.startswith("[coordinator]") else None
-        if found:
-            self.progress.update(self.task, completed=found[0], total=found[1], best=found[2])
+
+    def refresh(self) -> None:
+        state = run_state.load(self.experiment_dir)
+        if state is not None:
+            best = "n/a" if state.best_score is None else f"{state.best_score:.4f}"
+            self.progress.update(self.task, completed=state.trials_finished, total=state.max_trials, best=best)
 
 
 @dataclass
@@ -86,34 +84,49 @@ class Child:
     pump: threading.Thread | None = field(default=None, repr=False)
 
 
+def started_at_args(at: float | None) -> list[str]:
+    return [] if at is None else ["--started-at", repr(at)]
+
+
 class LocalCluster:
     """Runs the processes of one search and returns the coordinator's exit code."""
 
     def __init__(
         self,
         config_path: Path,
+        experiment_dir: Path,
         workers: int,
         port: int,
         threads_per_worker: int = 1,
         max_restarts: int = 3,
         out: TextIO | None = None,
         extra_env: dict[str, str] | None = None,
+        started_at: float | None = None,
     ):
         self.out = out or sys.stdout
+        self.experiment_dir = experiment_dir
         self.max_restarts = max_restarts
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stopping = False  # set by a signal handler: a plain flag, since handlers can nest
         self.bar: ProgressBar | None = None
-        base = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(extra_env or {})}
+        base = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            auth.TOKEN_ENV: auth.new_token(),  # a token for this run's processes alone
+            **(extra_env or {}),
+        }
         cmd = [sys.executable, "-m", "fmtune"]
         chief = Role(CHIEF, "127.0.0.1", port)
         self.coordinator = Child(
-            "coordinator", [*cmd, "coordinator", "--config", str(config_path)], {**base, **chief.env()}
+            "coordinator",
+            [*cmd, "coordinator", "--resolved", str(config_path), *started_at_args(started_at)],
+            {**base, **chief.env()},
         )
         self.workers = [
             Child(
                 tid,
-                [*cmd, "worker", "--config", str(config_path), "--threads", str(threads_per_worker)],
+                [*cmd, "worker", "--resolved", str(config_path), "--threads", str(threads_per_worker)],
                 {**base, **Role(tid, "127.0.0.1", port).env()},
             )
             for tid in (worker_id(i) for i in range(workers))
@@ -151,12 +164,12 @@ class LocalCluster:
         return [self.coordinator, *self.workers]
 
     def request_stop(self, *_: object) -> None:
-        self._stop.set()
+        self._stopping = True
 
     def run(self, progress_total: int | None = None) -> int:
         """Run to the end; with ``progress_total`` and a terminal, show a progress bar of trials."""
         previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        bar = ProgressBar(progress_total) if progress_total and self.out.isatty() else None
+        bar = ProgressBar(self.experiment_dir, progress_total) if progress_total and self.out.isatty() else None
         try:
             if bar is not None:
                 self.bar = bar.__enter__()
@@ -172,7 +185,10 @@ class LocalCluster:
                 signal.signal(sig, handler)
 
     def _supervise(self) -> int:
-        while not self._stop.wait(0.2):
+        while not self._stopping:
+            time.sleep(0.2)
+            if self.bar is not None:
+                self.bar.refresh()
             assert self.coordinator.proc is not None
             code = self.coordinator.proc.poll()
             if code is not None:

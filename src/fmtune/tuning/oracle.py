@@ -1,124 +1,33 @@
-"""The chief's oracle: Keras Tuner's own, plus leases, a record, median stopping and a clean abort.
+"""The chief's oracle: Keras Tuner's own, with leases, a record of who ran what, early stopping
+and a clean abort tied into its bookkeeping.
 
-Keras Tuner alone waits forever for a worker that died mid-trial. Here every running trial has a
-lease that the worker's heartbeats and reports renew; a trial whose lease runs out goes back to the
-queue and its worker is forgotten, so the search always ends. Reports from a worker that no longer
-holds the trial are refused (answered STOPPED), so no trial is counted twice.
+Leases (``fmtune.tuning.leases``) take back the trial of a worker that went silent, so the search
+always ends; reports from a worker that no longer holds the trial are refused (answered STOPPED),
+so no trial is counted twice. Early-stopping rules (``fmtune.tuning.stopping``) see each epoch's
+report. All of it is part of the oracle's saved state, so a restarted coordinator knows who held
+which trial.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
 import logging
-import os
-import statistics
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import keras_tuner as kt
-import numpy as np
-from keras_tuner.src import protos
-from keras_tuner.src.engine import conditions, metrics_tracking
-from keras_tuner.src.engine import trial as trial_module
-from keras_tuner.src.engine.hyperparameters import HyperParameters
-from keras_tuner.src.engine.oracle import LOCKS, THREADS
 
 from fmtune.config import ExperimentConfig, FaultTolerance
+from fmtune.files import recover, replace
 from fmtune.report import format_values
-from fmtune.tuning.persist import Persister, oracle_json, recover, rewrite, trial_json
-from fmtune.tuning.suggest import GPSuggester, Observations, SuggestionQueue
+from fmtune.tuning.budget import Budget, typical_epoch
+from fmtune.tuning.kt_internals import FINISHED, MetricsTracker, OracleHooks, Status, Trial, locked
+from fmtune.tuning.leases import Leases
+from fmtune.tuning.persist import Persister, oracle_json, trial_json
+from fmtune.tuning.stopping import Asha, Cohort, Curve, Decision, MedianStopping, StoppingRule
 
 log = logging.getLogger("fmtune")
-Status = trial_module.TrialStatus
-# Type checkers see the mixin as an Oracle; at run time it is mixed into the chosen oracle class.
-_OracleBase: type = kt.Oracle if TYPE_CHECKING else object
-ORACLE_CLASSES: dict[str, type[kt.Oracle]] = {
-    "bayesian": kt.oracles.BayesianOptimizationOracle,
-    "random": kt.oracles.RandomSearchOracle,
-    "hyperband": kt.oracles.HyperbandOracle,
-    "grid": kt.oracles.GridSearchOracle,
-}
-FINISHED = (Status.COMPLETED, Status.FAILED, Status.STOPPED)
-SUGGESTION_WAIT_SECONDS = 30.0
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def locked(func: F) -> F:
-    """Keras Tuner's ``synchronized``, but released when the call raises (Keras Tuner's keeps the
-    lock then, which deadlocks a server that answers calls on more than one thread). Keras Tuner's
-    own synchronized methods called inside see the lock as theirs and leave it alone."""
-
-    @functools.wraps(func)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        name = threading.current_thread().name
-        if THREADS[self] == name:
-            return func(self, *args, **kwargs)
-        with LOCKS[self]:
-            THREADS[self] = name
-            try:
-                return func(self, *args, **kwargs)
-            finally:
-                THREADS[self] = None
-
-    return wrapper  # type: ignore[return-value]
-
-
-class _QuickCopy(HyperParameters):
-    """Keras Tuner copies the whole search space for every trial through its config (~3 ms);
-    the hyperparameter objects are never changed after they are declared, so sharing them is safe."""
-
-    def copy(self) -> HyperParameters:
-        new = copy.copy(self)
-        new.__class__ = HyperParameters
-        new._hps = type(self._hps)(list, {name: list(hps) for name, hps in self._hps.items()})
-        new._space, new.values = list(self._space), dict(self.values)
-        new._conditions, new._name_scopes = list(self._conditions), list(self._name_scopes)
-        new.active_scopes, new.inactive_scopes = list(self.active_scopes), list(self.inactive_scopes)
-        return new
-
-
-def _parent_to_proto(self: conditions.Parent) -> Any:
-    """keras-tuner 1.4.8's ``Parent.to_proto`` prints a debug line on every call; same code, silent."""
-    first = self.values[0]
-    kind = (
-        "string_value"
-        if isinstance(first, str)
-        else "boolean_value"
-        if isinstance(first, bool)
-        else "int_value"
-        if isinstance(first, int)
-        else "float_value"
-    )
-    proto = protos.get_proto()
-    values = [proto.Value(**{kind: v}) for v in self.values]
-    return proto.Condition(parent=proto.Condition.Parent(name=self.name, values=values))
-
-
-def _observation_mean(self: metrics_tracking.MetricObservation) -> float:
-    """Keras Tuner's ``np.mean`` of an epoch's values; with one execution that is its one value.
-    Every report recomputes the best value over all epochs so far, twice: numpy on one-element
-    lists was a sixth of the coordinator's time at 128 workers."""
-    return self.value[0] if len(self.value) == 1 else float(np.mean(self.value))
-
-
-def _best_value(self: metrics_tracking.MetricHistory) -> float | None:
-    """Keras Tuner's ``np.nanmin``/``np.nanmax`` over the epochs' means, in plain Python."""
-    values = [obs.mean() for obs in self._observations.values()]
-    if not values:
-        return None
-    numbers = [v for v in values if v == v]  # NaN is the one value not equal to itself
-    if not numbers:
-        return float("nan")
-    return min(numbers) if self.direction == "min" else max(numbers)
-
-
-conditions.Parent.to_proto = _parent_to_proto
-metrics_tracking.MetricObservation.mean = _observation_mean
-metrics_tracking.MetricHistory.get_best_value = _best_value
 
 
 def active_values(hp: kt.HyperParameters) -> dict[str, Any]:
@@ -128,28 +37,75 @@ def active_values(hp: kt.HyperParameters) -> dict[str, Any]:
     }
 
 
-class FmtuneOracle(_OracleBase):
-    """Mixin for a Keras Tuner oracle (see the module docstring). Its bookkeeping is part of the
-    oracle's saved state, so a restarted coordinator knows who held which trial."""
+def stopping_rule(cfg: ExperimentConfig) -> StoppingRule | None:
+    """The experiment's early-stopping rule, if it has one (the config allows one at most)."""
+    maximise = cfg.search.objective.direction == "max"
+    asha, median = cfg.search.asha, cfg.fault_tolerance.median_stopping
+    if asha.enabled:
+        return Asha(maximise, asha.reduction_factor, asha.grace_epochs, cfg.search.epochs)
+    if median.enabled:
+        return MedianStopping(maximise, median.min_trials, median.start_step)
+    return None
+
+
+class FmtuneOracle(OracleHooks):
+    """Mixin for a Keras Tuner oracle (see the module docstring)."""
 
     create_may_wait = False  # whether create_trial can block (for a suggestion), so needs a thread
 
-    def __init__(self, *args: Any, tolerance: FaultTolerance | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        tolerance: FaultTolerance | None = None,
+        stopping: StoppingRule | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.tolerance = tolerance or FaultTolerance()
-        self.record: dict[str, dict[str, Any]] = {}
-        self.leases: dict[str, float] = {}  # trial_id -> monotonic deadline
-        self.last_seen: dict[str, float] = {}  # tuner_id -> monotonic time of its last call
+        self.leases = Leases(self.tolerance.lease_seconds)
+        self.stopping = stopping
+        self.budget: Budget | None = None  # set by the coordinator when the experiment has one
+        self.epoch_scale = 1.0  # a retraining epoch's images over a trial epoch's
+        self.clock: Callable[[], float] = time.time  # wall clock of the record (tests move it by hand)
+        self.started_at = self.clock()  # the experiment's first start, kept across restarts
+        self.record: dict[str, dict[str, Any]] = {}  # trial id -> worker, start and end times, epochs' seconds
         self.early_stopped: set[str] = set()
         self.abort_reason: str | None = None
+        self.stop_sent = False  # a worker was told the search is over
+        self.persister = Persister(self)
         self._resumed: dict[str, Any] = {}
         self._unlogged: list[str] = []  # ended trials whose line waits for their state to be on disk
-        self.persister = Persister(self)
         self._trial_files: dict[str, Path] = {}
         self._hp_configs: dict[str, tuple[Any, dict[str, Any]]] = {}  # trial id -> (values, their config)
-        self._best_score: float | None = None  # kept as trials end: sorting them all per end is O(n log n)
+        self._best_score: float | None = None  # kept as trials end, rather than sorting them all
+        self._best_trial: str | None = None
         self._finished: set[str] = set()  # likewise: trials with a final status
         self._reporting = False
+
+    # -- where the search is -----------------------------------------------------------------------
+
+    def search_over(self) -> bool:
+        """No trial is running and none will be handed out: the search aborted, or it reached its
+        end (``max_trials``, or the algorithm's own) with nothing waiting to be retried, or a worker
+        was told it is over (a trial taken back from a dead worker after that is not run again:
+        the workers it would go to have left)."""
+        if self.ongoing_trials:
+            return False
+        if self.abort_reason is not None or self.stop_sent:
+            return True
+        return self.max_trials is not None and len(self.trials) >= self.max_trials and not self.retry_queue
+
+    @locked
+    def abort(self, reason: str) -> None:
+        """Stop the search: every worker is told so at its next call."""
+        if self.abort_reason is None:
+            self.abort_reason = reason
+            log.error("stopping the search: %s", reason)
+            self.save()
+
+    def progress(self) -> tuple[int, int, float | None]:
+        """Trials finished, trials running, and the best score so far."""
+        return len(self._finished), len(self.ongoing_trials), self._best_score
 
     # -- threads that work behind the RPCs -------------------------------------------------------
 
@@ -163,48 +119,37 @@ class FmtuneOracle(_OracleBase):
 
     @locked
     def create_trial(self, tuner_id: str) -> Any:
-        self.hyperparameters.__class__ = _QuickCopy  # cheap per-trial copies of the space
-        self.last_seen[tuner_id] = time.monotonic()
-        if self.abort_reason is not None:
+        self.use_quick_copies()  # the space may have been replaced by a worker's update
+        self.leases.seen(tuner_id)
+        if self.abort_reason is not None or not self._search_open():
             self.tuner_ids.discard(tuner_id)
-            return trial_module.Trial(self.get_space(), status=Status.STOPPED)
+            self.stop_sent = True
+            return Trial(self.get_space(), status=Status.STOPPED)
         held = self.ongoing_trials.get(tuner_id)
         if held is not None:
             # A worker asking again while holding a trial has restarted: it re-runs the trial from
             # scratch, so the epochs it reported before the restart no longer count.
-            held.metrics = metrics_tracking.MetricsTracker()
+            held.metrics = MetricsTracker()
             log.info("%s came back: it re-runs trial %s from the start", tuner_id, held.trial_id)
         trial = super().create_trial(tuner_id)
-        if trial.status == Status.RUNNING:
-            self.record.setdefault(trial.trial_id, {}).update(worker=tuner_id, started=time.time(), ended=None)
-            self._renew(trial.trial_id)
+        if trial.status == Status.STOPPED:
+            self.stop_sent = True
+        elif trial.status == Status.RUNNING:
+            self.record.setdefault(trial.trial_id, {}).update(
+                worker=tuner_id, started=self.clock(), ended=None, epochs=[], reported=None
+            )
+            self.leases.renew(trial.trial_id)
             values = format_values(active_values(trial.hyperparameters))
             log.info("trial %s started on %s: %s", trial.trial_id, tuner_id, values)
         return trial
 
-    def _random_values(self) -> dict[str, Any] | None:
-        """Keras Tuner's, with the same values from the same seed, minus its rebuilding of the
-        space for every trial (~2 ms): a value is drawn when its conditions hold."""
-        for _ in range(self._max_collisions + 1):
-            values: dict[str, Any] = {}
-            for hp in self.hyperparameters.space:
-                if all(condition.is_active(values) for condition in hp.conditions):
-                    values[hp.name] = hp.random_sample(self._seed_state)
-                    self._seed_state += 1
-            if not self._duplicate(values):
-                return values
-        return None
-
     def holder(self, trial_id: str) -> str | None:
         return next((tid for tid, t in self.ongoing_trials.items() if t.trial_id == trial_id), None)
-
-    def _renew(self, trial_id: str) -> None:
-        self.leases[trial_id] = time.monotonic() + self.tolerance.lease_seconds
 
     def _refused(self, trial_id: str, caller: str | None) -> bool:
         """A report about a trial the caller does not hold (any more) is refused."""
         if caller is not None:
-            self.last_seen[caller] = time.monotonic()
+            self.leases.seen(caller)
         holder = self.holder(trial_id)
         return holder is None or (caller is not None and caller != holder)
 
@@ -213,24 +158,24 @@ class FmtuneOracle(_OracleBase):
         """Renew the caller's lease; the answer's status says whether it should go on."""
         trial = self.trials.get(trial_id)
         if trial is None:
-            return trial_module.Trial(self.get_space(), trial_id=trial_id, status=Status.STOPPED)
+            return Trial(self.get_space(), trial_id=trial_id, status=Status.STOPPED)
         if self._refused(trial_id, caller):
-            return trial_module.Trial(trial.hyperparameters, trial_id=trial_id, status=Status.STOPPED)
-        self._renew(trial_id)
+            return Trial(trial.hyperparameters, trial_id=trial_id, status=Status.STOPPED)
+        self.leases.renew(trial_id)
         return trial
 
     @locked
     def reap(self) -> list[str]:
         """Give the trials of silent workers back to the queue; forget those workers."""
-        now = time.monotonic()
-        lost = [(tid, t) for tid, t in self.ongoing_trials.items() if self.leases.get(t.trial_id, now) < now]
+        expired = set(self.leases.expired(t.trial_id for t in self.ongoing_trials.values()))
+        lost = [(tid, t) for tid, t in self.ongoing_trials.items() if t.trial_id in expired]
         for tuner_id, trial in lost:
             del self.ongoing_trials[tuner_id]
             self.tuner_ids.discard(tuner_id)
-            self.leases.pop(trial.trial_id, None)
-            trial.metrics = metrics_tracking.MetricsTracker()
+            self.leases.release(trial.trial_id)
+            trial.metrics = MetricsTracker()
             trial.status = Status.IDLE
-            self._retry_queue.append(trial.trial_id)
+            self.retry_queue.append(trial.trial_id)
             log.warning(
                 "%s silent for over %.0fs: trial %s goes back to the queue",
                 tuner_id,
@@ -238,11 +183,7 @@ class FmtuneOracle(_OracleBase):
                 trial.trial_id,
             )
         # A worker that died between trials holds no lease but is still awaited: forget it too.
-        idle = [
-            t
-            for t in self.tuner_ids
-            if t not in self.ongoing_trials and self.last_seen.get(t, now) < now - self.tolerance.lease_seconds
-        ]
+        idle = self.leases.silent(t for t in self.tuner_ids if t not in self.ongoing_trials)
         for tuner_id in idle:
             self.tuner_ids.discard(tuner_id)
             log.warning(
@@ -259,19 +200,61 @@ class FmtuneOracle(_OracleBase):
     @locked
     def update_trial_from(self, caller: str | None, trial_id: str, metrics: dict[str, float], step: int = 0) -> Any:
         if self._refused(trial_id, caller):
-            trial = self.trials[trial_id]
-            return trial_module.Trial(trial.hyperparameters, trial_id=trial_id, status=Status.STOPPED)
-        self._renew(trial_id)
+            known = self.trials.get(trial_id)
+            space = known.hyperparameters if known is not None else self.get_space()
+            return Trial(space, trial_id=trial_id, status=Status.STOPPED)
+        self.leases.renew(trial_id)
+        self._time_epoch(trial_id)
         self._reporting = True  # an epoch's metrics: written lazily (see fmtune.tuning.persist)
         try:
             trial = super().update_trial(trial_id, metrics, step=step)
         finally:
             self._reporting = False
+        if not self._search_open():
+            self.record[trial_id]["stopped_by"] = "budget"
+            log.info("trial %s stopped at epoch %d: the search's time is up; its results count", trial_id, step + 1)
+            return Trial(trial.hyperparameters, trial_id=trial_id, status=Status.STOPPED)
         if self._should_stop(trial, step):
             self.early_stopped.add(trial_id)
-            log.info("trial %s stopped early at epoch %d: below the median of completed trials", trial_id, step + 1)
-            return trial_module.Trial(trial.hyperparameters, trial_id=trial_id, status=Status.STOPPED)
+            self.record[trial_id]["stopped_by"] = type(self.stopping).__name__
+            log.info("trial %s stopped early at epoch %d by %s", trial_id, step + 1, type(self.stopping).__name__)
+            return Trial(trial.hyperparameters, trial_id=trial_id, status=Status.STOPPED)
         return trial
+
+    def _time_epoch(self, trial_id: str) -> None:
+        """Note how long the epoch just reported took (since the trial's start or its last report)."""
+        entry = self.record.setdefault(trial_id, {})
+        now = self.clock()
+        entry.setdefault("epochs", []).append(round(now - (entry.get("reported") or entry.get("started", now)), 3))
+        entry["reported"] = now
+
+    def retrain_epoch_estimate(self) -> float | None:
+        """What an epoch of retraining will cost: a trial epoch of the best trial so far (of any
+        trial, before one completes), scaled to the retraining set."""
+        best = self.best_trial_id()
+        timed = [best] if best is not None and self.record.get(best, {}).get("epochs") else list(self.record)
+        epochs = [s for trial_id in timed for s in self.record.get(trial_id, {}).get("epochs", [])]
+        typical = typical_epoch(epochs)
+        return None if typical is None else typical * self.epoch_scale
+
+    def _search_open(self) -> bool:
+        return self.budget is None or self.budget.search_open(self.retrain_epoch_estimate())
+
+    def _curve(self, trial: Any) -> Curve:
+        name = self.objective.name
+        if not trial.metrics.exists(name):
+            return {}
+        return {int(obs.step): obs.mean() for obs in trial.metrics.get_history(name)}
+
+    def _should_stop(self, trial: Any, step: int) -> bool:
+        if self.stopping is None:
+            return False
+        others = [t for t in self.trials.values() if t.trial_id != trial.trial_id]
+        cohort = Cohort(
+            completed=[self._curve(t) for t in others if t.status == Status.COMPLETED],
+            everyone=[self._curve(t) for t in others],
+        )
+        return self.stopping.on_result(self._curve(trial), step, cohort) == Decision.STOP
 
     @locked
     def end_trial_from(self, caller: str | None, trial: Any) -> None:
@@ -283,14 +266,14 @@ class FmtuneOracle(_OracleBase):
     @locked
     def end_trial(self, trial: Any) -> None:
         entry = self.record.setdefault(trial.trial_id, {})
-        entry["ended"] = time.time()
+        entry["ended"] = self.clock()
         early = trial.trial_id in self.early_stopped
         super().end_trial(trial)
-        self.leases.pop(trial.trial_id, None)
+        self.leases.release(trial.trial_id)
         stored = self.trials[trial.trial_id]
         if early and stored.status == Status.COMPLETED:
             stored.status = Status.STOPPED
-            self._save_trial(stored)
+            self.save_trial(stored)
         # Keras Tuner saves before the trial leaves the ongoing set; save again so a restart
         # right after the last trial does not run it again.
         self.save()
@@ -301,6 +284,19 @@ class FmtuneOracle(_OracleBase):
             self._unlogged.append(stored.trial_id)
         else:
             self._log_end(stored, entry)
+
+    def check_failures(self) -> None:
+        """Keras Tuner raises here, which fails the worker's call and leaves the chief waiting;
+        fmtune stops the search, with the reason, and every worker is told so."""
+        streak: list[Any] = []
+        for trial_id in reversed(self.end_order):  # only the latest streak matters
+            trial = self.trials[trial_id]
+            if trial.status != Status.FAILED:
+                break
+            streak.append(trial)
+        if len(streak) >= self.tolerance.max_consecutive_failures:
+            last = (streak[0].message or "").strip().splitlines()[-1:] or ["no message"]
+            self.abort(f"{len(streak)} trials failed in a row; the last one: {last[0]}")
 
     @locked
     def log_ended(self, trial_id: str | None = None) -> None:
@@ -320,56 +316,24 @@ class FmtuneOracle(_OracleBase):
         self._finished.add(trial.trial_id)
         score = trial.score if trial.status == Status.COMPLETED else None
         if score is not None and (self._best_score is None or self.objective.better_than(score, self._best_score)):
-            self._best_score = score
+            self._best_score, self._best_trial = score, trial.trial_id
+
+    def best_trial_id(self) -> str | None:
+        return self._best_trial
 
     def _log_end(self, stored: Any, entry: dict[str, Any]) -> None:
-        finished = len(self._finished)
         best_text = "n/a" if self._best_score is None else f"{self._best_score:.4f}"
-        ended = entry.get("ended") or time.time()
+        ended = entry.get("ended") or self.clock()
         seconds = ended - entry.get("started", ended)
         where = f"[trial {stored.trial_id} on {entry.get('worker')}, {seconds:.0f}s]"
-        progress = f"trial {finished}/{self.max_trials or '?'}"
+        progress = f"trial {len(self._finished)}/{self.max_trials or '?'}"
         if stored.status == Status.COMPLETED:
             log.info("%s done: %s=%.4f (best %s) %s", progress, self.objective.name, stored.score, best_text, where)
         elif stored.status in FINISHED:
-            reason = (stored.message or "").strip().splitlines()[-1:] or ["below the median"]
+            reason = (stored.message or "").strip().splitlines()[-1:] or ["stopped early"]
             log.info("%s %s: %s (best %s) %s", progress, stored.status.lower(), reason[0], best_text, where)
         else:
             log.info("trial %s failed and will be retried %s", stored.trial_id, where)
-
-    def _check_consecutive_failures(self) -> None:
-        """Keras Tuner raises inside end_trial, which fails the worker's RPC and leaves the chief
-        waiting; here the search stops, with the reason, and every worker is told so."""
-        streak: list[Any] = []
-        for trial_id in reversed(self.end_order):  # only the latest streak matters
-            trial = self.trials[trial_id]
-            if trial.status != Status.FAILED:
-                break
-            streak.append(trial)
-        if len(streak) >= self.tolerance.max_consecutive_failures and self.abort_reason is None:
-            last = (streak[0].message or "").strip().splitlines()[-1:] or ["no message"]
-            self.abort_reason = f"{len(streak)} trials failed in a row; the last one: {last[0]}"
-            log.error("stopping the search: %s", self.abort_reason)
-
-    # -- median stopping -----------------------------------------------------------------------------
-
-    def _should_stop(self, trial: Any, step: int) -> bool:
-        rule = self.tolerance.median_stopping
-        if not rule.enabled or step < rule.start_step:
-            return False
-        name, maximise = self.objective.name, self.objective.direction == "max"
-        averages = []
-        for other in self.trials.values():
-            if other.status != Status.COMPLETED or not other.metrics.exists(name):
-                continue
-            upto = [obs.mean() for obs in other.metrics.get_history(name) if obs.step <= step]
-            if upto:
-                averages.append(statistics.fmean(upto))
-        if len(averages) < rule.min_trials or not trial.metrics.exists(name):
-            return False
-        best = trial.metrics.get_best_value(name)
-        median = statistics.median(averages)
-        return bool(best < median if maximise else best > median)
 
     # -- the calls the servicer makes that Keras Tuner leaves unlocked ------------------------------
 
@@ -395,29 +359,18 @@ class FmtuneOracle(_OracleBase):
         if self.persister.running:
             self.persister.mark()
         else:
-            rewrite(Path(self._get_oracle_fname()), oracle_json(self.get_state()))
+            replace(self.state_file, oracle_json(self.get_state()), unlink_first=True)
 
-    def _save_trial(self, trial: Any) -> None:
+    def save_trial(self, trial: Any) -> None:
         if self.persister.running:
             self.persister.mark(trial.trial_id, lazy=self._reporting)
         else:
-            rewrite(self.trial_file(trial.trial_id), trial_json(self._trial_state(trial)))
-
-    # Paths without Keras Tuner's directory check (through TensorFlow's file API) on every call:
-    # a trial's directory is made once, when its file's path is first asked for.
-
-    def _get_oracle_fname(self) -> str:
-        return os.path.join(str(self._directory), self._project_name, "oracle.json")
-
-    def _get_trial_dir(self, trial_id: str) -> str:
-        path = os.path.join(str(self._directory), self._project_name, f"trial_{trial_id}")
-        os.makedirs(path, exist_ok=True)
-        return path
+            replace(self.trial_file(trial.trial_id), trial_json(self._trial_state(trial)), unlink_first=True)
 
     def trial_file(self, trial_id: str) -> Path:
         path = self._trial_files.get(trial_id)
         if path is None:
-            path = self._trial_files[trial_id] = Path(self._get_trial_dir(trial_id)) / "trial.json"
+            path = self._trial_files[trial_id] = self.trial_dir(trial_id) / "trial.json"
         return path
 
     @locked
@@ -427,8 +380,8 @@ class FmtuneOracle(_OracleBase):
         return trials, oracle_json(self.get_state()) if with_state else None
 
     def _trial_state(self, trial: Any) -> dict[str, Any]:
-        """``Trial.get_state()`` with the hyperparameters' config made once per set of values (a
-        trial's are only ever replaced, by a worker that added some): the config is most of the cost."""
+        """``Trial.get_state()`` with the hyperparameters' config, most of its cost, made once per
+        set of values (a trial's are only ever replaced, by a worker that added some)."""
         cached = self._hp_configs.get(trial.trial_id)
         if cached is None or cached[0] is not trial.hyperparameters:
             cached = self._hp_configs[trial.trial_id] = (trial.hyperparameters, trial.hyperparameters.get_config())
@@ -448,6 +401,7 @@ class FmtuneOracle(_OracleBase):
             "fmtune_record": self.record,
             "fmtune_early_stopped": sorted(self.early_stopped),
             "fmtune_abort": self.abort_reason,
+            "fmtune_started_at": self.started_at,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -455,24 +409,24 @@ class FmtuneOracle(_OracleBase):
         self.record = state.get("fmtune_record", {})
         self.early_stopped = set(state.get("fmtune_early_stopped", []))
         self.abort_reason = state.get("fmtune_abort")
+        self.started_at = state.get("fmtune_started_at", self.started_at)
         self._resumed = dict(self.ongoing_trials)
 
     def reload(self) -> None:
         """Resume: trials in flight when the coordinator stopped keep their workers, with a fresh
         lease (Keras Tuner would queue them again); a worker that is gone too loses its trial to
         the queue when that lease runs out. Completed trials are never run again."""
-        recover(Path(self._directory, self._project_name))
+        recover(self.state_dir)
         super().reload()
         for trial in self.trials.values():
             self._note_end(trial)
         resumed = self._resumed
         ids = {trial.trial_id for trial in resumed.values()}
-        queue: list[str] = getattr(self, "_retry_queue")  # noqa: B009 - set by Keras Tuner
-        self._retry_queue = [trial_id for trial_id in queue if trial_id not in ids]
+        self.retry_queue = [trial_id for trial_id in self.retry_queue if trial_id not in ids]
         self.ongoing_trials, self.tuner_ids = dict(resumed), set(resumed)
         for trial in resumed.values():
             trial.status = Status.RUNNING
-            self._renew(trial.trial_id)
+            self.leases.renew(trial.trial_id)
         if resumed:
             log.info(
                 "resumed with %d trial(s) in flight: %s",
@@ -480,124 +434,47 @@ class FmtuneOracle(_OracleBase):
                 ", ".join(f"{t.trial_id} on {w}" for w, t in resumed.items()),
             )
 
-
-class FmtuneBayesianOracle(FmtuneOracle, kt.oracles.BayesianOptimizationOracle):
-    """Keras Tuner's Bayesian optimisation with its suggestions computed ahead, off the request
-    path (see ``fmtune.tuning.suggest``). A worker asking for a trial waits for a suggestion
-    without holding the oracle's lock, so reports and heartbeats are answered meanwhile.
-    ``beta`` is accepted and kept for Keras Tuner's state file, but the acquisition is expected
-    improvement, which has no such knob."""
-
-    create_may_wait = True
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.suggestions = SuggestionQueue(GPSuggester(self.alpha, self.seed), self.observations)
-        self._point: np.ndarray | None = None  # the suggestion the current create_trial hands out
-        self._vectors: dict[str, tuple[int, list[float]]] = {}
-
-    def start_background(self) -> None:
-        super().start_background()
-        self.suggestions.start()
-
-    def stop_background(self) -> None:
-        self.suggestions.stop()
-        super().stop_background()
-
-    def on_completed(self) -> None:
-        self.suggestions.changed()
-
-    def _initial_points(self) -> int:
-        return int(self.num_initial_points or max(3 * len(self.hyperparameters.space), 3))
-
-    def _completed(self) -> list[Any]:
-        return [t for t in self.trials.values() if t.status == Status.COMPLETED]
-
-    def _wants_suggestion(self, tuner_id: str, completed: int) -> bool:
-        """Racy reads, re-checked under the lock: a suggestion taken in vain is given back."""
-        return (
-            self.abort_reason is None
-            and tuner_id not in self.ongoing_trials
-            and not self._retry_queue
-            and (self.max_trials is None or len(self.trials) < self.max_trials)
-            and completed >= self._initial_points()
-        )
-
-    def create_trial(self, tuner_id: str) -> Any:
-        completed = len(self._completed())
-        if not self._wants_suggestion(tuner_id, completed):
-            return super().create_trial(tuner_id)
-        point = self.suggestions.take(completed, len(self.ongoing_trials), SUGGESTION_WAIT_SECONDS)
-        if point is None:  # the worker asks again (Keras Tuner's IDLE)
-            return trial_module.Trial(self.get_space(), status=Status.IDLE)
-        return self._create_with(tuner_id, point)
+    # -- read-only views, for the run state (fmtune.tuning.live_state); nothing here changes ---------
 
     @locked
-    def _create_with(self, tuner_id: str, point: np.ndarray) -> Any:
-        self._point = point
-        try:
-            return super().create_trial(tuner_id)
-        finally:
-            if self._point is not None:
-                self.suggestions.give_back(self._point, len(self._completed()))
-            self._point = None
-
-    def populate_space(self, trial_id: str) -> dict[str, Any]:
-        if self._point is None or len(self._completed()) < self._initial_points():
-            return self._random_populate_space()
-        values = self._vector_to_values(self._point)
-        self._point = None
-        return {"status": Status.RUNNING, "values": values}
-
-    def _vector(self, trial: Any) -> list[float]:
-        """Keras Tuner's encoding: each non-fixed hyperparameter as a probability in [0, 1]."""
-        space = self._nonfixed_space()
-        cached = self._vectors.get(trial.trial_id)
-        if cached is not None and cached[0] == len(space) and trial.status == Status.COMPLETED:
-            return cached[1]
-        values = trial.hyperparameters.values
-        vector = [
-            hp.value_to_prob(
-                values[hp.name] if trial.hyperparameters.is_active(hp) and hp.name in values else hp.default
-            )
-            for hp in space
-        ]
-        self._vectors[trial.trial_id] = (len(space), vector)
-        return vector
-
-    @locked
-    def observations(self) -> Observations:
-        completed = self._completed()
-        sign = -1.0 if self.objective.direction == "max" else 1.0
-        dimensions = len(self._nonfixed_space())
-        pending = [self._vector(t) for t in self.ongoing_trials.values()]
-        return Observations(
-            x=np.array([self._vector(t) for t in completed]).reshape(-1, dimensions),
-            y=np.array([sign * t.score for t in completed], dtype=float),
-            pending=np.array(pending).reshape(-1, dimensions),
-            workers=len(self.tuner_ids),
-            enough=len(completed) >= self._initial_points(),
-        )
-
-
-def make_oracle(cfg: ExperimentConfig) -> kt.Oracle:
-    search, tolerance = cfg.search, cfg.fault_tolerance
-    base = ORACLE_CLASSES[search.algorithm]
-    cls = (
-        FmtuneBayesianOracle
-        if search.algorithm == "bayesian"
-        else type(f"Fmtune{base.__name__}", (FmtuneOracle, base), {})
-    )
-    kwargs: dict[str, Any] = {
-        "objective": kt.Objective(search.objective.name, search.objective.direction),
-        "seed": cfg.seed,
-        "tolerance": tolerance,
-        "max_retries_per_trial": tolerance.max_retries_per_trial,
-    }
-    if search.algorithm == "hyperband":
-        kwargs.update(max_epochs=search.epochs, factor=search.hyperband_factor)
-    else:
-        kwargs["max_trials"] = search.max_trials
-    oracle = cls(**kwargs)
-    oracle.max_trials = search.max_trials  # hyperband: a cap on top of its own schedule
-    return oracle
+    def live_view(self, trial_ids: set[str], since_start: int, since_end: int, everything: bool) -> dict[str, Any]:
+        """What changed since the last view, copied under the lock: the trials among ``trial_ids``,
+        those started after ``start_order[since_start]`` or ended after ``end_order[since_end]``,
+        those running or queued (every trial if ``everything``), and who holds what. Trials that
+        ended stay as they are, so a caller keeps them and the cost follows the changes, not the
+        size of the search."""
+        queued = list(self.retry_queue)
+        holders = {trial.trial_id: tuner_id for tuner_id, trial in self.ongoing_trials.items()}
+        wanted = set(self.trials) if everything else set(trial_ids)
+        wanted.update(self.start_order[since_start:], self.end_order[since_end:], holders, queued)
+        trials = {}
+        for trial_id in wanted:
+            trial = self.trials.get(trial_id)
+            if trial is None:
+                continue
+            curves = {
+                name: [(int(obs.step), obs.mean()) for obs in history.get_history()]
+                for name, history in trial.metrics.metrics.items()
+            }
+            trials[trial_id] = {
+                "status": trial.status,
+                "score": trial.score,
+                "best_step": trial.best_step,
+                "message": trial.message,
+                "hyperparameters": active_values(trial.hyperparameters),
+                "curves": curves,
+                "record": dict(self.record.get(trial_id, {})),
+                "deadline": self.leases.deadline(trial_id),
+            }
+        return {
+            "trials": trials,
+            "holders": holders,
+            "queued": queued,
+            "tuner_ids": set(self.tuner_ids),
+            "last_calls": self.leases.last_calls(),
+            "clock": self.leases.clock(),
+            "start_order": len(self.start_order),
+            "end_order": list(self.end_order[since_end:]),
+            "progress": self.progress(),
+            "abort_reason": self.abort_reason,
+        }

@@ -1,34 +1,31 @@
 """The oracle's state on disk, written behind the request path.
 
-Keras Tuner rewrites oracle.json and a trial's file on every call, through TensorFlow's file API
-(~2 ms a write, ~40 ms of writing per trial at 600 trials): that, not the search, is what limits a
-vanilla chief. Here a call only marks what changed; one thread writes the changes, coalesced, at
-most every ``interval`` seconds. The snapshot is taken under the oracle's lock, so trial files and
-oracle.json on disk always agree with each other; calls that must not be lost (a trial handed
-out, a trial's end) wait for the write that holds them, sharing it with the other calls.
+Keras Tuner rewrites oracle.json and a trial's file on every call, through TensorFlow's file API:
+that, not the search, is what limits a vanilla chief (reports/capacity.md). Here a call only marks
+what changed; one thread writes the changes, coalesced, at most every ``interval`` seconds. The
+snapshot is taken under the oracle's lock, so trial files and oracle.json on disk always agree;
+calls that must not be lost (a trial handed out, a trial's end) wait for the write that holds
+them, sharing it with the other calls.
 
 An epoch's metrics nobody waits for: they are written at once when there is nothing else to
-write, but while creates and ends are waiting, at most every ``LAZY_SECONDS``. (At 128 workers a
-file per report made each write hold 50+ files, each costing milliseconds while the calls being
-answered hold the interpreter, with the creates and ends waiting behind them.) So only a
+write, but while creates and ends are waiting, at most every ``LAZY_SECONDS``, so that a write
+never holds every running trial's file while creates and ends wait behind it. So only a
 coordinator that dies under such load can lose up to that second of a running trial's epochs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import threading
 import time
 from concurrent import futures
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from fmtune import jsonio
+from fmtune.files import replace
 
 log = logging.getLogger("fmtune")
 
@@ -37,47 +34,14 @@ LAZY_SECONDS = 1.0
 ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
-def rewrite(path: Path, content: bytes) -> None:
-    """Replace a file through a temporary one, so a crash leaves the old or the new content, never
-    a torn one. These files are rewritten many times a second, and the old one is removed before
-    the rename: on ext4, renaming over an existing file makes the kernel write the new one's data
-    out at once (auto_da_alloc), three to four times the cost of all the rest. A crash between
-    the two leaves only the complete temporary file, which ``recover`` puts in place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_bytes(content)
-    except FileNotFoundError:  # first write there (checking every time costs a system call)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(content)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    os.rename(tmp, path)
-
-
-def recover(directory: Path) -> None:
-    """Finish the writes a crash cut short under ``directory``: a temporary file whose target is
-    missing and which holds complete JSON takes the target's place; any other one is dropped."""
-    for tmp in directory.rglob(".*.tmp"):
-        target = tmp.with_name(tmp.name[1 : -len(".tmp")])
-        try:  # a diverged trial's file holds NaN
-            complete = not target.exists() and isinstance(jsonio.loads(tmp.read_bytes()), dict)
-        except ValueError:
-            complete = False
-        if complete:
-            os.rename(tmp, target)
-            log.warning("recovered %s from an interrupted write", target)
-        else:
-            tmp.unlink()
-
-
 def oracle_json(state: dict[str, Any]) -> bytes:
-    """oracle.json's bytes. It grows with every trial (230 kB at 1,200 trials) and is rewritten
-    many times a second under the oracle's lock: orjson takes 0.2 ms where json takes 3.5."""
+    """oracle.json's bytes. It grows with every trial and is rewritten many times a second under
+    the oracle's lock, so it is encoded by orjson (several times faster than json)."""
     return orjson.dumps(state, option=ORJSON_OPTIONS)
 
 
 def trial_json(state: dict[str, Any]) -> bytes:
-    """A trial file's bytes, encoded under the oracle's lock: orjson takes a tenth of json's time
+    """A trial file's bytes, encoded under the oracle's lock: orjson is much faster than json
     but writes NaN as null, which Keras Tuner would read back as a missing value, so a trial with
     a non-finite metric (a diverged one) is written by json, as NaN, like Keras Tuner's own files."""
     values = [state.get("score")]
@@ -99,8 +63,8 @@ class Persister:
         self._dirty_oracle = False
         self._marked = 0  # changes marked so far
         self._written = 0  # changes on disk
-        # A change wakes only the writer; a write completes only the futures it covers. (With one
-        # condition for both, every report woke every create and end waiting for the disk.)
+        # A change wakes only the writer; a write completes only the futures it covers, so a
+        # report does not wake every create and end waiting for the disk.
         self._changed = threading.Condition()
         self._waiting: list[tuple[int, futures.Future[None]]] = []  # (changes it needs, future)
         self._stop = threading.Event()
@@ -156,9 +120,9 @@ class Persister:
         oracle = self.oracle
         trials, state = oracle.snapshot(trial_ids, write_oracle)  # consistent: taken under the oracle's lock
         for trial_id, text in trials.items():
-            rewrite(oracle.trial_file(trial_id), text)
+            replace(oracle.trial_file(trial_id), text, unlink_first=True)
         if state is not None:  # last: it never names a trial whose file is not yet written
-            rewrite(Path(oracle._get_oracle_fname()), state)
+            replace(oracle.state_file, state, unlink_first=True)
         self._complete(upto)
 
     def _loop(self) -> None:

@@ -57,7 +57,8 @@ def check_worker_id(tuner_id: str) -> str:
 
 
 def from_env(expect_chief: bool, environ: Mapping[str, str] | None = None) -> Role:
-    """Read and check the contract; the coordinator defaults to binding all interfaces."""
+    """Read and check the contract. The coordinator binds loopback unless told otherwise: in a pod
+    it is given the pod's IP."""
     env = os.environ if environ is None else environ
     tuner_id = env.get(TUNER_ID, CHIEF if expect_chief else "")
     if expect_chief and tuner_id != CHIEF:
@@ -66,7 +67,7 @@ def from_env(expect_chief: bool, environ: Mapping[str, str] | None = None) -> Ro
         if not tuner_id:
             raise RoleError(f"{TUNER_ID} is not set (workers need a stable id such as tuner0)")
         check_worker_id(tuner_id)
-    host = env.get(ORACLE_IP, "0.0.0.0" if expect_chief else "")
+    host = env.get(ORACLE_IP, "127.0.0.1" if expect_chief else "")
     if not host:
         raise RoleError(f"{ORACLE_IP} is not set (the coordinator's address)")
     raw_port = env.get(ORACLE_PORT, "")

@@ -1,4 +1,4 @@
-"""The Keras Tuner pieces: an oracle that keeps a record and logs, and a tuner that reports each epoch.
+"""The tuner that reports each epoch, and the oracle it is built with.
 
 The same ``FmtuneTuner`` runs on the coordinator (which only uses its oracle) and on every worker
 (whose oracle Keras Tuner swaps for a gRPC client of the coordinator's).
@@ -9,25 +9,57 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
 import keras
 import keras_tuner as kt
-from keras_tuner.src.distribute.oracle_client import OracleClient
-from keras_tuner.src.engine import trial as trial_module
 
 from fmtune.config import ExperimentConfig
+from fmtune.hypermodels import hypermodel
 from fmtune.report import format_metrics, format_values
-from fmtune.search_spaces import hypermodel
-from fmtune.tuning.oracle import active_values, make_oracle
-from fmtune.tuning.service import Client
+from fmtune.tuning import auth
+from fmtune.tuning.bayesian import FmtuneBayesianOracle
+from fmtune.tuning.client import Client
+from fmtune.tuning.kt_internals import Status, TunerHooks, remote_oracle
+from fmtune.tuning.oracle import FmtuneOracle, active_values, stopping_rule
 
 log = logging.getLogger("fmtune")
 PROJECT = "search"
+ORACLE_CLASSES: dict[str, type[kt.Oracle]] = {
+    "bayesian": kt.oracles.BayesianOptimizationOracle,
+    "random": kt.oracles.RandomSearchOracle,
+    "hyperband": kt.oracles.HyperbandOracle,
+    "grid": kt.oracles.GridSearchOracle,
+}
 
 
-class FmtuneTuner(kt.Tuner):
+def make_oracle(cfg: ExperimentConfig) -> kt.Oracle:
+    search, tolerance = cfg.search, cfg.fault_tolerance
+    base = ORACLE_CLASSES[search.algorithm]
+    cls = (
+        FmtuneBayesianOracle
+        if search.algorithm == "bayesian"
+        else type(f"Fmtune{base.__name__}", (FmtuneOracle, base), {})
+    )
+    kwargs: dict[str, Any] = {
+        "objective": kt.Objective(search.objective.name, search.objective.direction),
+        "seed": cfg.seed,
+        "tolerance": tolerance,
+        "stopping": stopping_rule(cfg),
+        "max_retries_per_trial": tolerance.max_retries_per_trial,
+    }
+    if search.algorithm == "hyperband":
+        kwargs.update(max_epochs=search.epochs, factor=search.hyperband_factor)
+    else:
+        kwargs["max_trials"] = search.max_trials
+    oracle = cls(**kwargs)
+    oracle.max_trials = search.max_trials  # hyperband: a cap on top of its own schedule
+    return oracle
+
+
+class FmtuneTuner(TunerHooks):
     """Reports every epoch to the oracle (so the coordinator sees progress) and logs it."""
 
     def __init__(self, cfg: ExperimentConfig, directory: Path, checkpoint_root: Path | None = None):
@@ -43,13 +75,21 @@ class FmtuneTuner(kt.Tuner):
             overwrite=False,
             executions_per_trial=cfg.search.executions_per_trial,
         )
-        oracle: Any = getattr(self, "oracle")  # noqa: B009 - typed as Any: Keras Tuner swaps it on workers
-        if isinstance(oracle, OracleClient):  # a worker: our client, with its id and timeouts
-            self.oracle = Client(oracle._oracle, self.tuner_id, cfg.fault_tolerance.coordinator_timeout_seconds)
+        local = remote_oracle(self)
+        if local is not None:  # a worker: our client, with its id and timeouts
+            self.oracle = Client(
+                local,
+                self.tuner_id,
+                cfg.fault_tolerance.coordinator_timeout_seconds,
+                token=lambda: auth.token(cfg.experiment_dir),
+            )
         self._lost = threading.Event()
         self._trial_done = threading.Event()
 
     def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        # A trial's weights and shuffles follow from the experiment's seed and the trial alone, so
+        # the same trial trains the same way on any worker and in any order.
+        keras.utils.set_random_seed((self.cfg.seed * 1_000_003 + zlib.crc32(trial.trial_id.encode())) % 2**31)
         values = trial.hyperparameters.values
         if "tuner/epochs" in values:  # hyperband brackets resume from an earlier trial's weights
             kwargs["epochs"] = values["tuner/epochs"]
@@ -64,14 +104,14 @@ class FmtuneTuner(kt.Tuner):
         found = sorted(self.checkpoint_root.glob(f"*/{PROJECT}/trial_{parent}/checkpoint.weights.h5"))
         return found[0] if found else None
 
-    def _build_hypermodel(self, hp: Any) -> Any:
-        model = super()._build_hypermodel(hp)
+    def build_model(self, hp: Any) -> Any:
+        model = super().build_model(hp)
         parent = self._parent_checkpoint(hp.values)
         if parent is not None:
             model.load_weights(str(parent))
         return model
 
-    def _run_and_update_trial(self, trial: Any, *fit_args: Any, **fit_kwargs: Any) -> None:
+    def run_and_report(self, trial: Any, *fit_args: Any, **fit_kwargs: Any) -> None:
         # Metrics already reached the oracle epoch by epoch (see on_epoch_end).
         self.run_trial(trial, *fit_args, **fit_kwargs)
         if not self.oracle.get_trial(trial.trial_id).metrics.exists(self.oracle.objective.name):
@@ -93,7 +133,7 @@ class FmtuneTuner(kt.Tuner):
             except Exception as exc:  # the next report fails loudly; a heartbeat only notes it
                 log.warning("heartbeat for trial %s failed: %s", trial_id, exc)
                 continue
-            if answer.status == trial_module.TrialStatus.STOPPED:
+            if answer.status == Status.STOPPED:
                 log.warning("trial %s is no longer ours (lease lost or search over): stopping it", trial_id)
                 self._lost.set()
                 return
@@ -117,7 +157,7 @@ class FmtuneTuner(kt.Tuner):
             format_metrics(metrics),
             seconds,
         )
-        if getattr(status, "status", None) == trial_module.TrialStatus.STOPPED:
+        if getattr(status, "status", None) == Status.STOPPED:
             log.info("trial %s stopped early by the coordinator", trial.trial_id)
             model.stop_training = True
 

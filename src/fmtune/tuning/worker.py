@@ -5,22 +5,24 @@ from __future__ import annotations
 import logging
 import os
 
-from fmtune import data
+from fmtune import data, devices, run_state
 from fmtune.config import ExperimentConfig
-from fmtune.results import RESULTS_FILE
 from fmtune.tuning.roles import Role
 
 log = logging.getLogger("fmtune")
 
 
-def limit_threads(threads: int) -> None:
-    """Cap TensorFlow's thread pools (must run before TF executes anything)."""
+def configure_devices(threads: int) -> None:
+    """Size TensorFlow's thread pools (``threads``, or the container's CPU limit when 0) and check
+    for a GPU the worker was told it has; must run before TensorFlow executes anything."""
     import tensorflow as tf
 
-    if threads > 0:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    for gpu in tf.config.list_physical_devices("GPU"):
+    threads = devices.tensorflow_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    gpus = tf.config.list_physical_devices("GPU")
+    devices.check_gpu(gpus)
+    for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
@@ -34,26 +36,34 @@ def training_split(cfg: ExperimentConfig, dataset: data.Dataset) -> data.Split:
 
 
 def search_over(cfg: ExperimentConfig) -> bool:
-    """The coordinator writes results.json when the search ends: a worker that starts (or loses the
-    coordinator) after that has nothing left to do, rather than waiting for a chief that is gone."""
-    return (cfg.experiment_dir / RESULTS_FILE).is_file()
+    """Whether the coordinator recorded that this experiment's search is over (state.json): a
+    worker that starts, or loses its coordinator, after that has nothing left to do, rather than
+    waiting for a chief that is gone. A search recorded under another config (an upgrade that
+    asks for more trials, say) is not this one: its coordinator is asked instead."""
+    state = run_state.load(cfg.experiment_dir)
+    return state is not None and state.search_over and state.config_digest == cfg.digest()
 
 
 def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
     if search_over(cfg):
-        log.info("worker %s: the search is already over (%s exists)", role.tuner_id, RESULTS_FILE)
+        log.info("worker %s: the search is already over (%s)", role.tuner_id, run_state.STATE_FILE)
         return
     os.environ.update(role.env())  # Keras Tuner reads the contract when the tuner is built
-    limit_threads(threads)
-    from fmtune.tuning.service import CoordinatorUnreachable
+    configure_devices(threads)
+    from fmtune.tuning import kt_internals
+    from fmtune.tuning.client import CoordinatorUnreachable
     from fmtune.tuning.tuner import FmtuneTuner, fit_callbacks
 
-    dataset = data.load(cfg.dataset, cfg.data_dir, val_fraction=cfg.val_fraction, seed=cfg.seed, download=cfg.download)
+    kt_internals.quiet_conditions()
+
+    dataset = cfg.load_dataset()
     train = training_split(cfg, dataset)
     log.info(
-        "worker %s: coordinator %s, %s (%d train / %d val images)",
+        "worker %s: coordinator %s, experiment %s (config %s), %s (%d train / %d val images)",
         role.tuner_id,
         role.address,
+        cfg.name,
+        cfg.digest(),
         cfg.dataset,
         len(train),
         len(dataset.val),

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from fmtune import config, data
-from fmtune.search_spaces import DEFAULTS, build_from_values, hypermodel
+from fmtune.hypermodels import build_from_values, hypermodel
+from fmtune.spaces import DEFAULTS
 from fmtune.tuning.tuner import FmtuneTuner
 
 from ..conftest import SYNTHETIC

@@ -1,87 +1,25 @@
-"""Search spaces: Keras Tuner HyperModels for the mlp, cnn and deep_cnn families.
+"""Keras Tuner HyperModels for the mlp, cnn and deep_cnn families.
 
 Every model takes raw uint8 images ``(N, 28, 28)`` and normalises inside the graph, so the exported
 model serves the same bytes it was trained on. Batch size is a tuned hyperparameter (applied in
 ``fit``), as in the seed project that subclassed the Bayesian tuner for it.
 
-A family's default ranges live in ``DEFAULTS``; the config may override any of them by name.
-Per-layer values (``units_0``, ``filters_1``...) take the family-wide spec (``units``) unless a
-per-layer override is given.
+The spaces themselves (each family's defaults, and the config's overrides of them) are declared
+in ``fmtune.spaces``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fmtune.config import Choice, Fixed, FloatRange, HyperParameterSpec, IntRange
+from fmtune.spaces import Choice, FloatRange, HyperParameterSpec, IntRange, resolved_specs, spec_for, spec_values
 
 if TYPE_CHECKING:
     import keras
     import keras_tuner
 
 NUM_CLASSES = 10
-_LR = FloatRange(min=1e-4, max=1e-2, sampling="log")
-_BATCH = Choice(values=[32, 64, 128])
-
-DEFAULTS: dict[str, dict[str, HyperParameterSpec]] = {
-    "mlp": {
-        "num_layers": IntRange(min=1, max=3),
-        "units": IntRange(min=64, max=512, step=64),
-        "dropout": FloatRange(min=0.1, max=0.5, step=0.05),
-        "learning_rate": _LR,
-        "batch_size": _BATCH,
-    },
-    "cnn": {
-        "filters": IntRange(min=32, max=128, step=32),
-        "kernel_size": Choice(values=[3, 5]),
-        "units": IntRange(min=32, max=128, step=32),
-        "dropout": FloatRange(min=0.0, max=0.5, step=0.1),
-        "l2": FloatRange(min=1e-6, max=1e-3, sampling="log"),
-        "learning_rate": _LR,
-        "batch_size": _BATCH,
-    },
-    "deep_cnn": {
-        "conv_layers": Choice(values=[2, 4, 6]),
-        "filters": IntRange(min=16, max=64, step=16),
-        "units": IntRange(min=64, max=256, step=64),
-        "dropout": FloatRange(min=0.1, max=0.5, step=0.1),
-        "learning_rate": _LR,
-        "batch_size": _BATCH,
-    },
-}
-# Family-wide specs that are declared once per layer or block, as ``<name>_<index>``.
-PER_LAYER = {"mlp": {"units", "dropout"}, "cnn": {"filters"}, "deep_cnn": set()}
-
-
-def check_overrides(family: str, overrides: Mapping[str, Any]) -> list[str]:
-    """One message per override that names no hyperparameter of the family."""
-    known = DEFAULTS[family]
-    problems = []
-    for name in overrides:
-        match = re.fullmatch(r"(.+)_(\d+)", name)
-        if name in known or (match and match.group(1) in PER_LAYER[family]):
-            continue
-        problems.append(
-            f"search.hyperparameters.{name}: not a hyperparameter of '{family}' (known: {', '.join(sorted(known))})"
-        )
-    return problems
-
-
-def resolved_specs(family: str, overrides: Mapping[str, HyperParameterSpec]) -> dict[str, HyperParameterSpec]:
-    return {**DEFAULTS[family], **overrides}
-
-
-def spec_values(spec: HyperParameterSpec) -> list[Any]:
-    """The finite values an integer-like spec can take (used for conditional layers)."""
-    if isinstance(spec, Fixed):
-        return [spec.value]
-    if isinstance(spec, Choice):
-        return list(spec.values)
-    if isinstance(spec, IntRange):
-        return list(range(spec.min, spec.max + 1, spec.step if spec.sampling == "linear" and spec.step else 1))
-    raise ValueError(f"{spec} is not a discrete spec")
 
 
 class FamilyHyperModel:
@@ -92,8 +30,9 @@ class FamilyHyperModel:
     def __init__(self, overrides: Mapping[str, HyperParameterSpec] | None = None):
         self.specs = resolved_specs(self.family, overrides or {})
 
-    def declare(self, hp: keras_tuner.HyperParameters, name: str, base: str | None = None) -> Any:
-        spec = self.specs.get(name) or self.specs[base or name]
+    def declare(self, hp: keras_tuner.HyperParameters, name: str) -> Any:
+        spec = spec_for(self.specs, name)
+        assert spec is not None, f"{self.family} declares no '{name}'"
         if isinstance(spec, IntRange):
             return hp.Int(name, spec.min, spec.max, step=spec.step, sampling=spec.sampling)
         if isinstance(spec, FloatRange):
@@ -140,8 +79,8 @@ class MLP(FamilyHyperModel):
             if not active:
                 break
             with hp.conditional_scope("num_layers", active):
-                units = self.declare(hp, f"units_{i}", "units")
-                dropout = self.declare(hp, f"dropout_{i}", "dropout")
+                units = self.declare(hp, f"units_{i}")
+                dropout = self.declare(hp, f"dropout_{i}")
             if i < num_layers:
                 x = keras.layers.Dense(units, activation="relu")(x)
                 x = keras.layers.Dropout(dropout)(x)
@@ -170,7 +109,7 @@ class CNN(FamilyHyperModel):
         dropout = self.declare(hp, "dropout")
         x = keras.layers.Reshape((28, 28, 1))(x)
         for block in range(2):
-            x = _conv_bn_relu(x, self.declare(hp, f"filters_{block}", "filters"), kernel, l2)
+            x = _conv_bn_relu(x, self.declare(hp, f"filters_{block}"), kernel, l2)
             x = keras.layers.MaxPooling2D()(x)
         x = keras.layers.Flatten()(x)
         x = keras.layers.Dropout(dropout)(x)
@@ -202,7 +141,32 @@ class DeepCNN(FamilyHyperModel):
         return keras.layers.Dropout(dropout)(x)
 
 
-FAMILIES: dict[str, type[FamilyHyperModel]] = {"mlp": MLP, "cnn": CNN, "deep_cnn": DeepCNN}
+class VGG(FamilyHyperModel):
+    """VGG-style blocks of two 3x3 Conv-BN-ReLU layers, each block pooled and dropped out, filters
+    doubling from ``width`` per block; width and depth (``blocks``) are tuned, as is the head."""
+
+    family = "vgg"
+
+    def body(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
+        import keras
+
+        blocks = int(self.declare(hp, "blocks"))
+        width = int(self.declare(hp, "width"))
+        dropout = self.declare(hp, "dropout")
+        x = keras.layers.Reshape((28, 28, 1))(x)
+        for block in range(blocks):
+            for _ in range(2):
+                x = _conv_bn_relu(x, width * 2**block, 3)
+            x = keras.layers.MaxPooling2D()(x)
+            x = keras.layers.Dropout(dropout / 2)(x)
+        x = keras.layers.Flatten()(x)
+        x = keras.layers.Dense(self.declare(hp, "units"), use_bias=False)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.Activation("relu")(x)
+        return keras.layers.Dropout(dropout)(x)
+
+
+FAMILIES: dict[str, type[FamilyHyperModel]] = {"mlp": MLP, "cnn": CNN, "deep_cnn": DeepCNN, "vgg": VGG}
 
 
 def hypermodel(family: str, overrides: Mapping[str, HyperParameterSpec] | None = None) -> Any:

@@ -1,0 +1,229 @@
+"""The dashboard's HTTP server: one page, its scripts, and the view of one experiment, read-only.
+
+Only GET is answered (anything else is 405) and only the paths below exist (anything else is
+404), so nothing outside the dashboard's own files and its experiment's view can be read. The
+view is rebuilt only when state.json or results.json changes, and the page sends back the ETag it
+got, so an unchanged state costs a stat and a 304.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from fmtune import results, run_state
+from fmtune.dashboard import view
+
+log = logging.getLogger("fmtune")
+STATIC = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    "/static/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+}
+PLOTLY = "/static/plotly.min.js"
+VIEW = "/api/view"
+LINGER_SECONDS = 3.0  # how long a coordinator that is done waits for a watching page to fetch the end
+IMPORTANCE_EVERY_SECONDS = 5.0  # a forest fit per change of the completed trials, at most this often
+# plotly's WebGL charts (parallel coordinates) compile their shaders with Function(): no inline
+# script is allowed, but eval is.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-eval'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+def plotly_js() -> bytes:
+    """plotly.js as the plotly package ships it (no CDN, no network)."""
+    import plotly
+
+    return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+
+
+class ExperimentSource:
+    """The view of one experiment dir, made again only when its files change."""
+
+    def __init__(self, experiment_dir: Path):
+        self.experiment_dir = experiment_dir
+        self._lock = threading.Lock()
+        self._key: tuple[Any, ...] | None = None
+        self._body = b""
+        self._shares: dict[str, float] = {}
+        self._shares_for: tuple[int, bool] | None = None
+        self._shares_at = 0.0
+        self.fetched_at = 0.0  # monotonic time of the last request for the view
+        self.fetched_key: tuple[Any, ...] | None = None  # the files' state it was sent
+
+    def _files_key(self) -> tuple[Any, ...]:
+        key: list[Any] = []
+        for name in (run_state.STATE_FILE, results.RESULTS_FILE):
+            try:
+                st = (self.experiment_dir / name).stat()
+                key += [st.st_mtime_ns, st.st_size]
+            except OSError:
+                key += [None, None]
+        return tuple(key)
+
+    def current(self) -> tuple[str, bytes]:
+        """(ETag, JSON body) of the view as the files are now."""
+        with self._lock:
+            key = self._files_key()
+            if key != self._key:
+                state = run_state.for_experiment(self.experiment_dir)
+                if state is None:
+                    body = orjson.dumps({"missing": str(self.experiment_dir)})
+                else:
+                    body = orjson.dumps(view.build(state, self._importance(state)))
+                self._key, self._body = key, body
+            self.fetched_at, self.fetched_key = time.monotonic(), key
+            return f'"{hash(self._key) & 0xFFFFFFFFFFFF:x}"', self._body
+
+    def served_latest(self) -> bool:
+        """Whether the last view sent reflects the files as they are now."""
+        with self._lock:
+            return self.fetched_key == self._files_key()
+
+    def linger(self) -> None:
+        """Before the server goes: if a page is watching, give it the time to fetch the final state."""
+        deadline = time.monotonic() + LINGER_SECONDS
+        while time.monotonic() - self.fetched_at < 2 * LINGER_SECONDS and time.monotonic() < deadline:
+            if self.served_latest():
+                return
+            time.sleep(0.1)
+
+    def _importance(self, state: run_state.RunState) -> dict[str, float]:
+        completed = sum(t.status == "COMPLETED" for t in state.trials)
+        over = state.search_over
+        now = time.monotonic()
+        due = now - self._shares_at >= IMPORTANCE_EVERY_SECONDS or over
+        if (completed, over) != self._shares_for and due:
+            self._shares = view.hyperparameter_shares(state)
+            self._shares_for, self._shares_at = (completed, over), now
+        return self._shares
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: DashboardServer
+    server_version = "fmtune-dashboard"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path == VIEW:
+            etag, body = self.server.source.current()
+            if self.headers.get("If-None-Match") == etag:
+                self._send(HTTPStatus.NOT_MODIFIED, b"", None, {"ETag": etag})
+            else:
+                self._send(HTTPStatus.OK, body, "application/json", {"ETag": etag})
+        elif path == PLOTLY:
+            self._send(HTTPStatus.OK, self.server.plotly(), "text/javascript; charset=utf-8")
+        elif path in STATIC:
+            name, kind = STATIC[path]
+            self._send(HTTPStatus.OK, resources.files(__package__).joinpath("static", name).read_bytes(), kind)
+        else:
+            self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
+
+    def _not_allowed(self) -> None:
+        self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"read-only: GET only\n", "text/plain", {"Allow": "GET"})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
+
+    def _send(self, status: HTTPStatus, body: bytes, kind: str | None, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in {**SECURITY_HEADERS, **(headers or {})}.items():
+            self.send_header(name, value)
+        if kind is not None:
+            self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and status != HTTPStatus.NOT_MODIFIED:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # every poll would be a line
+        pass
+
+
+class DashboardServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, experiment_dir: Path, host: str, port: int):
+        self.source = ExperimentSource(experiment_dir)
+        self._plotly: bytes | None = None
+        super().__init__((host, port), Handler)
+
+    def plotly(self) -> bytes:
+        if self._plotly is None:
+            self._plotly = plotly_js()
+        return self._plotly
+
+    @property
+    def url(self) -> str:
+        host, port = str(self.server_address[0]), self.server_address[1]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/"
+
+
+@contextlib.contextmanager
+def serving(experiment_dir: Path, host: str, port: int) -> Iterator[DashboardServer]:
+    """The dashboard served from a background thread for as long as the block runs."""
+    server = DashboardServer(experiment_dir, host, port)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="dashboard", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def for_coordinator(cfg: Any) -> Iterator[DashboardServer | None]:
+    """The coordinator's dashboard where ``fmtune.dashboard.placement`` says, for the block's
+    duration; None when it is turned off or cannot bind (the run goes on without it)."""
+    from fmtune.dashboard.placement import resolve
+
+    where = resolve(cfg)
+    if not where.enabled:
+        yield None
+        return
+    try:
+        context = serving(cfg.experiment_dir, where.host, where.port)
+        server = context.__enter__()
+    except OSError as exc:
+        log.warning("dashboard: cannot listen on %s:%d (%s); running without it", where.host, where.port, exc)
+        yield None
+        return
+    log.info("dashboard: %s", server.url)
+    try:
+        yield server
+    finally:
+        server.source.linger()
+        context.__exit__(None, None, None)
+
+
+def find_experiment(path: Path) -> Path:
+    """The experiment dir ``path`` names: itself when it holds a state or results file, else the
+    one experiment under it (a work dir)."""
+    names = (run_state.STATE_FILE, results.RESULTS_FILE)
+    if any((path / name).is_file() for name in names):
+        return path
+    found = sorted({p.parent for name in names for p in path.glob(f"*/{name}")})
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ValueError(f"no {run_state.STATE_FILE} or {results.RESULTS_FILE} in {path} or the folders in it")
+    raise ValueError(f"{path} holds {len(found)} experiments; name one: " + ", ".join(str(p) for p in found))

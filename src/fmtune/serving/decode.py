@@ -1,0 +1,153 @@
+"""Request payloads (TensorProto, JSON) as numpy arrays, checked against the signature first.
+
+Everything a client can get wrong is refused here, at the boundary, with ``INVALID_ARGUMENT``
+(``RESOURCE_EXHAUSTED`` for size) and a message naming the problem: the dtype, the rank, every
+dimension and the element count are checked from the request's header fields before any array is
+made, so a small request that declares a huge shape never allocates it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import grpc
+import numpy as np
+
+from fmtune.client.tensors import NUMPY, VALUE_FIELDS, dtype_name
+from fmtune.serving.models import ServingError
+from fmtune.wire.contract import MAX_MESSAGE_BYTES
+
+
+def bad(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def check_names(specs: Mapping[str, Any], names: Iterable[str]) -> None:
+    """The request names exactly the signature's inputs (TF Serving's wording)."""
+    names = set(names)
+    if names != set(specs):
+        extra, missing = sorted(names - set(specs)), sorted(set(specs) - names)
+        raise bad(
+            f"input size does not match signature: {len(names)}!={len(specs)} "
+            f"len({sorted(names)}) != len({sorted(specs)}). Sent extra: {extra}. "
+            f"Missing but required: {missing}."
+        )
+
+
+def _check_size(name: str, shape: list[int], dtype: np.dtype[Any]) -> int:
+    """The element count, once the shape is known to fit under the message limit."""
+    count = math.prod(shape)
+    if count * dtype.itemsize > MAX_MESSAGE_BYTES:
+        raise ServingError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"input '{name}' of shape {shape} holds {count} {dtype.name} values, over the "
+            f"{MAX_MESSAGE_BYTES} byte limit",
+        )
+    return count
+
+
+def _check_shape(name: str, shape: list[int], spec: Any) -> None:
+    expected = spec.shape
+    if expected.rank is not None and len(shape) != expected.rank:
+        raise bad(
+            f"input '{name}' has rank {len(shape)} (shape {shape}); the signature expects rank "
+            f"{expected.rank} (shape {expected.as_list()})"
+        )
+    if not expected.is_compatible_with(shape):
+        raise bad(f"input '{name}' has shape {shape}, incompatible with the signature's {expected.as_list()}")
+
+
+def _in_range(name: str, values: np.ndarray, dtype: np.dtype[Any]) -> None:
+    info = np.iinfo(dtype)
+    if values.size and (values.min() < info.min or values.max() > info.max):
+        raise bad(f"input '{name}': values out of range for {dtype.name} [{info.min}, {info.max}]")
+
+
+def tensor(proto: Any, spec: Any, name: str, index: int = 0) -> np.ndarray:
+    """A request's TensorProto for input ``name`` (the ``index``-th in sorted order), decoded."""
+    expected = spec.dtype.as_datatype_enum
+    if proto.dtype != expected:
+        raise bad(f"Expects arg[{index}] ('{name}') to be {spec.dtype.name} but {dtype_name(proto.dtype)} is provided")
+    if expected not in NUMPY:
+        raise bad(f"input '{name}': dtype {dtype_name(expected)} is not supported by this server")
+    dtype = NUMPY[expected]
+    if proto.tensor_shape.unknown_rank:
+        raise bad(f"input '{name}' has an unknown rank; every dimension must be given")
+    shape = [d.size for d in proto.tensor_shape.dim]
+    if any(size < 0 for size in shape):
+        raise bad(f"input '{name}' has shape {shape}; dimensions must be non-negative")
+    _check_shape(name, shape, spec)
+    count = _check_size(name, shape, dtype)
+    if proto.tensor_content:
+        if len(proto.tensor_content) != count * dtype.itemsize:
+            raise bad(
+                f"input '{name}' has {len(proto.tensor_content)} bytes of tensor_content; shape {shape} of "
+                f"{dtype.name} needs {count * dtype.itemsize}"
+            )
+        return np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+    field = VALUE_FIELDS[expected]
+    values = getattr(proto, field)
+    if len(values) not in (count, 1) or (count == 0 and len(values)):
+        raise bad(f"input '{name}' holds {len(values)} values in {field}; shape {shape} needs {count}")
+    if dtype.kind in "iu":
+        wide = np.asarray(values, dtype=np.int64)
+        _in_range(name, wide, dtype)
+        array = wide.astype(dtype)
+    else:
+        array = np.asarray(values, dtype=dtype)
+    if array.size == count:
+        return array.reshape(shape)
+    return np.full(shape, array[0], dtype=dtype)  # TensorFlow's shorthand: one value fills the tensor
+
+
+def _depth(value: Any) -> int:
+    """How deep the first elements nest: the rank a regular nested list would have."""
+    depth = 0
+    while isinstance(value, list):
+        depth += 1
+        value = value[0] if value else None
+    return depth
+
+
+def _holds_bool(value: Any, depth: int) -> bool:
+    level = [value]
+    for _ in range(depth):
+        level = [item for items in level for item in items]
+    return any(type(item) is bool for item in level)
+
+
+def json_array(value: Any, spec: Any, name: str, may_hold_bools: bool = True) -> np.ndarray:
+    """A JSON value as an array of the input's dtype: regular nested lists of numbers only.
+
+    ``may_hold_bools`` False (the body has no ``true``/``false``) skips the per-element walk that
+    finds booleans hidden among numbers, where numpy would quietly take them as 0 and 1.
+    """
+    target = np.dtype(spec.dtype.as_numpy_dtype)
+    rank = spec.shape.rank
+    depth = _depth(value)
+    if rank is not None and depth != rank:
+        raise bad(f"input '{name}' is a list nested {depth} deep; the signature expects rank {rank}")
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise bad(f"input '{name}': ragged nested lists") from None
+    if array.dtype == object or array.dtype.kind in "USV":
+        raise bad(f"input '{name}': expected a nested list of numbers of equal lengths")
+    if array.dtype.kind == "b" or (may_hold_bools and _holds_bool(value, array.ndim)):
+        raise bad(f"input '{name}': booleans are not numbers; send {spec.dtype.name} values")
+    shape = list(array.shape)
+    _check_shape(name, shape, spec)
+    _check_size(name, shape, target)
+    if target.kind in "iu":
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array) & (array == np.round(array))):
+            raise bad(f"input '{name}' expects {spec.dtype.name} values; got non-integer numbers")
+        _in_range(name, array, target)
+    return array.astype(target)
+
+
+def tensors(specs: Mapping[str, Any], protos: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A PredictRequest's ``inputs``, each decoded against its spec."""
+    check_names(specs, protos.keys())
+    return {name: tensor(protos[name], spec, name, index) for index, (name, spec) in enumerate(sorted(specs.items()))}

@@ -1,0 +1,73 @@
+"""Screenshots of the dashboard on a real quick run: reports/dashboard.png while the search runs,
+reports/dashboard-finished.png once the run is done (about four minutes on 2 cores).
+
+    python -m tests.bench.dashboard_screenshots [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.integration.browser import Output, Watched, chromium
+from tests.integration.helpers import env
+
+REPORTS = Path(__file__).resolve().parents[2] / "reports"
+FINISHED_ROWS = (
+    "(n) => document.querySelectorAll('#trials tbody tr span.status.COMPLETED, "
+    "#trials tbody tr span.status.STOPPED').length >= n"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--in-progress-after", type=int, default=8, help="finished trials before the first shot")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="fmtune-dashboard-"))
+    argv = [
+        sys.executable,
+        "-m",
+        "fmtune",
+        "tune",
+        "--preset",
+        "quick",
+        "--workers",
+        "2",
+        "--fresh",
+        "--workdir",
+        str(workdir / "runs"),
+        "--model-repo",
+        str(workdir / "models"),
+    ]
+    if args.data_dir:
+        argv += ["--data-dir", str(args.data_dir)]
+    proc = subprocess.Popen(argv, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = Output(proc)
+    try:
+        url = out.wait_for(r"^dashboard: (http://\S+)").group(1)
+        out.wait_for(r"\[coordinator\] .*dashboard: http", timeout=300)
+        with chromium() as browser:
+            page = Watched(browser)
+            page.page.goto(url)
+            page.until(FINISHED_ROWS, args.in_progress_after, timeout=600)
+            REPORTS.mkdir(exist_ok=True)
+            page.page.screenshot(path=str(REPORTS / "dashboard.png"), full_page=True)
+            page.until("() => ['done', 'failed'].includes(document.getElementById('phase').textContent)", timeout=900)
+            page.until("() => document.getElementById('test-accuracy').textContent !== 'n/a'", timeout=60)
+            page.page.screenshot(path=str(REPORTS / "dashboard-finished.png"), full_page=True)
+            print(f"wrote {REPORTS / 'dashboard.png'} and {REPORTS / 'dashboard-finished.png'}")
+            if page.errors:
+                raise SystemExit(f"console errors: {page.errors}")
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The package's shape: no import cycles, and Keras Tuner's internals behind one module."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "fmtune"
+KT_DOOR = "fmtune.tuning.kt_internals"
+# Keras Tuner's private attributes and hooks fmtune relies on (see fmtune.tuning.kt_internals).
+KT_PRIVATE = re.compile(
+    r"\b(keras_tuner\.src|LOCKS|THREADS|_retry_queue|_seed_state|_max_collisions|_duplicate|_vector_to_values|"
+    r"_nonfixed_space|_random_populate_space|_random_values|_save_trial|_get_trial_dir|_get_oracle_fname|"
+    r"_set_project_dir|_check_consecutive_failures|_build_hypermodel|_run_and_update_trial|_observations|"
+    r"_hps|_space|_conditions|_name_scopes|_directory|_project_name)\b|\._oracle\b"
+)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PACKAGE.rglob("*.py") if "_pb2" not in p.name}
+
+
+def imports(path: Path, known: set[str]) -> set[str]:
+    """The fmtune modules a module imports, anywhere in it (lazy and type-checking imports too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        found |= {name for name in names if name in known}
+    return found
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    found = modules()
+    graph = {name: imports(path, set(found)) - {name} for name, path in found.items()}
+    for name in graph:  # a package's __init__ re-exporting its own modules is not a cycle
+        graph[name] = {d for d in graph[name] if not (d.startswith(name + ".") or name.startswith(d + "."))}
+    cycles = []
+    for start in graph:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for dep in graph[node]:
+                if dep == start:
+                    cycles.append(" -> ".join([*path, dep]))
+                elif dep not in seen:
+                    seen.add(dep)
+                    stack.append((dep, [*path, dep]))
+    assert not cycles, "\n".join(sorted(set(cycles)))
+
+
+def test_the_search_space_types_are_a_leaf() -> None:
+    found = modules()
+    assert imports(found["fmtune.spaces"], set(found)) == set()
+    assert "keras" not in found["fmtune.spaces"].read_text()
+
+
+@pytest.mark.parametrize("name", sorted(set(modules()) - {KT_DOOR}))
+def test_keras_tuner_internals_stay_behind_one_module(name: str) -> None:
+    path = modules()[name]
+    hits = [
+        f"{path.name}:{number}: {line.strip()}"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if KT_PRIVATE.search(line.split("#")[0])
+    ]
+    assert not hits, "\n".join(hits)
