@@ -73,15 +73,18 @@ def test_the_reserve_grows_with_what_retraining_costs(tmp_path: Path) -> None:
     clock = Clock()
     oracle = oracle_for(tmp_path)
     oracle.clock = clock
-    oracle.budget = Budget(100, started_at=clock.now, retrain_share=0.2, min_epochs=5, clock=clock)
+    oracle.budget = Budget(200, started_at=clock.now, retrain_share=0.2, min_epochs=5, clock=clock)
     oracle.epoch_scale = 4.0  # retraining's epochs hold four times a trial epoch's images
     trial = oracle.create_trial("tuner0")
+    clock.now += 9
+    report(oracle, trial, "tuner0", 0.5, 0)  # the first epoch also builds the model: not counted
+    assert oracle.retrain_epoch_estimate() is None
     clock.now += 3
-    report(oracle, trial, "tuner0", 0.5, 0)  # a 3 s trial epoch: 12 s a retraining epoch
+    report(oracle, trial, "tuner0", 0.6, 1)  # a 3 s trial epoch: 12 s a retraining epoch
     assert oracle.retrain_epoch_estimate() == pytest.approx(12.0, abs=0.01)
     assert oracle.budget.reserve(oracle.retrain_epoch_estimate()) == pytest.approx(5 * 12 + 30, abs=0.1)
-    assert oracle.create_trial("tuner1").status == "RUNNING"  # 3 s used: the search may go on to 10 s
-    clock.now += 8  # without the measured cost it could have gone on to 80 s
+    assert oracle.create_trial("tuner1").status == "RUNNING"  # 12 s used: the search may go on to 110 s
+    clock.now += 99  # 111 s: past it (on the budget's share alone it could have gone on to 160 s)
     assert oracle.create_trial("tuner2").status == "STOPPED"
 
 

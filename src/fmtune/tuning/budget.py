@@ -65,9 +65,9 @@ class Budget:
 
 
 def typical_epoch(seconds: Iterable[float]) -> float | None:
-    """A trial's typical epoch: the median, since the first epoch also builds and traces the model.
+    """The typical epoch among ``seconds``: their median (None for none).
 
-    >>> typical_epoch([9.0, 4.0, 4.2, 3.9])
+    >>> typical_epoch([4.0, 4.2, 3.9, 9.0])
     4.1
     """
     values = list(seconds)

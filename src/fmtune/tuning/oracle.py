@@ -230,11 +230,15 @@ class FmtuneOracle(OracleHooks):
 
     def retrain_epoch_estimate(self) -> float | None:
         """What an epoch of retraining will cost: a trial epoch of the best trial so far (of any
-        trial, before one completes), scaled to the retraining set."""
+        trial, before the best has one), scaled to the retraining set. A trial's first epoch is
+        left out: it also builds and traces the model, which costs more than the epoch itself."""
+
+        def later_epochs(trial_id: str) -> list[float]:
+            return list(self.record.get(trial_id, {}).get("epochs", [])[1:])
+
         best = self.best_trial_id()
-        timed = [best] if best is not None and self.record.get(best, {}).get("epochs") else list(self.record)
-        epochs = [s for trial_id in timed for s in self.record.get(trial_id, {}).get("epochs", [])]
-        typical = typical_epoch(epochs)
+        timed = later_epochs(best) if best is not None else []
+        typical = typical_epoch(timed or [s for trial_id in self.record for s in later_epochs(trial_id)])
         return None if typical is None else typical * self.epoch_scale
 
     def _search_open(self) -> bool:
