@@ -61,7 +61,8 @@ class TrialState(BaseModel):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     seconds: float | None = None
-    rung: int | None = None
+    rung: int | None = Field(default=None, description="the highest ASHA rung reached (0: the first)")
+    stopped_by: str | None = Field(default=None, description="budget, or the early-stopping rule that stopped it")
     requeues: list[Requeue] = Field(default_factory=list)
     message: str | None = None
 

@@ -82,13 +82,22 @@ class WarmupCosine(keras.callbacks.Callback):
 
 
 class EpochPlan(keras.callbacks.Callback):
-    """Ends training after the planned epochs: ``max_epochs``, or under a deadline as many as the
-    first epoch's cost says will fit; a later epoch that would end past the deadline is not begun."""
+    """Ends training after the planned epochs: ``max_epochs``, or under a deadline as many as fit
+    before it with ``reserve_epochs`` (the final evaluation, in epochs) to spare. The plan is made
+    after the first epoch and made again after the second, whose cost leaves out the model's build
+    and tracing; a later epoch that would end past the deadline is not begun."""
 
-    def __init__(self, max_epochs: int, deadline: float | None, schedule: WarmupCosine | None, steps_per_epoch: int):
+    def __init__(
+        self,
+        max_epochs: int,
+        deadline: float | None,
+        schedule: WarmupCosine | None,
+        steps_per_epoch: int,
+        reserve_epochs: float = 0.0,
+    ):
         super().__init__()
         self.max_epochs, self.deadline, self.schedule = max_epochs, deadline, schedule
-        self.steps_per_epoch = steps_per_epoch
+        self.steps_per_epoch, self.reserve_epochs = steps_per_epoch, reserve_epochs
         self.planned = max_epochs
         self._started = 0.0
         self._seconds: list[float] = []
@@ -99,20 +108,31 @@ class EpochPlan(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         now = time.time()
         self._seconds.append(now - self._started)
-        if self.deadline is not None and epoch == 0:
-            fits = int((self.deadline - now) // self._seconds[0])
-            self.planned = max(1, min(self.max_epochs, 1 + fits))
-            if self.schedule is not None:
-                self.schedule.total_steps = self.planned * self.steps_per_epoch
-            log.info(
-                "retrain: the first epoch took %.0fs; %d epoch(s) fit in the %.0fs left",
-                self._seconds[0],
-                self.planned,
-                self.deadline - now,
-            )
-        late = self.deadline is not None and now + float(np.mean(self._seconds)) > self.deadline
+        if self.deadline is None:
+            if epoch + 1 >= self.planned:
+                self.model.stop_training = True
+            return
+        if epoch < 2:
+            self._plan(epoch, now)
+        typical = float(np.mean(self._seconds[1:] or self._seconds))
+        late = now + typical * (1 + self.reserve_epochs) > self.deadline
         if epoch + 1 >= self.planned or late:
             self.model.stop_training = True
+
+    def _plan(self, epoch: int, now: float) -> None:
+        assert self.deadline is not None
+        cost = self._seconds[-1]
+        fits = int((self.deadline - now) / cost - self.reserve_epochs)
+        self.planned = max(epoch + 1, min(self.max_epochs, epoch + 1 + fits))
+        if self.schedule is not None:
+            self.schedule.total_steps = self.planned * self.steps_per_epoch
+        log.info(
+            "retrain: epoch %d took %.1fs; %d epoch(s) in all fit in the %.0fs left",
+            epoch + 1,
+            cost,
+            self.planned,
+            self.deadline - now,
+        )
 
 
 def merged_train_val(dataset: Dataset) -> Split:
@@ -181,13 +201,20 @@ def _compile(model: keras.Model, settings: RetrainConfig, learning_rate: float) 
 
 
 def _callbacks(
-    settings: RetrainConfig, objective: Any, learning_rate: float, steps_per_epoch: int, deadline: float | None
+    settings: RetrainConfig,
+    objective: Any,
+    learning_rate: float,
+    steps_per_epoch: int,
+    deadline: float | None,
+    reserve_epochs: float,
 ) -> list[keras.callbacks.Callback]:
     if settings.schedule == "cosine":
         warmup = round(settings.warmup_epochs * steps_per_epoch)
         schedule = WarmupCosine(learning_rate, warmup, settings.max_epochs * steps_per_epoch)
-        return [schedule, EpochPlan(settings.max_epochs, deadline, schedule, steps_per_epoch)]
-    callbacks: list[keras.callbacks.Callback] = [EpochPlan(settings.max_epochs, deadline, None, steps_per_epoch)]
+        return [schedule, EpochPlan(settings.max_epochs, deadline, schedule, steps_per_epoch, reserve_epochs)]
+    callbacks: list[keras.callbacks.Callback] = [
+        EpochPlan(settings.max_epochs, deadline, None, steps_per_epoch, reserve_epochs)
+    ]
     if settings.patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -211,7 +238,7 @@ def retrain(
     cfg: ExperimentConfig, values: dict[str, Any], dataset: Dataset, deadline: float | None = None
 ) -> tuple[keras.Model, RetrainRecord]:
     """Train the configuration ``values`` on train+val and evaluate it on the test set; with a
-    ``deadline`` (wall clock), training ends in time for it."""
+    ``deadline`` (wall clock), training and the evaluation end in time for it."""
     started = time.monotonic()
     settings = cfg.retrain
     full = merged_train_val(dataset)
@@ -228,7 +255,10 @@ def retrain(
     _compile(model, settings, learning_rate)
     steps = math.ceil(len(fit) / batch_size)
     epoch_log = EpochLog("retrain", settings.max_epochs)
-    callbacks = [epoch_log, *_callbacks(settings, cfg.search.objective, learning_rate, steps, deadline)]
+    # The evaluations after training, in epochs: a training step costs about three forward passes.
+    evaluated = (len(dataset.test) + (len(holdout) if holdout is not None else 0)) * (1 + settings.test_time_flip)
+    reserve = evaluated / len(fit) / 3
+    callbacks = [epoch_log, *_callbacks(settings, cfg.search.objective, learning_rate, steps, deadline, reserve)]
     log.info(
         "retrain: %d images%s, %s schedule, up to %d epochs%s, batch size %s%s",
         len(fit),
@@ -261,9 +291,7 @@ def retrain(
     objective = cfg.search.objective
     scores = [h.metrics.get(objective.name) for h in epoch_log.history]
     finite = [s for s in scores if s is not None]
-    best_epoch = (
-        int((np.argmax if objective.direction == "max" else np.argmin)(finite)) if finite else len(scores) - 1
-    )
+    best_epoch = int((np.argmax if objective.direction == "max" else np.argmin)(finite)) if finite else len(scores) - 1
     record = RetrainRecord(
         hyperparameters=values,
         train_samples=len(fit),

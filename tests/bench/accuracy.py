@@ -6,7 +6,11 @@ judged on its test accuracy and on the wall time of the whole `fmtune tune` proc
 runs, vanilla Keras Tuner (tests/bench/vanilla_search.py) searches the same dataset under the same
 budget in its own process, and its best model is evaluated on the test set.
 
-Run with `make bench` (python -m tests.bench.accuracy [--only PRESET] [--runs N] [--no-vanilla]).
+Then the last run's best configuration is retrained twice more, each in a fresh process with the
+same seed and epochs (tests/bench/retrain_again.py), and the two test accuracies are compared.
+
+Run with `make bench` (python -m tests.bench.accuracy [--only PRESET] [--runs N] [--no-vanilla]
+[--no-reproduce]).
 Writes reports/accuracy.json, .md and .png; with --only, the other presets' results from the last
 report are kept. The datasets are never downloaded.
 """
@@ -34,6 +38,7 @@ from fmtune.tuning.stopping.asha import rungs
 COMMAND = "make bench  (python -m tests.bench.accuracy)"
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # holds fashion-mnist/ and mnist/
 TIMING_KEYS = ("startup", "search", "retrain", "export")
+REPRODUCE_SECONDS = 300.0  # of training, per retraining of the reproducibility check
 # What each run's row is summed up by: its median and spread over the runs.
 SUMMARY_KEYS = (
     "wall_s",
@@ -226,6 +231,23 @@ def markdown(report: dict) -> str:
             f"{fmt_spread(s['trials'], 0)} | {reach} | {fmt_spread(s['stopped_asha'], 0)} | "
             f"{fmt_spread(s['stopped_budget'], 0)} | {fmt_spread(s['retrain_epochs'], 0)} |"
         )
+    again = {name: p["reproduced"] for name, p in presets.items() if p.get("reproduced")}
+    if again:
+        lines += [
+            "",
+            "**Reproducibility**: the last run's best configuration retrained twice more, each in a fresh process, "
+            "same seed, the same fixed number of epochs (the run's own, cut to about "
+            f"{REPRODUCE_SECONDS / 60:g} minutes of training); target: within 0.3 points.",
+            "",
+            "| preset | epochs | test accuracy, first | second | difference (points) | met |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in again.items():
+            first, second = r["test_accuracy"]
+            lines.append(
+                f"| {name} | {r['epochs']} | {first:.4f} | {second:.4f} | {r['difference_points']:.2f} | "
+                f"{'yes' if r['met'] else 'no'} |"
+            )
     vanilla = {name: p["vanilla"] for name, p in presets.items() if p.get("vanilla")}
     if vanilla:
         settings = next(iter(vanilla.values()))
@@ -352,6 +374,32 @@ def run_vanilla(dataset: str, budget_minutes: float, work: Path, data_dir: Path 
     return {**vanilla_row(record), "process_wall_s": time.monotonic() - started}
 
 
+def reproduce(run_dir: Path, res: Results, work: Path) -> dict:
+    """The run's best configuration retrained twice more, each in a fresh process, with the same
+    seed and a fixed number of epochs (the run's own, cut to about REPRODUCE_SECONDS of training)."""
+    from fmtune import results
+
+    assert res.retrain is not None and res.best_hyperparameters is not None
+    (path,) = results.find(run_dir / "runs")
+    epoch_s = statistics.median(res.retrain.epoch_seconds) if res.retrain.epoch_seconds else 1.0
+    epochs = max(1, min(res.retrain.epochs_run, int(REPRODUCE_SECONDS // epoch_s)))
+    work.mkdir(parents=True, exist_ok=True)
+    values = work / "values.json"
+    values.write_text(json.dumps(res.best_hyperparameters))
+    accuracies = []
+    for i in (1, 2):
+        out = work / f"retrain{i}.json"
+        argv = [sys.executable, "-m", "tests.bench.retrain_again", str(path.parent / "config.yaml"), str(values)]
+        argv += [str(epochs), str(out)]
+        with (work / f"retrain{i}.log").open("w") as log:
+            code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, env=bench_env())
+        if code != 0:
+            raise SystemExit(f"retraining again exited {code}; see {work / f'retrain{i}.log'}")
+        accuracies.append(json.loads(out.read_text())["test_accuracy"])
+    difference = abs(accuracies[0] - accuracies[1]) * 100
+    return {"epochs": epochs, "test_accuracy": accuracies, "difference_points": difference, "met": difference <= 0.3}
+
+
 def bench_env() -> dict[str, str]:
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -368,6 +416,7 @@ def main() -> None:
     parser.add_argument("--only", choices=list(PRESETS), action="append", help="run just these presets")
     parser.add_argument("--runs", type=int, help="fresh runs per preset (default: 3 for quick, 2 for the others)")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the vanilla Keras Tuner searches")
+    parser.add_argument("--no-reproduce", action="store_true", help="skip retraining a best configuration twice")
     parser.add_argument(
         "--data-dir", type=Path, default=default_data_dir(), help="holds fashion-mnist/ and mnist/ (never downloaded)"
     )
@@ -396,6 +445,7 @@ def main() -> None:
             "required_runs": preset.runs,
             "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "runs": [],
+            "reproduced": None,
             "vanilla": None,
         }
         report["presets"][name] = entry
@@ -409,6 +459,10 @@ def main() -> None:
             keep_order()
             write(report, args.out)
             print(f"accuracy: {name} run {i}: test accuracy {res.test_accuracy:.4f} in {wall / 60:.1f} min", flush=True)
+        if not args.no_reproduce and res is not None:
+            print(f"accuracy: {name} run {i}'s best configuration retrained twice", flush=True)
+            entry["reproduced"] = reproduce(work / name / f"run{i}", res, work / name / "reproduce")
+            write(report, args.out)
         if not args.no_vanilla and res is not None:
             print(
                 f"accuracy: {name} vanilla Keras Tuner (log in {work / name / 'vanilla' / 'vanilla.log'})", flush=True

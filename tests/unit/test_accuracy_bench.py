@@ -138,6 +138,7 @@ def sample_report() -> dict:
         "measured_at": "now",
         "runs": rows,
         "summary": accuracy.summary(rows, QUICK),
+        "reproduced": {"epochs": 12, "test_accuracy": [0.9012, 0.8991], "difference_points": 0.21, "met": True},
         "vanilla": vanilla,
     }
     return {"command": accuracy.COMMAND, "machine": "test", "presets": {"quick": entry}}
@@ -152,6 +153,7 @@ def test_the_report_is_written_with_runs_medians_and_the_side_by_side(tmp_path: 
     assert "0 of 2" not in text and "2 of 2" in text  # both runs met it, but quick needs 3: not met
     assert "| **0.9050 (0.9000-0.9100)** | 3.7 | no |" in text
     assert "| 2 (9) | 0.8600 | **0.8550** | 3.8 |" in text
+    assert "| quick | 12 | 0.9012 | 0.8991 | 0.21 | yes |" in text
     assert json.loads((tmp_path / "accuracy.json").read_text()) == report
     png = (tmp_path / "accuracy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
@@ -175,5 +177,7 @@ def test_the_whole_bench_runs_on_tiny_data_within_a_tiny_budget(tmp_path: Path) 
     vanilla = quick["vanilla"]
     assert vanilla["trials"] and vanilla["wall_seconds"] <= 60 * 1.15, vanilla
     assert 0 <= vanilla["test_accuracy"] <= 1
+    again = quick["reproduced"]
+    assert again["epochs"] >= 1 and len(again["test_accuracy"]) == 2 and again["met"], again
     assert (tmp_path / "reports" / "accuracy.png").stat().st_size > 20_000
     assert "Side by side" in (tmp_path / "reports" / "accuracy.md").read_text()

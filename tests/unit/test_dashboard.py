@@ -149,6 +149,28 @@ def test_a_silent_worker_and_its_requeued_trial(tmp_path: Path) -> None:
     assert state.trials_finished == 1
 
 
+def test_state_says_which_rung_a_trial_reached_what_stopped_it_and_the_budget_spent(tmp_path: Path) -> None:
+    from fmtune.tuning.budget import Budget
+
+    oracle, writer = setup(tmp_path, "search.max_trials=4", "search.asha.enabled=true", "search.epochs=9")
+    oracle.budget = Budget(600, started_at=time.time() - 120, retrain_share=0.5, min_epochs=1)
+    good, poor = oracle.create_trial("tuner0"), oracle.create_trial("tuner1")
+    for trial, worker, score in ((good, "tuner0", 0.9), (poor, "tuner1", 0.1)):
+        answer = oracle.update_trial_from(worker, trial.trial_id, {"val_accuracy": score}, step=0)
+    assert answer.status == "STOPPED"  # below the first rung's cutoff
+    for step in (1, 2):
+        oracle.update_trial_from("tuner0", good.trial_id, {"val_accuracy": 0.9}, step=step)
+    writer.update(force=True)
+    state = run_state.load(writer.experiment_dir)
+    assert state is not None and state.budget is not None
+    trials = {t.trial_id: t for t in state.trials}
+    assert (trials[poor.trial_id].rung, trials[poor.trial_id].stopped_by) == (0, "Asha")
+    assert (trials[good.trial_id].rung, trials[good.trial_id].stopped_by) == (1, None)  # 3 epochs: rung 2 of [1, 3]
+    assert state.budget.seconds == 600 and 119 < state.budget.used_seconds < 180
+    rows = {r["trial_id"]: r for r in view.build(state, {})["trials"]}
+    assert rows[poor.trial_id]["stopped_by"] == "Asha" and rows[poor.trial_id]["rung"] == 0
+
+
 def sample_state(name: str = "demo", value: str = "relu") -> RunState:
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     trials = [

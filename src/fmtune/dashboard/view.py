@@ -32,6 +32,7 @@ def trial_row(t: TrialState) -> dict[str, Any]:
         "ended_at": t.ended_at.isoformat() if t.ended_at else None,
         "hyperparameters": {k: v for k, v in t.hyperparameters.items() if not k.startswith("tuner/")},
         "rung": t.rung,
+        "stopped_by": t.stopped_by,
         "requeued_from": [r.worker for r in t.requeues],
         "error": last_line(t.message) if t.status in ("FAILED", "INVALID", "QUEUED") else "",
     }

@@ -23,7 +23,7 @@ from fmtune.export import ModelCard, publish
 from fmtune.results import EpochMetrics, Results, TrialRecord
 from fmtune.run_state import Phase
 from fmtune.tuning import auth, kt_internals, servicer
-from fmtune.tuning.budget import FINISH_SECONDS, Budget
+from fmtune.tuning.budget import EXPORT_SECONDS, Budget
 from fmtune.tuning.live_state import StateWriter
 from fmtune.tuning.oracle import FmtuneOracle, active_values
 from fmtune.tuning.roles import Role
@@ -239,7 +239,7 @@ def _run(
     log.info("best trial %s: %s=%.4f", best[0].trial_id, cfg.search.objective.name, best[0].score)
     if retraining:
         state.update(Phase.RETRAIN)
-        deadline = None if oracle.budget is None else oracle.budget.deadline - FINISH_SECONDS
+        deadline = None if oracle.budget is None else oracle.budget.deadline - EXPORT_SECONDS
         record = retrain_and_export(
             cfg, record, dataset, deploy, on_export=lambda: state.update(Phase.EXPORT), deadline=deadline
         )

@@ -21,9 +21,11 @@ from fmtune.config import ExperimentConfig
 from fmtune.files import replace
 from fmtune.run_state import Deployment, Phase, RunState
 from fmtune.tuning.oracle import FmtuneOracle
+from fmtune.tuning.stopping.asha import rungs
 
 log = logging.getLogger("fmtune")
 STATE_EVERY_SECONDS = 0.5
+MAX_TIME_SHARE = 0.05  # of the serving loop's time spent writing state.json
 FINAL = ("COMPLETED", "STOPPED", "FAILED")
 MESSAGE_CHARS = 4000  # the end of a trial's traceback is what says what went wrong
 
@@ -43,8 +45,9 @@ class TrialCache:
     """Every trial's JSON, re-made only for the trials that changed; who ran what, and when a
     running trial was taken back from its worker."""
 
-    def __init__(self, maximise: bool):
+    def __init__(self, maximise: bool, rung_epochs: list[int] | None = None):
         self.maximise = maximise
+        self.rung_epochs = rung_epochs or []  # ASHA's rungs, as epoch counts (none without ASHA)
         self.fragments: dict[str, bytes] = {}  # trial id -> its JSON
         self.order: list[str] = []  # trial ids in the order they were first seen
         self.watched: set[str] = set()  # trials that may still change
@@ -96,6 +99,11 @@ class TrialCache:
                 at = _wall(raw["record"].get("ended")) or _wall(now)
                 self.best.append({"at": at, "trial_id": trial_id, "score": score})
 
+    def _rung(self, epochs: int) -> int | None:
+        """The highest ASHA rung a trial with this many epochs reached (0: the first), if any."""
+        reached = [r for r in self.rung_epochs if r <= epochs]
+        return len(reached) - 1 if reached else None
+
     def _improves(self, score: float) -> bool:
         best = self._best_score
         return best is None or (score > best if self.maximise else score < best)
@@ -119,7 +127,8 @@ class TrialCache:
             "started_at": _wall(started),
             "ended_at": _wall(ended),
             "seconds": (ended - started) if started and ended else None,
-            "rung": None,
+            "rung": self._rung(len(epochs)),
+            "stopped_by": record.get("stopped_by"),
             "requeues": self.requeues.get(trial_id, []),
             "message": message[-MESSAGE_CHARS:] if message else None,
         }
@@ -177,8 +186,9 @@ class WorkerWatch:
 
 
 class StateWriter:
-    """Keeps state.json up to date with the oracle's progress, at most every STATE_EVERY_SECONDS
-    (and at once when the phase changes)."""
+    """Keeps state.json up to date with the oracle's progress, at most every STATE_EVERY_SECONDS,
+    or less often when a write costs more than MAX_TIME_SHARE of that (and at once when the phase
+    changes)."""
 
     def __init__(self, cfg: ExperimentConfig, oracle: FmtuneOracle, deploys: bool = False):
         self.oracle = oracle
@@ -197,16 +207,21 @@ class StateWriter:
             lease_seconds=tolerance.lease_seconds,
         )
         self.experiment_dir = cfg.experiment_dir
-        self.trials = TrialCache(cfg.search.objective.direction == "max")
+        asha = cfg.search.asha
+        self.trials = TrialCache(
+            cfg.search.objective.direction == "max",
+            rungs(asha.grace_epochs, asha.reduction_factor, cfg.search.epochs) if asha.enabled else None,
+        )
         silent_after = min(tolerance.lease_seconds / 2, max(2 * tolerance.heartbeat_seconds, 1.0))
         self.watch = WorkerWatch(silent_after, tolerance.lease_seconds)
         self._workers: list[dict[str, Any]] = []
         self._seen_all = False
         self._written_at = 0.0
+        self._interval = STATE_EVERY_SECONDS
 
     def update(self, phase: Phase | None = None, message: str | None = None, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and phase is None and now - self._written_at < STATE_EVERY_SECONDS:
+        if not force and phase is None and now - self._written_at < self._interval:
             return
         self.refresh()
         changes: dict[str, Any] = {}
@@ -217,7 +232,10 @@ class StateWriter:
             changes["message"] = message
         self.state = self.state.model_copy(update=changes)
         self.write()
-        self._written_at = now
+        self._written_at = time.monotonic()
+        # A large search under load makes a write dearer: the writer keeps to a small share of the
+        # coordinator's time, so the workers' calls come first.
+        self._interval = max(STATE_EVERY_SECONDS, (self._written_at - now) / MAX_TIME_SHARE)
 
     def failed(self, exc: BaseException) -> None:
         """The run stopped with ``exc``: record why, and a refused or failed deployment as such."""
@@ -239,8 +257,10 @@ class StateWriter:
         self._workers = self.watch.workers(view, cache.finished_by)
         finished, running, best = view["progress"]
         first = cache.first_start
+        budget = self.oracle.budget
         self.state = self.state.model_copy(
             update={
+                "budget": run_state.Budget(seconds=budget.seconds, used_seconds=budget.used()) if budget else None,
                 "trials_finished": finished,
                 "trials_running": running,
                 "best_score": _number(best),

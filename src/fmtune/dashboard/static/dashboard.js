@@ -128,12 +128,19 @@ function renderTrials(view) {
     const status = el("td", null, "status-cell");
     status.append(el("span", t.status, `status ${t.status}`));
     if (t.requeued_from.length) status.append(el("div", `re-queued from ${t.requeued_from.join(", ")}`, "requeued"));
+    if (t.stopped_by) status.append(el("div", stoppedBy(t), "requeued"));
     row.append(el("td", t.trial_id), status, el("td", fmtNumber(t.score), "num"), el("td", t.best_epoch ?? "", "num"),
       el("td", epochs ? `${t.epochs}/${epochs}` : t.epochs, "num"), el("td", t.worker ?? ""),
       el("td", fmtSeconds(t.seconds), "num"), el("td", fmtValues(t.hyperparameters), "hp"), el("td", t.error));
     body.append(row);
   }
   document.getElementById("trial-count").textContent = `${rows.length} of ${view.trials.length}`;
+}
+
+function stoppedBy(t) {
+  if (t.stopped_by === "budget") return "stopped: the search's time was up";
+  const rung = t.rung === null ? "" : ` at rung ${t.rung + 1}`;
+  return `stopped by ${t.stopped_by === "Asha" ? "ASHA" : t.stopped_by}${rung}`;
 }
 
 function renderCharts(figures, shares) {
