@@ -182,3 +182,37 @@ def test_a_resumed_search_that_no_worker_joins_ends_with_a_clear_error(tmp_path:
     assert resumed.abort_reason is not None
     assert resumed.abort_reason.startswith("no worker has asked for a trial in 0.5s while trials remain")
     assert resumed.search_over() and len(resumed.trials) == 3
+
+
+def test_bayesian_suggestions_follow_trials_that_asha_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ASHA most trials end STOPPED, and the GP learns from them: each must wake the
+    background suggester, or the first create after the random phase waits for nothing."""
+    from fmtune.tuning import bayesian
+
+    monkeypatch.setattr(bayesian, "SUGGESTION_WAIT_SECONDS", 60.0)  # an IDLE answer would take this long
+    oracle = oracle_for(
+        tmp_path,
+        "search.algorithm=bayesian",
+        "search.max_trials=10",
+        "search.asha.enabled=true",
+        "search.epochs=9",
+        "fault_tolerance.lease_seconds=600",
+    )
+    oracle.start_background()
+    try:
+        ended = []
+        for value in (0.9, 0.1, 0.2, 0.3):  # the first sets the rung; ASHA stops the others there
+            trial = oracle.create_trial("tuner0")
+            answer = oracle.update_trial_from("tuner0", trial.trial_id, {"val_accuracy": value}, step=0)
+            trial.status = "COMPLETED"
+            oracle.end_trial_from("tuner0", trial)
+            ended.append((answer.status, oracle.trials[trial.trial_id].status))
+        assert ended[1:] == [("STOPPED", "STOPPED")] * 3
+        assert len(oracle._completed()) >= oracle._initial_points()  # past the random phase
+        started = time.monotonic()
+        suggested = oracle.create_trial("tuner0")
+        waited = time.monotonic() - started
+    finally:
+        oracle.stop_background()
+    assert suggested.status == "RUNNING", f"no suggestion after {waited:.1f}s"
+    assert waited < 30

@@ -37,7 +37,7 @@ class FmtuneBayesianOracle(FmtuneOracle, kt.oracles.BayesianOptimizationOracle):
         self.suggestions.stop()
         super().stop_background()
 
-    def on_completed(self) -> None:
+    def on_ended(self) -> None:
         self.suggestions.changed()
 
     def _initial_points(self) -> int:

@@ -282,8 +282,7 @@ class FmtuneOracle(OracleHooks):
         # right after the last trial does not run it again.
         self.save()
         self._note_end(stored)
-        if stored.status == Status.COMPLETED:
-            self.on_completed()
+        self.on_ended()
         if self.persister.running:
             self._unlogged.append(stored.trial_id)
         else:
@@ -310,8 +309,9 @@ class FmtuneOracle(OracleHooks):
             self._unlogged.remove(ended)
             self._log_end(self.trials[ended], self.record.get(ended, {}))
 
-    def on_completed(self) -> None:
-        """A new result is in (for oracles that plan ahead)."""
+    def on_ended(self) -> None:
+        """A trial ended, so there may be a new result (for oracles that plan ahead): one stopped
+        early counts too, as under ASHA most do."""
 
     def _note_end(self, trial: Any) -> None:
         if trial.status not in FINISHED:
