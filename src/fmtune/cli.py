@@ -368,10 +368,12 @@ def deploy_cmd(
         fail(f"{version_dir}: {exc}")
     images = np.random.default_rng(0).integers(0, 256, (16, 28, 28), np.uint8)
     expected = fn(image=tf.constant(images))["probabilities"].numpy()
-    staging = export.stage_copy(version_dir, model_repo, card.model_name)
-    deployer = Deployer(cfg, KubernetesCluster(cfg), GrpcServingCheck(card.model_name))
     try:
-        record = deployer.deploy(staging, card, images, expected, force=force)
+        cluster = KubernetesCluster(cfg)  # before staging: without a cluster, nothing is written
+        staging = export.stage_copy(version_dir, model_repo, card.model_name)
+        record = Deployer(cfg, cluster, GrpcServingCheck(card.model_name)).deploy(
+            staging, card, images, expected, force=force
+        )
     except DeployError as exc:
         fail(str(exc))
     print(record.model_dump_json(indent=2))

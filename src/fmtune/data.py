@@ -252,6 +252,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 MANIFEST = "dataset.json"
+NUM_CLASSES = 10  # the models' outputs (hypermodels.NUM_CLASSES)
 
 
 def resolve_spec(name: str, data_dir: Path | None) -> DatasetSpec:
@@ -276,10 +277,23 @@ def resolve_spec(name: str, data_dir: Path | None) -> DatasetSpec:
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DatasetError(f"{manifest}: invalid dataset manifest ({exc!r})") from None
+        problem = _manifest_problem(raw)
+        if problem:
+            raise DatasetError(f"{manifest}: invalid dataset manifest ({problem})")
         if spec.name == name:
             return spec
     known = ", ".join(DATASETS)
     raise DatasetError(f"unknown dataset '{name}': not one of {known}, and no {MANIFEST} in the data dir declares it")
+
+
+def _manifest_problem(raw: dict[str, object]) -> str | None:
+    """What makes a parsed manifest unusable: every model has NUM_CLASSES outputs, one per name."""
+    if not isinstance(raw["name"], str) or not raw["name"]:
+        return "'name' must be a non-empty string"
+    names = raw["class_names"]
+    if not isinstance(names, list) or len(names) != NUM_CLASSES or not all(isinstance(n, str) and n for n in names):
+        return f"'class_names' must be a list of {NUM_CLASSES} non-empty strings, one per label"
+    return None
 
 
 def load(

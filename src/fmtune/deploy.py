@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import yaml
@@ -25,6 +25,7 @@ from fmtune.export import ModelCard, commit, discard, latest_card, unpublish
 from fmtune.results import now
 
 log = logging.getLogger("fmtune")
+T = TypeVar("T")
 
 
 class DeployError(RuntimeError):
@@ -33,6 +34,10 @@ class DeployError(RuntimeError):
 
 class GateRefused(DeployError):
     """The new model is worse than the served one by more than the tolerance."""
+
+
+class ClusterError(DeployError):
+    """The Kubernetes API could not be reached, or refused a call."""
 
 
 class DeployConfig(BaseModel):
@@ -113,11 +118,14 @@ class GrpcServingCheck(ServingCheck):
         from fmtune.client import FmtuneClient
 
         with FmtuneClient(address, model_name=self.model_name, timeout=self.timeout) as client:
-            return np.array([p.probabilities for p in client.predict(images, version=version)])
+            # The images go as they are: they are compared with the model's own outputs for them.
+            predictions = client.predict(images, version=version, invert=False)
+            return np.array([p.probabilities for p in predictions])
 
 
 class KubernetesCluster(Cluster):
-    """In a pod: the pod's service account; elsewhere: the kubeconfig."""
+    """In a pod: the pod's service account; elsewhere: the kubeconfig. Every failure to reach the
+    API, or refusal by it, is a ``ClusterError`` naming the call."""
 
     def __init__(self, cfg: DeployConfig):
         from kubernetes import client, config
@@ -125,21 +133,57 @@ class KubernetesCluster(Cluster):
         try:
             config.load_incluster_config()
         except config.ConfigException:
-            config.load_kube_config()
+            try:
+                config.load_kube_config()
+            except (config.ConfigException, OSError) as exc:
+                raise ClusterError(
+                    f"no Kubernetes configuration: not in a pod, and no usable kubeconfig ({exc})"
+                ) from None
         self.cfg, self.client = cfg, client
+        self.host = client.Configuration.get_default_copy().host
         self.apps, self.core = client.AppsV1Api(), client.CoreV1Api()
 
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return call()
+        except ApiException as exc:
+            try:
+                said = json.loads(exc.body or "{}").get("message", "")
+            except (ValueError, AttributeError):
+                said = ""
+            detail = f"{exc.status} {exc.reason}" + (f": {said}" if said else "")
+            raise ClusterError(f"the Kubernetes API at {self.host} refused to {what}: {detail}") from None
+        except HTTPError as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise ClusterError(f"cannot reach the Kubernetes API at {self.host} to {what} ({reason})") from None
+
+    @property
+    def _deployment(self) -> str:
+        return f"deployment {self.cfg.namespace}/{self.cfg.deployment}"
+
     def replicas(self) -> int:
-        scale = self.apps.read_namespaced_deployment_scale(self.cfg.deployment, self.cfg.namespace)
+        scale = self._call(
+            f"read the scale of {self._deployment}",
+            lambda: self.apps.read_namespaced_deployment_scale(self.cfg.deployment, self.cfg.namespace),
+        )
         return int(scale.spec.replicas or 0) if scale.spec else 0
 
     def scale(self, replicas: int) -> None:
-        self.apps.patch_namespaced_deployment_scale(
-            self.cfg.deployment, self.cfg.namespace, {"spec": {"replicas": replicas}}
+        self._call(
+            f"scale {self._deployment}",
+            lambda: self.apps.patch_namespaced_deployment_scale(
+                self.cfg.deployment, self.cfg.namespace, {"spec": {"replicas": replicas}}
+            ),
         )
 
     def serving_addresses(self) -> list[str]:
-        pods = self.core.list_namespaced_pod(self.cfg.namespace, label_selector=self.cfg.component_selector).items
+        pods = self._call(
+            "list the serving pods",
+            lambda: self.core.list_namespaced_pod(self.cfg.namespace, label_selector=self.cfg.component_selector),
+        ).items
         addresses = []
         for pod in pods:
             status, meta = pod.status, pod.metadata
@@ -148,26 +192,29 @@ class KubernetesCluster(Cluster):
         return addresses
 
     def write_record(self, key: str, value: str) -> None:
-        self.core.patch_namespaced_config_map(self.cfg.record_configmap, self.cfg.namespace, {"data": {key: value}})
+        self._call(
+            f"write {key} to configmap {self.cfg.namespace}/{self.cfg.record_configmap}",
+            lambda: self.core.patch_namespaced_config_map(
+                self.cfg.record_configmap, self.cfg.namespace, {"data": {key: value}}
+            ),
+        )
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         c, stamp = self.client, now()
-        self.core.create_namespaced_event(
-            self.cfg.namespace,
-            c.CoreV1Event(
-                metadata=c.V1ObjectMeta(generate_name=f"{self.cfg.deployment}-"),
-                involved_object=c.V1ObjectReference(
-                    api_version="apps/v1", kind="Deployment", name=self.cfg.deployment, namespace=self.cfg.namespace
-                ),
-                reason=reason,
-                message=message[:1000],
-                type="Warning" if warning else "Normal",
-                first_timestamp=stamp,
-                last_timestamp=stamp,
-                count=1,
-                source=c.V1EventSource(component="fmtune-deployer"),
+        body = c.CoreV1Event(
+            metadata=c.V1ObjectMeta(generate_name=f"{self.cfg.deployment}-"),
+            involved_object=c.V1ObjectReference(
+                api_version="apps/v1", kind="Deployment", name=self.cfg.deployment, namespace=self.cfg.namespace
             ),
+            reason=reason,
+            message=message[:1000],
+            type="Warning" if warning else "Normal",
+            first_timestamp=stamp,
+            last_timestamp=stamp,
+            count=1,
+            source=c.V1EventSource(component="fmtune-deployer"),
         )
+        self._call(f"record a {reason} event", lambda: self.core.create_namespaced_event(self.cfg.namespace, body))
 
 
 def gate(card: ModelCard, served: ModelCard | None, tolerance: float) -> str | None:
@@ -204,7 +251,7 @@ class Deployer:
         refusal = gate(card, served, self.cfg.gate_tolerance)
         if refusal and not force:
             discard(staging)
-            self.cluster.event("DeploymentRefused", refusal, warning=True)
+            self._warn("DeploymentRefused", refusal)
             raise GateRefused(refusal)
         version, path = commit(staging, card)
         try:
@@ -212,7 +259,7 @@ class Deployer:
         except Exception as exc:
             unpublish(path)
             message = f"version {version} rolled back: {exc}"
-            self.cluster.event("DeploymentFailed", message, warning=True)
+            self._warn("DeploymentFailed", message)
             raise DeployError(message) from exc
         record = DeploymentRecord(
             version=version,
@@ -230,6 +277,13 @@ class Deployer:
         )
         log.info("deployed version %d to %d serving pod(s)", version, pods)
         return record
+
+    def _warn(self, reason: str, message: str) -> None:
+        """A warning event, sent if it can be: failing to send it must not hide what it reports."""
+        try:
+            self.cluster.event(reason, message, warning=True)
+        except Exception as exc:
+            log.warning("could not record the %s event: %s", reason, exc)
 
     def _verify(self, version: int, images: np.ndarray, expected: np.ndarray) -> int:
         wanted = self.cluster.replicas()

@@ -128,8 +128,12 @@ def stage_copy(version_dir: Path, model_repo: Path, model_name: str) -> Path:
     model_dir = model_repo / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=".staging-"))
-    shutil.copytree(version_dir, staging, dirs_exist_ok=True)
-    (staging / CARD_FILE).unlink(missing_ok=True)
+    try:
+        shutil.copytree(version_dir, staging, dirs_exist_ok=True)
+        (staging / CARD_FILE).unlink(missing_ok=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return staging
 
 

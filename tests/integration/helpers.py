@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,16 @@ def tune_argv(data_dir: Path, workdir: Path, *extra: str, trials: int = 4, worke
 
 def env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "COLUMNS": "200"}
+
+
+def role_env(tuner_id: str, port: int) -> dict[str, str]:
+    """A coordinator's or worker's environment, as the chart and the launcher give it."""
+    return {
+        **env(),
+        "KERASTUNER_TUNER_ID": tuner_id,
+        "KERASTUNER_ORACLE_IP": "127.0.0.1",
+        "KERASTUNER_ORACLE_PORT": str(port),
+    }
 
 
 def run(
@@ -171,3 +182,13 @@ def tiny_repo(into: Path) -> Path:
     model, _ = build_from_values("mlp", TINY_MLP)
     export.publish(model, repo, tiny_card())
     return repo
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: Callable[[], str], poll: float = 0.05) -> None:
+    """Poll ``condition`` until it holds, or raise AssertionError with ``what()`` after ``timeout``
+    seconds: a slow machine then fails saying what never happened, not with a later puzzle."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g}s: {what()}")
+        time.sleep(poll)

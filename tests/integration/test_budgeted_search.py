@@ -17,7 +17,7 @@ from fmtune import results
 from fmtune.tuning.stopping.asha import cutoff, rungs
 
 from ..conftest import SYNTHETIC, write_dataset
-from .helpers import env, free_ports, run
+from .helpers import free_ports, role_env, run
 from .test_local import read_until
 
 pytestmark = pytest.mark.timeout(600)
@@ -148,18 +148,10 @@ def test_a_coordinator_killed_mid_rung_resumes_and_no_completed_rung_runs_again(
     (port,) = free_ports(1)
     base = [sys.executable, "-m", "fmtune"]
 
-    def role(tuner_id: str) -> dict[str, str]:
-        return {
-            **env(),
-            "KERASTUNER_TUNER_ID": tuner_id,
-            "KERASTUNER_ORACLE_IP": "127.0.0.1",
-            "KERASTUNER_ORACLE_PORT": str(port),
-        }
-
     def start(argv: list[str], tuner_id: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [*base, *argv, "--resolved", str(path)],
-            env=role(tuner_id),
+            env=role_env(tuner_id, port),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

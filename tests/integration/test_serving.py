@@ -35,7 +35,7 @@ from fmtune.client import (
 from fmtune.hypermodels import build_from_values
 
 from ..conftest import SYNTHETIC
-from .helpers import Served, free_ports, running_server
+from .helpers import Served, free_ports, running_server, tiny_repo, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -242,31 +242,35 @@ def test_unreachable_server_and_timeouts(transport: str) -> None:
 
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
-    silent.listen(8)  # accepts connections and never answers
-    target = f"127.0.0.1:{silent.getsockname()[1]}"
+    silent.listen(8)  # the kernel accepts connections; nothing ever answers
+    port = silent.getsockname()[1]
+    target = f"127.0.0.1:{port}" if transport == "grpc" else f"http://127.0.0.1:{port}"
+    timeout = 0.5
     try:
-        with (
-            FmtuneClient(target if transport == "grpc" else f"http://{target}", timeout=0.5, retries=0) as client,
-            pytest.raises((RequestTimeoutError, ServerUnavailableError)),
-        ):
-            client.status()
+        with FmtuneClient(target, timeout=timeout, retries=0) as client:
+            for call in (client.status, lambda: client.predict(np.zeros((28, 28), np.uint8))):
+                started = time.monotonic()
+                with pytest.raises(RequestTimeoutError, match=str(port)):
+                    call()
+                took = time.monotonic() - started
+                assert timeout <= took < timeout + 5, f"timed out after {took:.2f}s, not at {timeout}s"
     finally:
         silent.close()
 
 
-def test_new_version_under_load_is_picked_up_without_errors(
-    pipeline: tuple[Path, str], test_images: data.Split, tmp_path: Path
-) -> None:
-    with running_server(copy_repo(pipeline, tmp_path)) as served:
+def test_new_version_under_load_is_picked_up_without_errors(test_images: data.Split, tmp_path: Path) -> None:
+    with running_server(tiny_repo(tmp_path)) as served:
         hot_swap(served, test_images)
 
 
 def hot_swap(served: Served, test_images: data.Split) -> None:
+    """Four callers predict while version 2 is published; each sees only version 1 and then only
+    version 2 (a caller's versions never go back), and no call fails."""
     stop = threading.Event()
     failures: list[str] = []
-    versions: list[int] = []
+    seen: list[list[int]] = [[] for _ in range(4)]  # per caller, the version of each answer
 
-    def hammer(target: str) -> None:
+    def hammer(target: str, versions: list[int]) -> None:
         with FmtuneClient(target, timeout=30) as client:
             while not stop.is_set():
                 try:
@@ -274,31 +278,31 @@ def hot_swap(served: Served, test_images: data.Split) -> None:
                 except Exception as exc:  # every failure counts
                     failures.append(repr(exc))
 
-    threads = [
-        threading.Thread(target=hammer, args=(t,))
-        for t in (served.grpc_target, served.grpc_target, served.rest_target, served.rest_target)
-    ]
+    def answered(version: int, count: int) -> bool:
+        return all(versions.count(version) >= count for versions in seen) or bool(failures)
+
+    def progress() -> str:
+        return f"answers per caller {[(v.count(1), v.count(2)) for v in seen]}, failures {failures[:3]}"
+
+    targets = (served.grpc_target, served.grpc_target, served.rest_target, served.rest_target)
+    threads = [threading.Thread(target=hammer, args=(t, v)) for t, v in zip(targets, seen, strict=True)]
     for thread in threads:
         thread.start()
     try:
-        time.sleep(1.0)
+        wait_until(lambda: answered(1, 5), 120, lambda: f"5 answers from version 1 each; {progress()}")
         model, _ = build_from_values(
             "mlp", {"num_layers": 1, "units_0": 16, "dropout_0": 0.1, "learning_rate": 1e-3, "batch_size": 32}
         )
         card = export.read_card(served.repo / "fmtune" / "1").model_copy(update={"experiment": "swap"})
         assert export.publish(model, served.repo, card)[0] == 2
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not versions or versions[-1] != 2):
-            time.sleep(0.1)
-        time.sleep(1.0)
+        wait_until(lambda: answered(2, 25), 120, lambda: f"25 answers from version 2 each; {progress()}")
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
     assert failures == []
-    assert 1 in versions and versions[-1] == 2 and len(versions) > 20
-    first_two = versions.index(2)
-    assert all(v == 2 for v in versions[first_two + 50 :])  # once swapped, it stays swapped
+    for versions in seen:
+        assert set(versions) == {1, 2} and versions == sorted(versions), versions  # once swapped, it stays swapped
     with FmtuneClient(served.grpc_target) as client:
         states = {s.version: s.state for s in client.status()}
     assert states == {2: "AVAILABLE", 1: "END"}

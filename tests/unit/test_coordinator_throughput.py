@@ -16,7 +16,6 @@ import pytest
 
 from fmtune.tuning import kt_internals
 from fmtune.tuning.bayesian import FmtuneBayesianOracle
-from fmtune.tuning.call_metadata import CALLER
 from fmtune.tuning.kt_internals import Trial, locked, service_messages
 from fmtune.tuning.oracle import FmtuneOracle
 from fmtune.tuning.servicer import Servicer
@@ -77,54 +76,84 @@ def test_bayesian_oracle_searches_with_background_suggestions(tmp_path: Path) ->
     assert best > max(t.score for t in trials[:3]) + 0.05  # the GP's picks beat the random start
 
 
-class Caller:
-    """The part of a gRPC call's context the servicer reads: who is calling."""
+class GatedSuggester(GPSuggester):
+    """A suggester whose fits wait until the test lets them through, and say when one began."""
 
-    def __init__(self, tuner_id: str):
-        self.tuner_id = tuner_id
+    def __init__(self, alpha: float, seed: int):
+        super().__init__(alpha, seed)
+        self.fitting, self.go_on = threading.Event(), threading.Event()
 
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((CALLER, self.tuner_id),)
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Any:
+        self.fitting.set()
+        if not self.go_on.wait(120):
+            raise RuntimeError("the test never let the fit through")
+        return super().fit(x, y)
+
+
+class WatchedQueue(SuggestionQueue):
+    """A suggestion queue that says when a create has begun to wait on it."""
+
+    def __init__(self, suggester: GPSuggester, observe: Any):
+        super().__init__(suggester, observe)
+        self.asked = threading.Event()
+
+    def take(self, completed: int, running: int, timeout: float) -> np.ndarray | None:
+        self.asked.set()
+        return super().take(completed, running, timeout)
 
 
 def test_reports_are_answered_while_a_create_waits_for_a_suggestion(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Over a loopback gRPC server, with the workers' own client (token and caller id in the call's
+    metadata): a create blocked on a suggestion holds up neither reports nor heartbeats, and a
+    refused report is mapped to the client's error. Ordered by events, not by the clock."""
+    from fmtune.tuning import auth, bayesian, servicer
+    from fmtune.tuning.client import Client, CoordinatorRefused
+    from fmtune.tuning.roles import free_port
+
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "tuner0")
+    monkeypatch.setattr(bayesian, "SUGGESTION_WAIT_SECONDS", 600.0)  # the create waits for the test alone
     oracle = bayesian_oracle(tmp_path)
+    suggester = GatedSuggester(oracle.alpha, oracle.seed)
+    server, creators, waiter = None, None, futures.ThreadPoolExecutor(1)
     oracle.start_background()
     try:
         for _ in range(3):
             run_trial(oracle, "tuner0")
         running = oracle.create_trial("tuner1")  # past the random points: this one was suggested
-        slow_fit = GPSuggester.fit
+        oracle.suggestions.stop()
+        queue = oracle.suggestions = WatchedQueue(suggester, oracle.observations)  # nothing made ahead
+        queue.start()
+        token, port = auth.new_token(), free_port()
+        server, creators = servicer.start(oracle, f"127.0.0.1:{port}", token)
+        monkeypatch.setenv("KERASTUNER_ORACLE_PORT", str(port))
+        tuner0, tuner1 = (Client(oracle, tid, timeout=30, token=lambda: token) for tid in ("tuner0", "tuner1"))
 
-        def fit(self: GPSuggester, x: np.ndarray, y: np.ndarray) -> Any:
-            time.sleep(1.0)
-            return slow_fit(self, x, y)
-
-        monkeypatch.setattr(GPSuggester, "fit", fit)
-        oracle.suggestions._ready.clear()  # nothing made ahead: tuner0 has to wait for the slow fit
-        servicer = Servicer(oracle, futures.ThreadPoolExecutor(2))
-        service = service_messages()
-
-        async def calls() -> tuple[Any, Any, float, float]:
-            asked = time.perf_counter()
-            create = asyncio.ensure_future(servicer.CreateTrial(service.CreateTrialRequest(tuner_id="tuner0"), None))
-            await asyncio.sleep(0.2)  # a report due now is answered now, not after the create
-            report = service.UpdateTrialRequest(trial_id=running.trial_id, metrics={"score": -0.5})
-            answer = await servicer.UpdateTrial(report, Caller("tuner1"))
-            heartbeat = await servicer.GetTrial(service.GetTrialRequest(trial_id=running.trial_id), Caller("tuner1"))
-            waited = time.perf_counter() - (asked + 0.2)
-            await create
-            return answer, heartbeat, waited, time.perf_counter() - asked
-
-        answer, heartbeat, waited, create_took = asyncio.run(calls())
+        create = waiter.submit(tuner0.create_trial, "tuner0")
+        assert queue.asked.wait(60) and suggester.fitting.wait(60), "the create never waited for the fit"
+        answer = tuner1.update_trial(running.trial_id, {"score": -0.5}, step=1)
+        heartbeat = tuner1.get_trial(running.trial_id)
+        not_its_own = tuner0.update_trial(running.trial_id, {"score": 0.9}, step=2)
+        with pytest.raises(CoordinatorRefused, match="not an epoch number"):
+            tuner1.update_trial(running.trial_id, {"score": -0.5}, step=-1)
+        assert not create.done(), "the create did not wait for the suggestion"
+        suggester.go_on.set()
+        created = create.result(timeout=120)
     finally:
+        suggester.go_on.set()
+        waiter.shutdown(wait=False, cancel_futures=True)
+        if server is not None:
+            server.stop(grace=0.5)
+        if creators is not None:
+            creators.shutdown(wait=False, cancel_futures=True)
         oracle.stop_background()
-    running_status = kt_internals.proto_messages().TrialStatus.RUNNING
-    assert answer.trial.status == running_status and heartbeat.trial.status == running_status
-    assert create_took > 0.9 and waited < 0.3
-    assert oracle.ongoing_trials["tuner0"].status == "RUNNING"
+    assert answer.status == "RUNNING" and heartbeat.status == "RUNNING"
+    assert not_its_own.status == "STOPPED"  # refused: tuner0 does not hold the trial
+    history = oracle.trials[running.trial_id].metrics.get_history("score")
+    assert [(o.step, o.value) for o in history] == [(1, [-0.5])]
+    assert created.status == "RUNNING" and oracle.ongoing_trials["tuner0"].trial_id == created.trial_id
 
 
 def test_a_suggestion_missing_more_results_than_trials_running_is_not_handed_out() -> None:
@@ -234,21 +263,27 @@ def test_reports_are_written_at_once_when_idle_and_deferred_behind_creates_and_e
     trial_file = oracle.trial_file(trial.trial_id)
 
     def reported_steps() -> list[Any]:
-        metrics = json.loads(trial_file.read_text())["metrics"]["metrics"]
+        try:
+            metrics = json.loads(trial_file.read_text())["metrics"]["metrics"]
+        except FileNotFoundError:  # not written yet
+            return []
         return [o["step"] for o in metrics.get("score", {}).get("observations", [])]
 
+    persister = oracle.persister
     oracle.start_background()
     try:
+        # A lazy write is never due by the clock here: the report can only be written because
+        # nothing else waits to be, however slow the machine.
+        persister._lazy_at = time.monotonic() + 3600
         oracle.update_trial_from("tuner0", trial.trial_id, {"score": -0.5}, step=0)
-        deadline = time.monotonic() + 0.5  # well under LAZY_SECONDS
-        while reported_steps() != [0] and time.monotonic() < deadline:  # nothing else to write: at once
+        deadline = time.monotonic() + 60
+        while reported_steps() != [0]:
+            assert time.monotonic() < deadline, "an idle persister did not write the report"
             time.sleep(0.01)
-        assert reported_steps() == [0]
     finally:
         oracle.stop_background()
     # The persister's choices, step by step: a report just after a lazy write, beside a create.
-    persister = oracle.persister
-    persister._lazy_at = time.monotonic()
+    persister._lazy_at = time.monotonic() + 3600  # the last lazy write was just now, for this test's length
     oracle.trials[trial.trial_id].metrics.update("score", -0.4, step=1)
     persister.mark(trial.trial_id, lazy=True)
     persister.mark()  # the oracle's own state, which a waiting create needs

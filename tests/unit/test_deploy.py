@@ -1,15 +1,21 @@
-"""The deployer's gate, verification and rollback, against a fake cluster (no Kubernetes needed)."""
+"""The deployer's gate, verification and rollback, against a fake cluster (no Kubernetes needed):
+verified by the real gRPC check against the built-in server where that is cheap, and by a scripted
+check where the test is about timing."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fmtune import export
-from fmtune.deploy import Cluster, DeployConfig, Deployer, DeployError, GateRefused, ServingCheck
+from fmtune.deploy import Cluster, DeployConfig, Deployer, DeployError, GateRefused, GrpcServingCheck, ServingCheck
 from fmtune.export import ModelCard
+
+from .._builtin_server import Loopback, builtin_server, export_version, mixed_images, probabilities, tiny_model
 
 IMAGES = np.zeros((4, 28, 28), np.uint8)
 EXPECTED = np.eye(10, dtype=np.float32)[[1, 2, 3, 4]]
@@ -41,17 +47,17 @@ class FakeCluster(Cluster):
 
 
 class FakeCheck(ServingCheck):
-    """Every pod turns AVAILABLE after ``loading_polls`` polls and predicts ``answer``."""
+    """Every pod turns AVAILABLE after ``loading_polls`` polls and predicts what is expected."""
 
-    def __init__(self, loading_polls: int = 0, answer: np.ndarray = EXPECTED):
-        self.loading_polls, self.answer, self.polls = loading_polls, answer, 0
+    def __init__(self, loading_polls: int = 0):
+        self.loading_polls, self.polls = loading_polls, 0
 
     def state(self, address: str, version: int) -> str:
         self.polls += 1
         return "AVAILABLE" if self.polls > self.loading_polls else "LOADING"
 
     def predict(self, address: str, version: int, images: np.ndarray) -> np.ndarray:
-        return self.answer
+        return EXPECTED
 
 
 CFG = DeployConfig(
@@ -97,14 +103,54 @@ def served_version(repo: Path) -> int:
     return export.versions(repo / "fmtune")[-1]
 
 
-def test_first_model_deploys_and_is_recorded(tmp_path: Path) -> None:
-    cluster, check = FakeCluster(pods=2, replicas=2), FakeCheck(loading_polls=3)
-    record = deployer(cluster, check).deploy(staged(tmp_path), card(0.90), IMAGES, EXPECTED)
+class LoopbackCluster(FakeCluster):
+    """Every serving pod is the one built-in server on loopback."""
+
+    def __init__(self, address: str, pods: int = 1):
+        super().__init__(replicas=pods, pods=pods)
+        self.address = address
+
+    def serving_addresses(self) -> list[str]:
+        return [self.address] * self.pods
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two exported versions of differently initialised models: they predict differently."""
+    source = tmp_path_factory.mktemp("exports")
+    return export_version(tiny_model(seed=1), source), export_version(tiny_model(seed=2), source)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Loopback]:
+    with builtin_server(tmp_path) as server:
+        yield server
+
+
+class CountedSleep:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, seconds: float) -> None:
+        self.calls += 1
+        time.sleep(seconds)
+
+
+def real_deployer(cluster: Cluster, sleep: CountedSleep | None = None) -> Deployer:
+    cfg = CFG.model_copy(update={"poll_seconds": 0.05, "timeout_seconds": 60})
+    return Deployer(cfg, cluster, GrpcServingCheck("fmtune"), sleep=sleep or CountedSleep())
+
+
+def test_first_model_deploys_and_is_recorded(served: Loopback, exports: tuple[Path, Path]) -> None:
+    cluster, sleep, images = LoopbackCluster(served.grpc_target, pods=2), CountedSleep(), mixed_images()
+    model = exports[0]
+    staging = export.stage_copy(model, served.repo, "fmtune")
+    record = real_deployer(cluster, sleep).deploy(staging, card(0.90), images, probabilities(model, images))
     assert record.version == 1 and record.previous_version is None and record.pods == 2
-    assert served_version(tmp_path) == 1
+    assert served_version(served.repo) == 1 and served.states() == {1: "AVAILABLE"}
     assert '"version":1' in cluster.records["v1"] and '"version": 1' in cluster.records["current"]
     assert cluster.events[-1][0] == "ModelDeployed" and not cluster.events[-1][2]
-    assert check.polls > 3  # it waited for LOADING to become AVAILABLE
+    assert sleep.calls > 0  # it waited for the server to load the new version
 
 
 def test_gate_refuses_a_worse_model_unless_forced(tmp_path: Path) -> None:
@@ -135,17 +181,21 @@ def test_scales_up_from_zero_to_the_configured_replicas(tmp_path: Path) -> None:
     assert cluster.scaled == [3] and record.pods == 3
 
 
-def test_wrong_predictions_roll_back_to_the_previous_version(tmp_path: Path) -> None:
-    cluster = FakeCluster()
-    deployer(cluster, FakeCheck()).deploy(staged(tmp_path), card(0.90), IMAGES, EXPECTED)
-    wrong = np.roll(EXPECTED, 1, axis=1)
-    with pytest.raises(DeployError, match=r"version 2 rolled back: smoke test failed on 10\.0\.0\.0:8500"):
-        deployer(cluster, FakeCheck(answer=wrong)).deploy(staged(tmp_path), card(0.91), IMAGES, EXPECTED)
-    assert served_version(tmp_path) == 1 and not (tmp_path / "fmtune" / "2").exists()
-    assert [p.name for p in (tmp_path / "fmtune").iterdir() if p.name.startswith(".rejected-2-")]
+def test_wrong_predictions_roll_back_to_the_previous_version(served: Loopback, exports: tuple[Path, Path]) -> None:
+    cluster, images = LoopbackCluster(served.grpc_target), mixed_images()
+    first, other = exports
+    expected = probabilities(first, images)
+    real_deployer(cluster).deploy(export.stage_copy(first, served.repo, "fmtune"), card(0.90), images, expected)
+    # The pod answers with the other model's outputs, not those the deployer expects.
+    with pytest.raises(DeployError, match=rf"version 2 rolled back: smoke test failed on {served.grpc_target}"):
+        real_deployer(cluster).deploy(export.stage_copy(other, served.repo, "fmtune"), card(0.91), images, expected)
+    assert served_version(served.repo) == 1 and not (served.repo / "fmtune" / "2").exists()
+    assert [p.name for p in (served.repo / "fmtune").iterdir() if p.name.startswith(".rejected-2-")]
     assert cluster.events[-1][0] == "DeploymentFailed" and "v2" not in cluster.records
+    assert served.wait_for(1) == {1: "AVAILABLE", 2: "END"}  # the server went back to version 1
     # The next export does not reuse the rejected number.
-    assert deployer(cluster, FakeCheck()).deploy(staged(tmp_path), card(0.91), IMAGES, EXPECTED).version == 3
+    staging = export.stage_copy(first, served.repo, "fmtune")
+    assert real_deployer(cluster).deploy(staging, card(0.91), images, expected).version == 3
 
 
 def test_never_available_times_out_and_rolls_back(tmp_path: Path) -> None:

@@ -59,27 +59,43 @@ def test_versions_only_grow_and_nothing_half_written_is_visible(model, tmp_path:
 
 
 def test_failed_export_leaves_no_version(tmp_path: Path) -> None:
-    class Broken:
-        def __call__(self, *args: object, **kwargs: object) -> None:
+    """A model that raises while its signature is traced fails the export after the staging
+    directory was made: neither a version nor the half-written directory may remain."""
+    import keras
+
+    class Broken(keras.layers.Layer):
+        def call(self, inputs: tf.Tensor) -> tf.Tensor:
             raise RuntimeError("boom")
 
-    with pytest.raises(Exception):  # noqa: B017 - whatever Keras raises for a non-model
-        export.publish(Broken(), tmp_path, card())
+    broken = Broken()
+    broken.build((None, 28, 28))
+    with pytest.raises(RuntimeError, match="boom"):
+        export.publish(broken, tmp_path, card())
     assert export.versions(tmp_path / "clf") == []
     assert [p.name for p in (tmp_path / "clf").iterdir() if not p.name.startswith(".fmtune")] == []
 
 
 def test_unloading_does_not_pull_the_model_from_under_a_request(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import gc
+
     from fmtune.serving.models import END, ModelManager
 
+    images = np.random.default_rng(1).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    expected = model.predict(images, verbose=0)
     export.publish(model, tmp_path, card(model_name="fmtune"))
     manager = ModelManager(tmp_path / "fmtune", "fmtune", poll_seconds=60)
     manager.poll_once()
     manager.poll_once()
     held = manager.resolve("fmtune", None)  # a request in flight holds version 1
-    export.publish(model, tmp_path, card(model_name="fmtune"))
+    other = build_from_values("mlp", {**VALUES, "units_0": 24})[0]  # other weights: another answer
+    export.publish(other, tmp_path, card(model_name="fmtune"))
     manager.poll_once()
     manager.poll_once()
     assert manager.latest().version == 2  # type: ignore[union-attr]
     assert [s.state for s in manager.statuses("fmtune", 1)] == [END]
-    assert held.signature("serving_default") is not None  # still usable by the request that holds it
+    gc.collect()  # whatever the manager let go of is gone now
+    out = held.signature("serving_default").fn(image=tf.constant(images))  # the request goes on
+    assert np.allclose(out["probabilities"].numpy(), expected, atol=1e-6)
+    assert np.array_equal(out["class_id"].numpy(), expected.argmax(axis=1))
+    latest = manager.latest().signature("serving_default").fn(image=tf.constant(images))  # type: ignore[union-attr]
+    assert not np.allclose(latest["probabilities"].numpy(), expected, atol=1e-6)  # the swap happened

@@ -1,3 +1,4 @@
+import html
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -77,3 +78,35 @@ def test_results_print_markup_characters_as_text(tmp_path: Path) -> None:
     done = CliRunner().invoke(app, ["results", str(tmp_path / "demo" / "results.json")])
     assert done.exit_code == 0, done.output
     assert "tuner[/]" in done.output and "activation=[/bold]" in done.output
+
+
+HOSTILE = '<script>alert("x")</script>&'
+
+
+def test_every_text_the_page_shows_is_escaped_once(tmp_path: Path) -> None:
+    """Names, worker ids and hyperparameters come from configs and workers, not from fmtune."""
+    res = sample()
+    best = {**res.trials[2].hyperparameters, "activation": f"act{HOSTILE}", f"key{HOSTILE}": 1}
+    res.trials[2] = res.trials[2].model_copy(
+        update={"trial_id": f"id{HOSTILE}", "worker": f"worker{HOSTILE}", "hyperparameters": best}
+    )
+    res = res.model_copy(
+        update={
+            "experiment": f"name{HOSTILE}",
+            "dataset": f"data{HOSTILE}",
+            "family": f"family{HOSTILE}",
+            "algorithm": f"algo{HOSTILE}",
+            "best_trial_id": f"id{HOSTILE}",
+            "best_hyperparameters": best,
+        }
+    )
+    png = tmp_path / "report.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n")
+    page = html_report(res, png, tmp_path / "report.html").read_text()
+    safe = html.escape(HOSTILE)
+    assert "<script" not in page and "&amp;lt;" not in page
+    assert page.count(f"name{safe}") == 2  # the title and the heading
+    for where in ("data", "family", "algo", "worker"):
+        assert page.count(f"{where}{safe}") == 1, where
+    assert page.count(f"id{safe}") == 2  # the best trial, and its row
+    assert page.count(f"activation=act{safe}") == 2 and page.count(f"key{safe}=1") == 2  # its row, and the best

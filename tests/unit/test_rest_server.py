@@ -88,6 +88,11 @@ PREDICT = "/v1/models/fmtune:predict"
         ("Content-Length: -1\r\n", 400, "non-negative integer"),
         ("Content-Length: 12abc\r\n", 400, "non-negative integer"),
         ("Content-Length: 5\r\nContent-Length: 6\r\n", 400, "one non-negative integer"),
+        ("Content-Length: +20\r\n", 400, "non-negative integer"),
+        ("Content-Length: 0x14\r\n", 400, "non-negative integer"),
+        ("Content-Length: 2e1\r\n", 400, "non-negative integer"),
+        ("Content-Length: 20, 20\r\n", 400, "non-negative integer"),
+        ("Content-Length: \r\n", 400, "non-negative integer"),
         ("", 411, "needs a Content-Length"),
         ("Transfer-Encoding: chunked\r\n", 411, "Transfer-Encoding"),
         (f"Content-Length: {MAX_MESSAGE_BYTES + 1}\r\n", 413, "over the"),
@@ -100,6 +105,14 @@ def test_a_body_whose_length_is_not_known_and_allowed_is_refused_and_the_connect
         sock.sendall(post(PREDICT, headers, b'{"instances": [[1]]}'))  # and the connection stays open
         (answer,) = responses(read_until_closed(sock))
     assert answer[0] == status and words in answer[1]["error"]
+
+
+def test_a_length_of_digits_that_are_not_ascii_is_refused(server: Server) -> None:
+    """Header bytes are read as Latin-1, where byte 0xB2 is "²": a digit to str.isdigit, not to int."""
+    with server.connect() as sock:
+        sock.sendall(f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: ".encode() + b"\xb2\r\n\r\n{}")
+        (answer,) = responses(read_until_closed(sock))
+    assert answer == (400, {"error": "Content-Length must be one non-negative integer"})
 
 
 @pytest.mark.parametrize("path", ["/nowhere", "/v1/bogus", "/v1/models/fmtune:classify", PREDICT])

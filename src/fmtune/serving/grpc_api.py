@@ -104,13 +104,11 @@ class PredictionService:
 
     @_answered
     async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        fields = list(request.metadata_field)
-        if fields != ["signature_def"]:
-            raise decode.bad(
-                f"Metadata field {fields} is not supported"
-                if fields
-                else "GetModelMetadataRequest must specify at least one metadata_field"
-            )
+        if not request.metadata_field:
+            raise decode.bad("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in request.metadata_field:
+            if field != "signature_def":
+                raise decode.bad(f"Metadata field {field} is not supported")
         spec = request.model_spec
         servable = self.manager.resolve(spec.name, _version(spec), spec.version_label or None)
         response = get_model_metadata_pb2.GetModelMetadataResponse()

@@ -16,7 +16,7 @@ import keras_tuner as kt
 
 from fmtune.tuning import auth
 from fmtune.tuning.call_metadata import CALLER, MESSAGE
-from fmtune.tuning.kt_internals import OracleClient, Trial, service_messages
+from fmtune.tuning.kt_internals import OracleClient, Status, Trial, service_messages
 
 MAX_MESSAGE_BYTES = 4000
 RETRY_SECONDS = 0.5
@@ -79,7 +79,10 @@ class Client(OracleClient):
 
     def create_trial(self, tuner_id: str) -> Any:
         response = self._call(self.stub.CreateTrial, service_messages().CreateTrialRequest(tuner_id=tuner_id))
-        return Trial.from_proto(response.trial)
+        trial = Trial.from_proto(response.trial)
+        if trial.status == Status.IDLE:  # told to ask again, which Keras Tuner does at once: not in a busy loop
+            time.sleep(RETRY_SECONDS)
+        return trial
 
     def update_trial(self, trial_id: str, metrics: dict[str, float], step: int = 0) -> Any:
         request = service_messages().UpdateTrialRequest(trial_id=trial_id, metrics=metrics, step=step)

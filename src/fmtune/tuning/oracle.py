@@ -133,6 +133,11 @@ class FmtuneOracle(OracleHooks):
             log.info("%s came back: it re-runs trial %s from the start", tuner_id, held.trial_id)
         trial = super().create_trial(tuner_id)
         if trial.status == Status.STOPPED:
+            if self.ongoing_trials:
+                # Nothing new to hand out, but a running trial goes back to the queue if its worker
+                # dies: this worker waits to run it rather than leaving, and stops once none runs.
+                self.tuner_ids.add(tuner_id)
+                return Trial(self.get_space(), status=Status.IDLE)
             self.stop_sent = True
         elif trial.status == Status.RUNNING:
             self.record.setdefault(trial.trial_id, {}).update(
