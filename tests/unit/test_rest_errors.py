@@ -54,20 +54,20 @@ class TwoInputs(tf.Module):
         return {"sum": a + b}
 
 
-@pytest.fixture(scope="module")
-def failing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loopback]:
-    module = ReadsAMissingFile()
-    with builtin_server(saved(module, module.serve, tmp_path_factory.mktemp("failing"))) as server:
+def serving(module: Any, folder: Path) -> Iterator[Loopback]:
+    with builtin_server(saved(module, module.serve, folder)) as server:
         server.wait_for(1)
         yield server
+
+
+@pytest.fixture(scope="module")
+def failing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loopback]:
+    yield from serving(ReadsAMissingFile(), tmp_path_factory.mktemp("failing"))
 
 
 @pytest.fixture(scope="module")
 def two_inputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loopback]:
-    module = TwoInputs()
-    with builtin_server(saved(module, module.serve, tmp_path_factory.mktemp("two-inputs"))) as server:
-        server.wait_for(1)
-        yield server
+    yield from serving(TwoInputs(), tmp_path_factory.mktemp("two-inputs"))
 
 
 def predict(server: Loopback, body: Any, path: str = "/v1/models/fmtune:predict") -> tuple[int, Any]:
