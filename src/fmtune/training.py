@@ -108,21 +108,18 @@ class EpochPlan(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         now = time.time()
         self._seconds.append(now - self._started)
-        if self.deadline is None:
-            if epoch + 1 >= self.planned:
-                self.model.stop_training = True
-            return
-        if epoch < 2:
-            self._plan(epoch, now)
-        typical = float(np.mean(self._seconds[1:] or self._seconds))
-        late = now + typical * (1 + self.reserve_epochs) > self.deadline
+        late = False
+        if self.deadline is not None:
+            if epoch < 2:
+                self._plan(epoch, now, self.deadline)
+            typical = float(np.mean(self._seconds[1:] or self._seconds))
+            late = now + typical * (1 + self.reserve_epochs) > self.deadline
         if epoch + 1 >= self.planned or late:
             self.model.stop_training = True
 
-    def _plan(self, epoch: int, now: float) -> None:
-        assert self.deadline is not None
+    def _plan(self, epoch: int, now: float, deadline: float) -> None:
         cost = self._seconds[-1]
-        fits = int((self.deadline - now) / cost - self.reserve_epochs)
+        fits = int((deadline - now) / cost - self.reserve_epochs)
         self.planned = max(epoch + 1, min(self.max_epochs, epoch + 1 + fits))
         if self.schedule is not None:
             self.schedule.total_steps = self.planned * self.steps_per_epoch
@@ -131,7 +128,7 @@ class EpochPlan(keras.callbacks.Callback):
             epoch + 1,
             cost,
             self.planned,
-            self.deadline - now,
+            deadline - now,
         )
 
 
