@@ -21,7 +21,7 @@ GRPC_PORT  ?= 8500
 REST_PORT  ?= 8501
 ARGS       ?=
 
-.PHONY: help install lock tools run data serve predict test test-slow bench protos manifests images e2e lint \
+.PHONY: help install lock tools run data serve predict test coverage test-slow bench protos manifests images e2e lint \
 	typecheck clean
 
 install: $(STAMP) ## the venv (.venv) from the lock, then fmtune itself (editable)
@@ -77,6 +77,13 @@ tools: ## helm 3, helm 4 and kubectl into .tools/, and Debian's chromium for the
 
 test: lint typecheck tools ## lint, typecheck, then the test suite without the slow tests
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# Reported, not enforced: what the fast suite runs of fmtune, its subprocesses included.
+coverage: install tools ## the fast suite under coverage: reports/coverage.md, per package
+	$(BIN)/python -m pytest -m "not slow" --cov=fmtune --cov-report= $(PYTEST_ARGS)
+	$(BIN)/coverage json -q -o reports/coverage.json
+	$(BIN)/python scripts/coverage_by_package.py reports/coverage.json > reports/coverage.md
+	cat reports/coverage.md
 
 test-slow: install ## the slow tests (image build, long runs)
 	$(BIN)/python -m pytest -m "slow and not e2e" $(PYTEST_ARGS)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fmtune import config as config_mod
 from fmtune.config import ConfigError, ExperimentConfig
@@ -61,7 +62,7 @@ def _app(
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print("[bold red]error:[/]", message, highlight=False, markup=True)
+    err.print("[bold red]error:[/]", escape(message), highlight=False, markup=True)
     raise typer.Exit(code)
 
 
@@ -178,7 +179,8 @@ def tune(
     config_path = prepare_experiment(cfg, fresh)
     threads = max(1, (os.cpu_count() or 1) // workers)
     err.print(
-        f"experiment [bold]{cfg.name}[/] in {cfg.experiment_dir}: {cfg.dataset} from {dataset.source}, "
+        f"experiment [bold]{escape(cfg.name)}[/] in {escape(str(cfg.experiment_dir))}: {cfg.dataset} from "
+        f"{escape(str(dataset.source))}, "
         f"{cfg.search.algorithm} over {cfg.search.family}, {cfg.search.max_trials} trials, "
         f"{workers} workers",
         highlight=False,
@@ -303,7 +305,7 @@ def coordinator(
     try:
         run(cfg, role, retrain=retrain, deploy=deploy, started_at=started_at)
     except GateRefused as exc:
-        err.print(f"[yellow]not deployed:[/] {exc}", highlight=False)
+        err.print("[yellow]not deployed:[/]", escape(str(exc)), highlight=False)
     except (DatasetError, SearchError, DeployError) as exc:
         fail(str(exc))
     exit_now()
@@ -361,8 +363,11 @@ def deploy_cmd(
     from fmtune.deploy import DeployConfig, Deployer, DeployError, GrpcServingCheck, KubernetesCluster
 
     try:
-        card = export.read_card(version_dir)
         cfg = DeployConfig.load(deploy_config)
+    except DeployError as exc:
+        fail(str(exc))
+    try:
+        card = export.read_card(version_dir)
         fn = tf.saved_model.load(str(version_dir)).signatures[export.SIGNATURE]
     except (OSError, ValueError) as exc:
         fail(f"{version_dir}: {exc}")
@@ -376,6 +381,8 @@ def deploy_cmd(
         )
     except DeployError as exc:
         fail(str(exc))
+    except OSError as exc:  # the repository cannot be written; the deployer cleans up what it staged
+        fail(f"model repository {model_repo}: {exc.strerror or exc}")
     print(record.model_dump_json(indent=2))
 
 

@@ -252,7 +252,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 MANIFEST = "dataset.json"
-NUM_CLASSES = 10  # the models' outputs (hypermodels.NUM_CLASSES)
+NUM_CLASSES = 10  # every dataset's labels, and so every model's outputs
 
 
 def resolve_spec(name: str, data_dir: Path | None) -> DatasetSpec:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from fmtune.export import ModelCard, commit, discard, latest_card, unpublish
 from fmtune.results import now
@@ -55,7 +55,16 @@ class DeployConfig(BaseModel):
 
     @classmethod
     def load(cls, path: Path) -> DeployConfig:
-        return cls.model_validate(yaml.safe_load(path.read_text()))
+        """deploy.yaml, or a DeployError naming the file and what is wrong in it."""
+        try:
+            return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise DeployError(f"deploy config {path}: {exc.strerror or exc}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise DeployError(f"deploy config {path}: not valid YAML ({exc})") from None
+        except ValidationError as exc:
+            problems = [f"{'.'.join(map(str, e['loc'])) or 'the top level'}: {e['msg']}" for e in exc.errors()]
+            raise DeployError(f"deploy config {path}: {'; '.join(problems)}") from None
 
 
 class DeploymentRecord(BaseModel):

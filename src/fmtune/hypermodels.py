@@ -13,13 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from fmtune.data import NUM_CLASSES
 from fmtune.spaces import Choice, FloatRange, HyperParameterSpec, IntRange, resolved_specs, spec_for, spec_values
 
 if TYPE_CHECKING:
     import keras
     import keras_tuner
-
-NUM_CLASSES = 10
 
 
 class FamilyHyperModel:

@@ -9,10 +9,11 @@ budget in its own process, and its best model is evaluated on the test set.
 Then the last run's best configuration is retrained twice more, each in a fresh process with the
 same seed and epochs (tests/bench/retrain_again.py), and the two test accuracies are compared.
 
-Run with `make bench` (python -m tests.bench.accuracy [--only PRESET] [--runs N] [--no-vanilla]
-[--no-reproduce]).
+Run with `make bench` (python -m tests.bench.accuracy [--only PRESET] [--runs N] [--more] [--no-vanilla]
+[--no-reproduce]); `--only P --more --runs 0` runs P's vanilla side-by-side alone.
 Writes reports/accuracy.json, .md and .png; with --only, the other presets' results from the last
-report are kept. The datasets are never downloaded.
+report are kept, and with --more, the preset's own runs too (the new runs are added to them). The
+datasets are never downloaded.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def run_row(res: Results, wall_s: float, launched_at: float, rung_levels: Sequen
     trials_at = [((t.ended_at.timestamp() - launched_at) / 60, t.score) for t in res.trials if t.ended_at]
     within = wall_s <= (res.budget_minutes or preset.budget_minutes) * 60  # the smoke test shortens the budget
     return {
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(launched_at)),
         "wall_s": wall_s,
         **{f"{k}_s": res.timing.get(k) for k in (*TIMING_KEYS, "total")},
         "budget_minutes": res.budget_minutes,
@@ -284,7 +286,8 @@ def markdown(report: dict) -> str:
     ]
     for name, p in presets.items():
         for i, r in enumerate(p["runs"], 1):
-            lines.append(f"- {name} run {i} ({p['measured_at']}): `{json.dumps(r['best_hyperparameters'])}`")
+            started = r.get("started", p["measured_at"])  # rows written before runs had their own start
+            lines.append(f"- {name} run {i} ({started}): `{json.dumps(r['best_hyperparameters'])}`")
         if p.get("vanilla"):
             lines.append(f"- {name} vanilla: `{json.dumps(p['vanilla']['best_hyperparameters'])}`")
     return "\n".join(lines) + "\n"
@@ -415,6 +418,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports"))
     parser.add_argument("--only", choices=list(PRESETS), action="append", help="run just these presets")
     parser.add_argument("--runs", type=int, help="fresh runs per preset (default: 3 for quick, 2 for the others)")
+    parser.add_argument("--more", action="store_true", help="add the runs to the preset's runs in the last report")
     parser.add_argument("--no-vanilla", action="store_true", help="skip the vanilla Keras Tuner searches")
     parser.add_argument("--no-reproduce", action="store_true", help="skip retraining a best configuration twice")
     parser.add_argument(
@@ -448,9 +452,13 @@ def main() -> None:
             "reproduced": None,
             "vanilla": None,
         }
+        if args.more and name in previous:  # its earlier runs, reproduction and side-by-side stay
+            kept = ("runs", "summary", "budget_minutes", "reproduced", "vanilla")
+            entry |= {key: previous[name][key] for key in kept if key in previous[name]}
         report["presets"][name] = entry
         res = None
-        for i in range(1, (args.runs or preset.runs) + 1):
+        first = len(entry["runs"]) + 1
+        for i in range(first, first + (preset.runs if args.runs is None else args.runs)):
             print(f"accuracy: {name} run {i} (log in {work / name / f'run{i}' / 'fmtune.log'})", flush=True)
             res, wall, launched_at, counted = run_fmtune(name, work / name / f"run{i}", args.data_dir, extra)
             entry["runs"].append(run_row(res, wall, launched_at, counted, preset))
@@ -463,11 +471,13 @@ def main() -> None:
             print(f"accuracy: {name} run {i}'s best configuration retrained twice", flush=True)
             entry["reproduced"] = reproduce(work / name / f"run{i}", res, work / name / "reproduce")
             write(report, args.out)
-        if not args.no_vanilla and res is not None:
+        if not args.no_vanilla:  # with --more --runs 0, the side-by-side alone
             print(
                 f"accuracy: {name} vanilla Keras Tuner (log in {work / name / 'vanilla' / 'vanilla.log'})", flush=True
             )
-            entry["vanilla"] = run_vanilla(res.dataset, entry["budget_minutes"], work / name / "vanilla", args.data_dir)
+            entry["vanilla"] = run_vanilla(
+                preset.dataset, entry["budget_minutes"], work / name / "vanilla", args.data_dir
+            )
             write(report, args.out)
     keep_order()
     write(report, args.out)

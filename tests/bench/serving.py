@@ -171,13 +171,12 @@ def start_server(stack: contextlib.ExitStack, repo: Path, cores: set[int] | None
     return f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"
 
 
-def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """Batch-1 latency and batch-64 throughput of one exported model: in-process, gRPC, REST."""
+def export_model(family: str, values: dict[str, Any]) -> tuple[Any, Any, Path]:
+    """The family's model, untrained (serving cost does not depend on the weights), published as
+    version 1 of a new repository: the model, its card and the version's path."""
     from fmtune import export
-    from fmtune.client import FmtuneClient
     from fmtune.hypermodels import build_from_values
 
-    repo = Path(tempfile.mkdtemp(prefix="fmtune-bench-")) / "models"
     model, _ = build_from_values(family, values)
     card = export.ModelCard(
         model_name="fmtune",
@@ -188,7 +187,16 @@ def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> di
         config_digest="bench",
         experiment="bench",
     )
-    _, path = export.publish(model, repo, card)
+    _, path = export.publish(model, Path(tempfile.mkdtemp(prefix="fmtune-bench-")) / "models", card)
+    return model, card, path
+
+
+def measure(family: str, values: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Batch-1 latency and batch-64 throughput of one exported model: in-process, gRPC, REST."""
+    from fmtune.client import FmtuneClient
+
+    model, card, path = export_model(family, values)
+    repo = path.parents[1]
     one, many = images(1), images(64)
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in ("in_process", "grpc", "rest")}
     with contextlib.ExitStack() as stack:

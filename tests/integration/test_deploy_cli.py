@@ -23,11 +23,18 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_version(tiny_model(seed=3), tmp_path_factory.mktemp("exported"), accuracy=0.9)
 
 
-def deploy(tmp_path: Path, version_dir: Path, kubeconfig: Path, grpc_port: int = 8500) -> tuple[int, str, str]:
+def deploy(
+    tmp_path: Path,
+    version_dir: Path,
+    kubeconfig: Path,
+    grpc_port: int = 8500,
+    config: Path | None = None,
+    repo: Path | None = None,
+) -> tuple[int, str, str]:
     """(exit code, stdout, stderr with its line wrapping undone) of `fmtune deploy`."""
-    config = kube.deploy_yaml(tmp_path / "deploy.yaml", grpc_port, poll_seconds=0.1, timeout_seconds=120)
+    config = config or kube.deploy_yaml(tmp_path / "deploy.yaml", grpc_port, poll_seconds=0.1, timeout_seconds=120)
     argv = [sys.executable, "-m", "fmtune", "deploy", str(version_dir), "--deploy-config", str(config)]
-    argv += ["--model-repo", str(tmp_path / "models")]
+    argv += ["--model-repo", str(repo or tmp_path / "models")]
     environ = {"KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
     done = run(argv, tmp_path, timeout=240, extra_env=environ)
     return done.returncode, done.stdout, " ".join(done.stderr.split())
@@ -64,3 +71,35 @@ def test_without_a_kubeconfig_it_stops_before_writing_anything(tmp_path: Path, e
     assert "error: no Kubernetes configuration: not in a pod, and no usable kubeconfig" in err
     assert "Traceback" not in out + err
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("namespace: [serving", "not valid YAML (while parsing a flow sequence"),
+        ("namespace: serving\n", "deployment: Field required; record_configmap: Field required"),
+        ("- a list", "the top level: Input should be a valid dictionary"),
+    ],
+)
+def test_a_bad_deploy_config_is_named_and_nothing_is_written(
+    tmp_path: Path, exported: Path, text: str, problem: str
+) -> None:
+    config = tmp_path / "deploy.yaml"
+    config.write_text(text)
+    code, out, err = deploy(tmp_path, exported, tmp_path / "no-such-kubeconfig", config=config)
+    assert code == 1, out[-3000:] + err[-3000:]
+    assert f"error: deploy config {config}: {problem}" in err
+    assert "Traceback" not in out + err
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_model_repository_that_cannot_be_written_is_a_clear_error(tmp_path: Path, exported: Path) -> None:
+    repo = tmp_path / "models"
+    repo.write_text("a file where the repository should be")
+    with kube.running(kube.KubeStandIn()) as api:
+        api.pods = [kube.pod("serving-0", "127.0.0.1")]
+        code, out, err = deploy(tmp_path, exported, kube.kubeconfig(tmp_path / "kubeconfig", api.url), repo=repo)
+    assert code == 1, out[-3000:] + err[-3000:]
+    assert f"error: model repository {repo}: Not a directory" in err
+    assert "Traceback" not in out + err
+    assert repo.read_text() == "a file where the repository should be"

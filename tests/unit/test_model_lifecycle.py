@@ -11,7 +11,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
 from fmtune import export
 from fmtune.serving import warmup
@@ -207,6 +213,24 @@ def test_an_unsupported_metadata_field_is_invalid_argument_as_tf_serving_words_i
     with pytest.raises(grpc.RpcError) as info:
         metadata(served, fields)
     assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def test_a_request_without_a_model_spec_is_invalid_argument_as_tf_serving_words_it(served: Loopback) -> None:
+    requests = {
+        "GetModelMetadata": get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"]),
+        "Predict": predict_pb2.PredictRequest(),
+    }
+    with grpc.insecure_channel(served.grpc_target) as channel:
+        for method, request in requests.items():
+            call = getattr(prediction_service_pb2_grpc.PredictionServiceStub(channel), method)
+            with pytest.raises(grpc.RpcError) as info:
+                call(request, timeout=20)
+            assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
+        with pytest.raises(grpc.RpcError) as info:
+            model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+                get_model_status_pb2.GetModelStatusRequest(), timeout=20
+            )
+        assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
 
 
 def test_signature_def_named_twice_is_answered_as_once(served: Loopback) -> None:

@@ -80,6 +80,15 @@ def test_results_print_markup_characters_as_text(tmp_path: Path) -> None:
     assert "tuner[/]" in done.output and "activation=[/bold]" in done.output
 
 
+def test_an_error_naming_markup_characters_prints_them_as_text(tmp_path: Path) -> None:
+    """A path holding "[bold]" is named in the error as it is, not read as a style and dropped."""
+    where = tmp_path / "runs[bold]"
+    where.mkdir()
+    done = CliRunner().invoke(app, ["results", str(where)])
+    assert done.exit_code == 1, done.output
+    assert f"no results.json under {where}" in " ".join(done.output.split())
+
+
 HOSTILE = '<script>alert("x")</script>&'
 
 

@@ -75,6 +75,13 @@ def _to_proto(value: Any) -> Any:
         return tf.make_tensor_proto(value)
 
 
+def _spec(request: Any) -> Any:
+    """The request's ModelSpec: TF Serving refuses a request without one rather than guess the model."""
+    if not request.HasField("model_spec"):
+        raise decode.bad("Missing ModelSpec")
+    return request.model_spec
+
+
 def _version(spec: Any) -> int | None:
     return spec.version.value if spec.HasField("version") else None
 
@@ -91,7 +98,7 @@ class PredictionService:
 
     @_answered
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        spec = request.model_spec
+        spec = _spec(request)
         servable = self.manager.resolve(spec.name, _version(spec), spec.version_label or None)
         name = spec.signature_name or SIGNATURE
         inputs = decode.tensors(servable.signature(name).inputs, request.inputs)
@@ -104,12 +111,12 @@ class PredictionService:
 
     @_answered
     async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        spec = _spec(request)
         if not request.metadata_field:
             raise decode.bad("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
             if field != "signature_def":
                 raise decode.bad(f"Metadata field {field} is not supported")
-        spec = request.model_spec
         servable = self.manager.resolve(spec.name, _version(spec), spec.version_label or None)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         _fill_spec(response.model_spec, self.manager.name, servable)
@@ -126,7 +133,8 @@ class ModelService:
 
     @_answered
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        found = self.manager.statuses(request.model_spec.name, _version(request.model_spec))
+        spec = _spec(request)
+        found = self.manager.statuses(spec.name, _version(spec))
         response = get_model_status_pb2.GetModelStatusResponse()
         for servable in found:
             status = response.model_version_status.add(version=servable.version, state=servable.state)
