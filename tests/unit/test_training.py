@@ -78,7 +78,10 @@ def test_cosine_retraining_ends_in_time_for_its_deadline(synthetic_dir: Path) ->
     assert time.time() < started + 6.0 + 1.0  # the deadline holds, the evaluation included
     assert 2 <= record.epochs_run < 5000 and record.holdout_samples == 0
     assert record.train_samples == len(dataset.train) + len(dataset.val)
-    assert float(model.optimizer.learning_rate.numpy()) < 0.005 * 0.05  # decayed close to zero
+    # The schedule was sized to the deadline, not to max_epochs (after which, at epoch ~100 of 5000,
+    # the rate would still be over 99% of its start). Not "close to zero": on a loaded host later
+    # epochs run slower than the two the plan was made from, and the deadline cuts the tail.
+    assert float(model.optimizer.learning_rate.numpy()) < 0.005 * 0.25
     assert record.test_accuracy > 0.5
 
 
