@@ -153,13 +153,17 @@ def pinned_pool(cores: set[int]) -> ProcessPoolExecutor:
     )
 
 
-def start_server(stack: contextlib.ExitStack, repo: Path, cores: set[int] | None = None) -> tuple[str, str]:
-    """``fmtune serve --builtin`` (on ``cores`` if given), stopped with ``stack``; its gRPC and REST targets."""
+def start_server(
+    stack: contextlib.ExitStack, repo: Path, cores: set[int] | None = None, src: Path | None = None
+) -> tuple[str, str]:
+    """``fmtune serve --builtin`` (on ``cores``, from the sources in ``src``, if given), stopped with
+    ``stack``; its gRPC and REST targets once ready."""
     from fmtune.client import FmtuneClient
 
     grpc_port, rest_port = free_ports(2)
     server = subprocess.Popen(
         serve_argv(repo, grpc_port, rest_port),
+        env={**os.environ, "PYTHONPATH": str(src)} if src else None,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         preexec_fn=partial(os.sched_setaffinity, 0, cores) if cores else None,

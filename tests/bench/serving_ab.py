@@ -26,8 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tests.bench.serving import MODELS, export_model, images, latency_ms
-from tests.integration.helpers import free_ports, serve_argv
+from tests.bench.serving import MODELS, export_model, images, latency_ms, start_server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,22 +44,6 @@ def worktree(ref: str):
         yield where, commit
     finally:
         subprocess.call(["git", "worktree", "remove", "--force", str(where)], cwd=ROOT)
-
-
-def serve(stack: contextlib.ExitStack, repo: Path, src: Path) -> tuple[str, str]:
-    """``fmtune serve --builtin`` from the sources in ``src``; its gRPC and REST targets once ready."""
-    from fmtune.client import FmtuneClient
-
-    grpc_port, rest_port = free_ports(2)
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    server = subprocess.Popen(
-        serve_argv(repo, grpc_port, rest_port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    stack.callback(server.wait, 30)
-    stack.callback(server.terminate)
-    with FmtuneClient(f"127.0.0.1:{grpc_port}", timeout=30) as client:
-        client.wait_until_ready(120)
-    return f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{rest_port}"
 
 
 def paired(before: list[float], after: list[float]) -> dict[str, Any]:
@@ -88,7 +71,7 @@ def measure(family: str, before_src: Path, rounds: int, calls: int) -> dict[str,
     with contextlib.ExitStack() as stack:
         clients = {}
         for build, src in (("before", before_src), ("after", ROOT / "src")):
-            grpc_target, rest_target = serve(stack, repo, src)
+            grpc_target, rest_target = start_server(stack, repo, src=src)
             grpc = stack.enter_context(FmtuneClient(grpc_target, timeout=30))
             rest = stack.enter_context(FmtuneClient(rest_target, timeout=30))
             clients[build] = {
