@@ -79,9 +79,10 @@ def test_cosine_retraining_ends_in_time_for_its_deadline(synthetic_dir: Path) ->
     assert 2 <= record.epochs_run < 5000 and record.holdout_samples == 0
     assert record.train_samples == len(dataset.train) + len(dataset.val)
     # The schedule was sized to the deadline, not to max_epochs (after which, at epoch ~100 of 5000,
-    # the rate would still be over 99% of its start). Not "close to zero": on a loaded host later
-    # epochs run slower than the two the plan was made from, and the deadline cuts the tail.
-    assert float(model.optimizer.learning_rate.numpy()) < 0.005 * 0.25
+    # the rate would still be over 99% of its start): past the cosine's midpoint. Not "close to
+    # zero": in the full suite later epochs run slower than the two the plan was made from, and the
+    # deadline cuts the tail (ended at 7% and 26% of the start in two fresh-clone runs).
+    assert float(model.optimizer.learning_rate.numpy()) < 0.005 * 0.5
     assert record.test_accuracy > 0.5
 
 
