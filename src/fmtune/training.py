@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -83,9 +83,13 @@ class WarmupCosine(keras.callbacks.Callback):
 
 class EpochPlan(keras.callbacks.Callback):
     """Ends training after the planned epochs: ``max_epochs``, or under a deadline as many as fit
-    before it with ``reserve_epochs`` (the final evaluation, in epochs) to spare. The plan is made
-    after the first epoch and made again after the second, whose cost leaves out the model's build
-    and tracing; a later epoch that would end past the deadline is not begun."""
+    before it with ``reserve_epochs`` (the final evaluation, in epochs) to spare.
+
+    The plan is made after the first epoch and made again after the second, whose cost leaves out
+    the model's build and tracing. After that it is checked at every epoch against the recent
+    epochs' median cost and only shortened, so that a host that slows down still gets a schedule
+    that decays to its end, and the learning rate never rises again. An epoch that would end past
+    the deadline is not begun."""
 
     def __init__(
         self,
@@ -94,39 +98,41 @@ class EpochPlan(keras.callbacks.Callback):
         schedule: WarmupCosine | None,
         steps_per_epoch: int,
         reserve_epochs: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ):
         super().__init__()
-        self.max_epochs, self.deadline, self.schedule = max_epochs, deadline, schedule
+        self.max_epochs, self.deadline, self.schedule, self.clock = max_epochs, deadline, schedule, clock
         self.steps_per_epoch, self.reserve_epochs = steps_per_epoch, reserve_epochs
         self.planned = max_epochs
         self._started = 0.0
         self._seconds: list[float] = []
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self._started = time.time()
+        self._started = self.clock()
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        now = time.time()
+        now = self.clock()
         self._seconds.append(now - self._started)
         late = False
         if self.deadline is not None:
-            if epoch < 2:
-                self._plan(epoch, now, self.deadline)
-            typical = float(np.mean(self._seconds[1:] or self._seconds))
-            late = now + typical * (1 + self.reserve_epochs) > self.deadline
+            recent = float(np.median(self._seconds[1:][-3:] or self._seconds))
+            self._plan(epoch, now, self.deadline, recent)
+            late = now + recent * (1 + self.reserve_epochs) > self.deadline
         if epoch + 1 >= self.planned or late:
             self.model.stop_training = True
 
-    def _plan(self, epoch: int, now: float, deadline: float) -> None:
-        cost = self._seconds[-1]
+    def _plan(self, epoch: int, now: float, deadline: float, cost: float) -> None:
         fits = int((deadline - now) / cost - self.reserve_epochs)
-        self.planned = max(epoch + 1, min(self.max_epochs, epoch + 1 + fits))
+        planned = max(epoch + 1, min(self.max_epochs, epoch + 1 + fits))
+        if epoch >= 2 and planned >= self.planned:  # from here on, only shortened
+            return
+        self.planned = planned
         if self.schedule is not None:
             self.schedule.total_steps = self.planned * self.steps_per_epoch
         log.info(
             "retrain: epoch %d took %.1fs; %d epoch(s) in all fit in the %.0fs left",
             epoch + 1,
-            cost,
+            self._seconds[-1],
             self.planned,
             deadline - now,
         )
