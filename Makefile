@@ -81,8 +81,9 @@ test: lint typecheck tools ## lint, typecheck, then the test suite without the s
 # Reported, not enforced: what the fast suite runs of fmtune, its subprocesses included.
 coverage: install tools ## the fast suite under coverage: reports/coverage.md, per package
 	$(BIN)/python -m pytest -m "not slow" --cov=fmtune --cov-report= $(PYTEST_ARGS)
-	$(BIN)/coverage json -q -o reports/coverage.json
-	$(BIN)/python scripts/coverage_by_package.py reports/coverage.json > reports/coverage.md
+	mkdir -p build
+	$(BIN)/coverage json -q -o build/coverage.json
+	$(BIN)/python scripts/coverage_by_package.py build/coverage.json > reports/coverage.md
 	cat reports/coverage.md
 
 test-slow: install ## the slow tests (image build, long runs)

@@ -1,6 +1,6 @@
 """Line coverage per package of fmtune, from coverage.py's JSON report, as a Markdown table.
 
-Usage: python scripts/coverage_by_package.py reports/coverage.json > reports/coverage.md
+Usage: python scripts/coverage_by_package.py build/coverage.json > reports/coverage.md (as `make coverage` does)
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ def main(report: str) -> None:
     for path, data in files.items():
         statements[package(path)] += data["summary"]["num_statements"]
         covered[package(path)] += data["summary"]["covered_lines"]
+    print("# Line coverage per package\n")
+    print(
+        "Command: `make coverage` (the fast suite, `pytest -m 'not slow' --cov=fmtune`, with the processes the"
+        " tests start measured too; generated protobuf modules left out). Reported, not enforced.\n"
+    )
     print("| package | statements | covered | coverage |")
     print("|---|---|---|---|")
     for name in sorted(name for name, count in statements.items() if count):
