@@ -68,13 +68,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def exit_now(code: int = 0) -> NoReturn:
     """Leave without the interpreter's teardown: with TensorFlow loaded, collecting its objects
-    takes seconds, and the work is done and on disk by now. Under coverage (`make coverage`), its
-    data is saved first, which the teardown would have done."""
-    coverage = sys.modules.get("coverage")
-    measuring = coverage.Coverage.current() if coverage else None
-    if measuring is not None:
-        measuring.stop()
-        measuring.save()
+    takes seconds, and the work is done and on disk by now."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -113,12 +113,10 @@ class EpochPlan(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         now = self.clock()
         self._seconds.append(now - self._started)
-        late = False
-        if self.deadline is not None:
+        if self.deadline is not None:  # a plan with no room for another epoch ends at this one
             recent = float(np.median(self._seconds[1:][-3:] or self._seconds))
             self._plan(epoch, now, self.deadline, recent)
-            late = now + recent * (1 + self.reserve_epochs) > self.deadline
-        if epoch + 1 >= self.planned or late:
+        if epoch + 1 >= self.planned:
             self.model.stop_training = True
 
     def _plan(self, epoch: int, now: float, deadline: float, cost: float) -> None:

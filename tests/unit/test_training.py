@@ -86,36 +86,33 @@ def test_cosine_retraining_ends_in_time_for_its_deadline(synthetic_dir: Path) ->
     assert record.test_accuracy > 0.5
 
 
-def run_plan(plan: EpochPlan, clock: list[float], epoch_seconds: list[float]) -> int:
-    """Drives the callback through epochs of the given costs on a fake clock, as Keras would; the
-    number of epochs run."""
+def run_plan(epoch_seconds: list[float]) -> tuple[int, EpochPlan, float]:
+    """Drives a plan for a 100 s deadline through epochs of the given costs on a fake clock, as
+    Keras would: the epochs run, the plan and the clock at the end."""
+    clock = [0.0]
+    schedule = WarmupCosine(0.01, warmup_steps=0, total_steps=1000 * 10)
+    plan = EpochPlan(1000, deadline=100.0, schedule=schedule, steps_per_epoch=10, clock=lambda: clock[0])
     plan.set_model(SimpleNamespace(stop_training=False))
     for epoch, seconds in enumerate(epoch_seconds):
         plan.on_epoch_begin(epoch)
         clock[0] += seconds
         plan.on_epoch_end(epoch)
         if plan.model.stop_training:
-            return epoch + 1
-    return len(epoch_seconds)
+            return epoch + 1, plan, clock[0]
+    return len(epoch_seconds), plan, clock[0]
 
 
 def test_a_host_that_slows_down_gets_a_shorter_schedule_that_still_decays_to_its_end() -> None:
-    clock = [0.0]
-    schedule = WarmupCosine(0.01, warmup_steps=0, total_steps=1000 * 10)
-    plan = EpochPlan(1000, deadline=100.0, schedule=schedule, steps_per_epoch=10, clock=lambda: clock[0])
     # The first epoch traces (5 s), the next run at 2 s (a plan of 48 epochs), then at 4 s from epoch 6.
-    ran = run_plan(plan, clock, [5.0] + [2.0] * 5 + [4.0] * 100)
-    assert clock[0] <= 100.0 and ran == plan.planned
-    assert schedule.total_steps == ran * 10  # the cosine ends with the last epoch
+    ran, plan, ended = run_plan([5.0] + [2.0] * 5 + [4.0] * 100)
+    assert ended <= 100.0 and ran == plan.planned
+    assert plan.schedule.total_steps == ran * 10  # the cosine ends with the last epoch
     assert 20 <= ran < 48
 
 
 def test_a_plan_is_not_lengthened_after_the_second_epoch() -> None:
-    clock = [0.0]
-    schedule = WarmupCosine(0.01, warmup_steps=0, total_steps=1000 * 10)
-    plan = EpochPlan(1000, deadline=100.0, schedule=schedule, steps_per_epoch=10, clock=lambda: clock[0])
-    ran = run_plan(plan, clock, [5.0, 4.0] + [1.0] * 200)  # planned 24 at 4 s; faster later
-    assert ran == plan.planned == 24 and schedule.total_steps == 240  # so the rate never rises again
+    ran, plan, _ = run_plan([5.0, 4.0] + [1.0] * 200)  # planned 24 at 4 s; faster later
+    assert ran == plan.planned == 24 and plan.schedule.total_steps == 240  # so the rate never rises again
 
 
 def test_retraining_one_configuration_twice_gives_the_same_accuracy(synthetic_dir: Path) -> None:
