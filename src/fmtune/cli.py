@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from fmtune import config as config_mod
 from fmtune.config import ConfigError, ExperimentConfig
+from fmtune.layout import ExperimentDir
 from fmtune.tuning import roles
 from fmtune.tuning.roles import Role
 
@@ -26,7 +27,6 @@ app = typer.Typer(
     help="Tune, train and serve Keras image classifiers with distributed Keras Tuner.",
 )
 err = Console(stderr=True)
-CONFIG_FILE = "config.yaml"
 
 PresetOpt = Annotated[str, typer.Option("--preset", "-p", help="built-in preset: quick, standard or mnist")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="experiment YAML (over the preset)")]
@@ -35,7 +35,7 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="dataset dir
 
 
 def duration_minutes(text: str) -> float:
-    from fmtune.tuning.budget import parse_duration
+    from fmtune.run.budget import parse_duration
 
     try:
         return parse_duration(text)
@@ -169,7 +169,7 @@ def tune(
         },
     )
     from fmtune import data
-    from fmtune.tuning.local import LocalCluster
+    from fmtune.run.local import LocalCluster
     from fmtune.tuning.roles import free_port
 
     try:
@@ -247,7 +247,7 @@ def dashboard_cmd(
 
 def prepare_experiment(cfg: ExperimentConfig, fresh: bool) -> Path:
     """Write the resolved config into the experiment dir; refuse to resume under a changed config."""
-    path = cfg.experiment_dir / CONFIG_FILE
+    path = ExperimentDir(cfg.experiment_dir).config
     if fresh and cfg.experiment_dir.exists():
         shutil.rmtree(cfg.experiment_dir)
     if path.is_file():
@@ -300,7 +300,7 @@ def coordinator(
     os.environ.update(role.env())
     from fmtune.data import DatasetError
     from fmtune.deploy import DeployError, GateRefused
-    from fmtune.tuning.coordinator import SearchError, run
+    from fmtune.run.coordinator import SearchError, run
 
     try:
         run(cfg, role, retrain=retrain, deploy=deploy, started_at=started_at)
@@ -334,8 +334,8 @@ def worker(
     role = _role(False, host.strip("[]") if host else None, port, tuner_id)
     from fmtune.data import DatasetError
     from fmtune.devices import DeviceError
-    from fmtune.tuning.client import CoordinatorRefused, CoordinatorUnreachable
-    from fmtune.tuning.worker import run
+    from fmtune.run.worker import run
+    from fmtune.tuning.oracle_client import CoordinatorRefused, CoordinatorUnreachable
 
     try:
         run(cfg, role, threads)

@@ -16,14 +16,7 @@ from rich.text import Text
 from fmtune import run_state
 from fmtune.results import Results, TrialRecord
 from fmtune.run_state import RunState
-
-
-def format_values(values: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-
-
-def format_metrics(metrics: dict[str, Any]) -> str:
-    return " ".join(f"{k}={float(v):.4f}" for k, v in metrics.items() if k != "learning_rate")
+from fmtune.text import format_values
 
 
 def _seconds(value: float | None) -> str:

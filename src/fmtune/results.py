@@ -10,8 +10,7 @@ from pydantic import BaseModel, Field
 
 from fmtune.config import Objective
 from fmtune.files import replace
-
-RESULTS_FILE = "results.json"
+from fmtune.layout import RESULTS, ExperimentDir, experiments
 
 
 def now() -> datetime:
@@ -83,7 +82,7 @@ class Results(BaseModel):
 
 
 def save(results: Results, experiment_dir: Path) -> Path:
-    path = experiment_dir / RESULTS_FILE
+    path = ExperimentDir(experiment_dir).results
     replace(path, results.model_dump_json(indent=2).encode(), sync=True)
     return path
 
@@ -92,9 +91,7 @@ def find(path: Path) -> list[Path]:
     """results.json files under a work dir or an experiment dir."""
     if path.is_file():
         return [path]
-    if (path / RESULTS_FILE).is_file():
-        return [path / RESULTS_FILE]
-    return sorted(path.glob(f"*/{RESULTS_FILE}"))
+    return [ExperimentDir(p).results for p in experiments(path, RESULTS)]
 
 
 def load(path: Path) -> Results:

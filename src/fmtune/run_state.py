@@ -19,10 +19,10 @@ from typing import Any, Literal, cast, get_args
 
 from pydantic import BaseModel, Field, ValidationError
 
+from fmtune import results
 from fmtune.files import replace
+from fmtune.layout import ExperimentDir
 from fmtune.results import Results, now
-
-STATE_FILE = "state.json"
 
 
 class Phase(str, enum.Enum):
@@ -140,13 +140,13 @@ class RunState(BaseModel):
 
 
 def save(state: RunState, experiment_dir: Path) -> None:
-    replace(experiment_dir / STATE_FILE, state.model_dump_json(indent=2).encode())
+    replace(ExperimentDir(experiment_dir).state, state.model_dump_json(indent=2).encode())
 
 
 def load(experiment_dir: Path) -> RunState | None:
     """The state on disk, or None when there is none yet (or it cannot be read)."""
     try:
-        return RunState.model_validate_json((experiment_dir / STATE_FILE).read_bytes())
+        return RunState.model_validate_json(ExperimentDir(experiment_dir).state.read_bytes())
     except (OSError, ValidationError):
         return None
 
@@ -226,12 +226,10 @@ def _end(t: TrialState) -> datetime:
 def for_experiment(experiment_dir: Path) -> RunState | None:
     """What to show for an experiment dir: its state.json when that holds the trials, else one
     rebuilt from results.json; None when there is neither."""
-    from fmtune import results
-
     state = load(experiment_dir)
     if state is not None and (state.trials or state.phase == Phase.SEARCH):
         return state
-    path = experiment_dir / results.RESULTS_FILE
+    path = ExperimentDir(experiment_dir).results
     try:
         return from_results(results.load(path)) if path.is_file() else state
     except (OSError, ValueError):

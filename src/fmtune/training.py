@@ -26,8 +26,8 @@ import numpy as np
 from fmtune.config import ExperimentConfig, RetrainConfig
 from fmtune.data import Dataset, Split, stratified_split
 from fmtune.hypermodels import NUM_CLASSES, build_from_values
-from fmtune.report import format_metrics
 from fmtune.results import EpochMetrics, RetrainRecord
+from fmtune.text import format_metrics
 
 log = logging.getLogger("fmtune")
 

@@ -37,7 +37,7 @@ def simulate(port: int, worker_ids: list[str], queue: Any, start: Any) -> None:
     from keras_tuner.src import protos
 
     from fmtune.tuning.auth import call_metadata
-    from fmtune.tuning.call_metadata import CALLER
+    from fmtune.tuning.headers import CALLER
 
     service = protos.get_service()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

@@ -83,8 +83,8 @@ def test_a_trial_taken_back_after_the_other_workers_finished_still_runs(tmp_path
     worker dying near the end of a search, with its lease outlasting the others' work, costs no trial."""
     import keras_tuner as kt
 
+    from fmtune.tuning.algorithms import make_oracle
     from fmtune.tuning.leases import Leases
-    from fmtune.tuning.tuner import make_oracle
 
     cfg = config.load("quick", None, [*CLASSIC, "search.algorithm=random", "search.max_trials=2", *FAST], environ={})
     oracle: Any = make_oracle(cfg)

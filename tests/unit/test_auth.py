@@ -8,6 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from fmtune import layout
 from fmtune.tuning import auth, kt_internals, servicer
 from fmtune.tuning.roles import free_port
 
@@ -42,7 +43,7 @@ def test_only_callers_with_the_token_get_an_answer(
 
 def test_the_coordinator_keeps_its_token_in_the_work_dir_for_its_workers(tmp_path: Path) -> None:
     made = auth.coordinator_token(tmp_path, environ={})
-    assert (tmp_path / auth.TOKEN_FILE).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / layout.TOKEN).stat().st_mode & 0o777 == 0o600
     assert auth.coordinator_token(tmp_path, environ={}) == made  # a restarted coordinator keeps it
     assert auth.token(tmp_path, environ={}) == made  # what a worker sharing the work dir finds
     assert auth.token(tmp_path, environ={auth.TOKEN_ENV: "given"}) == "given"  # the environment wins
@@ -52,7 +53,7 @@ def test_the_coordinator_keeps_its_token_in_the_work_dir_for_its_workers(tmp_pat
 def test_a_worker_with_a_wrong_token_stops_with_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fmtune.tuning.client import Client, CoordinatorRefused
+    from fmtune.tuning.oracle_client import Client, CoordinatorRefused
 
     oracle = oracle_for(tmp_path)
     port = free_port()

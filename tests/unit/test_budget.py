@@ -9,10 +9,10 @@ import keras_tuner as kt
 import pytest
 
 from fmtune import config
-from fmtune.tuning.budget import Budget, parse_duration
+from fmtune.run.budget import Budget, parse_duration
+from fmtune.tuning.algorithms import make_oracle
 from fmtune.tuning.stopping import Asha, Cohort, Decision
 from fmtune.tuning.stopping.asha import cutoff
-from fmtune.tuning.tuner import make_oracle
 
 from ..conftest import CLASSIC
 

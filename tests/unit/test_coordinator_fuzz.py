@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from fmtune import config
 from fmtune.tuning import kt_internals, servicer
-from fmtune.tuning.call_metadata import CALLER
+from fmtune.tuning.algorithms import make_oracle
+from fmtune.tuning.headers import CALLER
 from fmtune.tuning.roles import free_port
-from fmtune.tuning.tuner import make_oracle
 
 from ..conftest import CLASSIC
 

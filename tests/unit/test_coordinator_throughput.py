@@ -109,7 +109,7 @@ def test_reports_are_answered_while_a_create_waits_for_a_suggestion(
     metadata): a create blocked on a suggestion holds up neither reports nor heartbeats, and a
     refused report is mapped to the client's error. Ordered by events, not by the clock."""
     from fmtune.tuning import auth, bayesian, servicer
-    from fmtune.tuning.client import Client, CoordinatorRefused
+    from fmtune.tuning.oracle_client import Client, CoordinatorRefused
     from fmtune.tuning.roles import free_port
 
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")

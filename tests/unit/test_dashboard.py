@@ -14,12 +14,12 @@ import keras_tuner as kt
 import orjson
 import pytest
 
-from fmtune import config, run_state
+from fmtune import config, layout, run_state
 from fmtune.dashboard import charts, view
 from fmtune.dashboard.server import serving
+from fmtune.run.state_writer import StateWriter
 from fmtune.run_state import RunState, TrialState
-from fmtune.tuning.live_state import StateWriter
-from fmtune.tuning.tuner import make_oracle
+from fmtune.tuning.algorithms import make_oracle
 
 
 class Clock:
@@ -100,7 +100,7 @@ def test_state_of_1200_trials_costs_little_per_write(tmp_path: Path) -> None:
         started = time.perf_counter()
         oracle.live_view(set(writer.trials.watched), writer.trials.started, writer.trials.ended, False)
         locked.append(time.perf_counter() - started)
-    size = (writer.experiment_dir / run_state.STATE_FILE).stat().st_size
+    size = (writer.experiment_dir / layout.STATE).stat().st_size
     print(
         f"state of 1328 trials ({size / 1e6:.2f} MB): first write {first * 1000:.1f} ms, "
         f"then {min(costs) * 1000:.1f}-{max(costs) * 1000:.1f} ms per write, "
@@ -150,7 +150,7 @@ def test_a_silent_worker_and_its_requeued_trial(tmp_path: Path) -> None:
 
 
 def test_state_says_which_rung_a_trial_reached_what_stopped_it_and_the_budget_spent(tmp_path: Path) -> None:
-    from fmtune.tuning.budget import Budget
+    from fmtune.run.budget import Budget
 
     oracle, writer = setup(tmp_path, "search.max_trials=4", "search.asha.enabled=true", "search.epochs=9")
     oracle.budget = Budget(600, started_at=time.time() - 120, retrain_share=0.5, min_epochs=1)

@@ -9,8 +9,9 @@ import pytest
 
 MODULES = [
     "fmtune.spaces",
+    "fmtune.text",
     "fmtune.training",
-    "fmtune.tuning.budget",
+    "fmtune.run.budget",
     "fmtune.tuning.leases",
     "fmtune.tuning.stopping.asha",
     "fmtune.tuning.stopping.median",

@@ -7,8 +7,9 @@ import pytest
 
 from fmtune import config, data
 from fmtune.hypermodels import build_from_values, hypermodel
+from fmtune.layout import ExperimentDir
+from fmtune.run.tuner import FmtuneTuner
 from fmtune.spaces import DEFAULTS
-from fmtune.tuning.tuner import FmtuneTuner
 
 from ..conftest import SYNTHETIC
 
@@ -109,10 +110,11 @@ def test_each_algorithm_searches(algorithm: str, tiny: data.Dataset, tmp_path: P
             "search.hyperparameters.units=[16, 32]",
             "search.hyperparameters.num_layers=1",
             "search.hyperparameters.batch_size=64",
+            f"workdir={tmp_path}",
         ],
         environ={},
     )
-    tuner = FmtuneTuner(cfg, tmp_path / "tuner0", checkpoint_root=tmp_path)
+    tuner = FmtuneTuner(cfg, ExperimentDir(cfg.experiment_dir).worker("tuner0"), checkpoints=True)
     tuner.search(
         tiny.train.images[:200],
         tiny.train.labels[:200],

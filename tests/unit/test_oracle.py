@@ -10,7 +10,7 @@ import keras_tuner as kt
 import pytest
 
 from fmtune import config
-from fmtune.tuning.tuner import make_oracle
+from fmtune.tuning.algorithms import make_oracle
 
 from ..conftest import CLASSIC
 
@@ -166,7 +166,7 @@ def test_the_search_is_over_only_when_nothing_is_left_to_hand_out(tmp_path: Path
 
 
 def test_a_resumed_search_that_no_worker_joins_ends_with_a_clear_error(tmp_path: Path) -> None:
-    from fmtune.tuning.coordinator import serve_oracle
+    from fmtune.run.coordinator import serve_oracle
     from fmtune.tuning.roles import Role, free_port
 
     oracle = oracle_for(tmp_path)

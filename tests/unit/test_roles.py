@@ -49,7 +49,7 @@ def test_worker_ids_are_stable() -> None:
 
 def test_progress_bar_follows_the_coordinators_state(tmp_path: Path) -> None:
     from fmtune import run_state
-    from fmtune.tuning.local import ProgressBar
+    from fmtune.run.local import ProgressBar
 
     bar = ProgressBar(tmp_path, total=20)
     bar.refresh()  # no state yet: nothing to show, nothing raised

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from fmtune import results, run_state
+from fmtune import layout, run_state
 from fmtune.dashboard import view
 
 log = logging.getLogger("fmtune")
@@ -70,7 +70,7 @@ class ExperimentSource:
 
     def _files_key(self) -> tuple[Any, ...]:
         key: list[Any] = []
-        for name in (run_state.STATE_FILE, results.RESULTS_FILE):
+        for name in (layout.STATE, layout.RESULTS):
             try:
                 st = (self.experiment_dir / name).stat()
                 key += [st.st_mtime_ns, st.st_size]
@@ -218,12 +218,12 @@ def for_coordinator(cfg: Any) -> Iterator[DashboardServer | None]:
 def find_experiment(path: Path) -> Path:
     """The experiment dir ``path`` names: itself when it holds a state or results file, else the
     one experiment under it (a work dir)."""
-    names = (run_state.STATE_FILE, results.RESULTS_FILE)
+    names = (layout.STATE, layout.RESULTS)
     if any((path / name).is_file() for name in names):
         return path
-    found = sorted({p.parent for name in names for p in path.glob(f"*/{name}")})
+    found = sorted({p for name in names for p in layout.experiments(path, name)})
     if len(found) == 1:
         return found[0]
     if not found:
-        raise ValueError(f"no {run_state.STATE_FILE} or {results.RESULTS_FILE} in {path} or the folders in it")
+        raise ValueError(f"no {layout.STATE} or {layout.RESULTS} in {path} or the folders in it")
     raise ValueError(f"{path} holds {len(found)} experiments; name one: " + ", ".join(str(p) for p in found))

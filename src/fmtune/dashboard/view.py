@@ -12,11 +12,7 @@ from typing import Any
 from fmtune.dashboard import charts
 from fmtune.dashboard.importance import importances
 from fmtune.run_state import RunState, TrialState
-
-
-def last_line(message: str | None) -> str:
-    lines = (message or "").strip().splitlines()
-    return lines[-1] if lines else ""
+from fmtune.text import last_line
 
 
 def trial_row(t: TrialState) -> dict[str, Any]:

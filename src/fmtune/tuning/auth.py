@@ -20,10 +20,12 @@ from typing import Any
 
 import grpc
 
+from fmtune.layout import ExperimentDir
+from fmtune.tuning.headers import AUTHORIZATION
+
 log = logging.getLogger("fmtune")
 TOKEN_ENV = "FMTUNE_ORACLE_TOKEN"
-TOKEN_FILE = "oracle-token"
-HEADER = "authorization"
+
 
 
 def new_token() -> str:
@@ -36,7 +38,7 @@ def token(experiment_dir: Path, environ: Mapping[str, str] | None = None) -> str
     if given:
         return given
     try:
-        return (experiment_dir / TOKEN_FILE).read_text().strip() or None
+        return ExperimentDir(experiment_dir).token.read_text().strip() or None
     except OSError:
         return None
 
@@ -49,7 +51,7 @@ def coordinator_token(experiment_dir: Path, environ: Mapping[str, str] | None = 
         return found
     experiment_dir.mkdir(parents=True, exist_ok=True)
     made = new_token()
-    path = experiment_dir / TOKEN_FILE
+    path = ExperimentDir(experiment_dir).token
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(made)
@@ -58,7 +60,7 @@ def coordinator_token(experiment_dir: Path, environ: Mapping[str, str] | None = 
 
 def call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
     """What a worker adds to every call."""
-    return () if token is None else ((HEADER, f"Bearer {token}"),)
+    return () if token is None else ((AUTHORIZATION, f"Bearer {token}"),)
 
 
 class TokenCheck(grpc.aio.ServerInterceptor):
@@ -75,7 +77,7 @@ class TokenCheck(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: grpc.HandlerCallDetails
     ) -> Any:
-        given = next((v for k, v in details.invocation_metadata or () if k == HEADER), "")
+        given = next((v for k, v in details.invocation_metadata or () if k == AUTHORIZATION), "")
         if hmac.compare_digest(given.encode() if isinstance(given, str) else given, self._expected):
             return await continuation(details)
         reason = "a wrong token" if given else "no token"

@@ -18,14 +18,14 @@ from typing import Any
 
 import keras_tuner as kt
 
-from fmtune.config import ExperimentConfig, FaultTolerance
+from fmtune.config import FaultTolerance
 from fmtune.files import recover, replace
-from fmtune.report import format_values
-from fmtune.tuning.budget import Budget, typical_epoch
+from fmtune.run.budget import Budget, typical_epoch
+from fmtune.text import format_values
 from fmtune.tuning.kt_internals import FINISHED, MetricsTracker, OracleHooks, Status, Trial, locked
 from fmtune.tuning.leases import Leases
 from fmtune.tuning.persist import Persister, oracle_json, trial_json
-from fmtune.tuning.stopping import Asha, Cohort, Curve, Decision, MedianStopping, StoppingRule
+from fmtune.tuning.stopping import Cohort, Curve, Decision, StoppingRule
 
 log = logging.getLogger("fmtune")
 
@@ -35,17 +35,6 @@ def active_values(hp: kt.HyperParameters) -> dict[str, Any]:
     return {hp_.name: hp.values[hp_.name] for hp_ in hp.space if hp.is_active(hp_) and hp_.name in hp.values} | {
         k: v for k, v in hp.values.items() if k.startswith("tuner/")
     }
-
-
-def stopping_rule(cfg: ExperimentConfig) -> StoppingRule | None:
-    """The experiment's early-stopping rule, if it has one (the config allows one at most)."""
-    maximise = cfg.search.objective.direction == "max"
-    asha, median = cfg.search.asha, cfg.fault_tolerance.median_stopping
-    if asha.enabled:
-        return Asha(maximise, asha.reduction_factor, asha.grace_epochs, cfg.search.epochs)
-    if median.enabled:
-        return MedianStopping(maximise, median.min_trials, median.start_step)
-    return None
 
 
 class FmtuneOracle(OracleHooks):
@@ -443,7 +432,7 @@ class FmtuneOracle(OracleHooks):
                 ", ".join(f"{t.trial_id} on {w}" for w, t in resumed.items()),
             )
 
-    # -- read-only views, for the run state (fmtune.tuning.live_state); nothing here changes ---------
+    # -- read-only views, for the run state (fmtune.run.state_writer); nothing here changes ---------
 
     @locked
     def live_view(self, trial_ids: set[str], since_start: int, since_end: int, everything: bool) -> dict[str, Any]:

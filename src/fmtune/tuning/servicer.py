@@ -1,7 +1,7 @@
 """The chief's side of Keras Tuner's Oracle gRPC service: one servicer method per oracle call.
 
 The wire protocol is Keras Tuner's own (its protos and method names). Workers add their tuner id
-and the experiment's token (``fmtune.tuning.auth``) as call metadata (``fmtune.tuning.client``), so
+and the experiment's token (``fmtune.tuning.auth``) as call metadata (``fmtune.tuning.oracle_client``), so
 the chief knows who reports what; every call is checked (``fmtune.tuning.checks``) before it
 changes anything.
 """
@@ -21,7 +21,7 @@ import keras_tuner as kt
 
 from fmtune.aio_server import AioServer
 from fmtune.tuning import auth, checks
-from fmtune.tuning.call_metadata import CALLER, MESSAGE
+from fmtune.tuning.headers import CALLER, MESSAGE
 from fmtune.tuning.kt_internals import Status, Trial, proto_messages, service_grpc, service_messages
 from fmtune.tuning.oracle import FmtuneOracle
 

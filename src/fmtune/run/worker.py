@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 
-from fmtune import data, devices, run_state
+from fmtune import data, devices, layout, run_state
 from fmtune.config import ExperimentConfig
+from fmtune.layout import ExperimentDir
 from fmtune.tuning.roles import Role
 
 log = logging.getLogger("fmtune")
@@ -46,13 +47,13 @@ def search_over(cfg: ExperimentConfig) -> bool:
 
 def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
     if search_over(cfg):
-        log.info("worker %s: the search is already over (%s)", role.tuner_id, run_state.STATE_FILE)
+        log.info("worker %s: the search is already over (%s)", role.tuner_id, layout.STATE)
         return
     os.environ.update(role.env())  # Keras Tuner reads the contract when the tuner is built
     configure_devices(threads)
+    from fmtune.run.tuner import FmtuneTuner, fit_callbacks
     from fmtune.tuning import kt_internals
-    from fmtune.tuning.client import CoordinatorUnreachable
-    from fmtune.tuning.tuner import FmtuneTuner, fit_callbacks
+    from fmtune.tuning.oracle_client import CoordinatorUnreachable
 
     kt_internals.quiet_conditions()
 
@@ -68,8 +69,7 @@ def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
         len(train),
         len(dataset.val),
     )
-    workers_dir = cfg.experiment_dir / "workers"
-    tuner = FmtuneTuner(cfg, workers_dir / role.tuner_id, checkpoint_root=workers_dir)
+    tuner = FmtuneTuner(cfg, ExperimentDir(cfg.experiment_dir).worker(role.tuner_id), checkpoints=True)
     try:
         tuner.search(
             train.images,

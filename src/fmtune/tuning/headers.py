@@ -1,4 +1,7 @@
-"""What fmtune's workers add to Keras Tuner's Oracle calls, as gRPC metadata."""
+"""The gRPC metadata keys on the oracle's calls, beside what Keras Tuner's protocol carries."""
+
+AUTHORIZATION = "authorization"
+"""``Bearer <token>``: the experiment's token (``fmtune.tuning.auth``), on every call."""
 
 CALLER = "fmtune-tuner-id"
 """The worker's tuner id, on every call, so the chief knows who reports what."""

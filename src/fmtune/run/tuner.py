@@ -16,62 +16,34 @@ from typing import Any
 import keras
 import keras_tuner as kt
 
+from fmtune import layout
 from fmtune.config import ExperimentConfig
 from fmtune.hypermodels import hypermodel
-from fmtune.report import format_metrics, format_values
+from fmtune.layout import ExperimentDir
+from fmtune.text import format_metrics, format_values, last_line
 from fmtune.tuning import auth
-from fmtune.tuning.bayesian import FmtuneBayesianOracle
-from fmtune.tuning.client import Client
+from fmtune.tuning.algorithms import make_oracle
 from fmtune.tuning.kt_internals import Status, TunerHooks, remote_oracle
-from fmtune.tuning.oracle import FmtuneOracle, active_values, stopping_rule
+from fmtune.tuning.oracle import active_values
+from fmtune.tuning.oracle_client import Client
 
 log = logging.getLogger("fmtune")
-PROJECT = "search"
-ORACLE_CLASSES: dict[str, type[kt.Oracle]] = {
-    "bayesian": kt.oracles.BayesianOptimizationOracle,
-    "random": kt.oracles.RandomSearchOracle,
-    "hyperband": kt.oracles.HyperbandOracle,
-    "grid": kt.oracles.GridSearchOracle,
-}
-
-
-def make_oracle(cfg: ExperimentConfig) -> kt.Oracle:
-    search, tolerance = cfg.search, cfg.fault_tolerance
-    base = ORACLE_CLASSES[search.algorithm]
-    cls = (
-        FmtuneBayesianOracle
-        if search.algorithm == "bayesian"
-        else type(f"Fmtune{base.__name__}", (FmtuneOracle, base), {})
-    )
-    kwargs: dict[str, Any] = {
-        "objective": kt.Objective(search.objective.name, search.objective.direction),
-        "seed": cfg.seed,
-        "tolerance": tolerance,
-        "stopping": stopping_rule(cfg),
-        "max_retries_per_trial": tolerance.max_retries_per_trial,
-    }
-    if search.algorithm == "hyperband":
-        kwargs.update(max_epochs=search.epochs, factor=search.hyperband_factor)
-    else:
-        kwargs["max_trials"] = search.max_trials
-    oracle = cls(**kwargs)
-    oracle.max_trials = search.max_trials  # hyperband: a cap on top of its own schedule
-    return oracle
 
 
 class FmtuneTuner(TunerHooks):
     """Reports every epoch to the oracle (so the coordinator sees progress) and logs it."""
 
-    def __init__(self, cfg: ExperimentConfig, directory: Path, checkpoint_root: Path | None = None):
+    def __init__(self, cfg: ExperimentConfig, directory: Path, checkpoints: bool = False):
+        """``checkpoints``: a worker, which continues a Hyperband trial from another's weights."""
         self.cfg = cfg
-        self.checkpoint_root = checkpoint_root
+        self.experiment = ExperimentDir(cfg.experiment_dir) if checkpoints else None
         self._epoch_started = 0.0
         self._trial_started = 0.0
         super().__init__(
             oracle=make_oracle(cfg),
             hypermodel=hypermodel(cfg.search.family, cfg.search.hyperparameters),
             directory=str(directory),
-            project_name=PROJECT,
+            project_name=layout.PROJECT,
             overwrite=False,
             executions_per_trial=cfg.search.executions_per_trial,
         )
@@ -99,9 +71,9 @@ class FmtuneTuner(TunerHooks):
     def _parent_checkpoint(self, values: dict[str, Any]) -> Path | None:
         """The weights of the trial a hyperband trial continues, from any worker's directory."""
         parent = values.get("tuner/trial_id")
-        if not parent or self.checkpoint_root is None:
+        if not parent or self.experiment is None:
             return None
-        found = sorted(self.checkpoint_root.glob(f"*/{PROJECT}/trial_{parent}/checkpoint.weights.h5"))
+        found = self.experiment.checkpoints(parent)
         return found[0] if found else None
 
     def build_model(self, hp: Any) -> Any:
@@ -169,14 +141,14 @@ class FmtuneTuner(TunerHooks):
         name = self.oracle.objective.name
         reported = self.oracle.get_trial(trial.trial_id).metrics
         best = reported.get_best_value(name) if reported.exists(name) else None
-        outcome = f"best {name}={best:.4f}" if best is not None else (trial.message or "").strip().splitlines()[-1:]
+        outcome = f"best {name}={best:.4f}" if best is not None else last_line(trial.message)
         log.info("trial %s end: %s %s (%.1fs)", trial.trial_id, trial.status, outcome, seconds)
         self._trial_done.set()
         super().on_trial_end(trial)
 
 
 def tensorboard_dir(cfg: ExperimentConfig) -> Path:
-    return cfg.experiment_dir / "tensorboard"
+    return ExperimentDir(cfg.experiment_dir).tensorboard
 
 
 def fit_callbacks(cfg: ExperimentConfig) -> list[keras.callbacks.Callback]:

@@ -14,8 +14,9 @@ from typing import Any
 import grpc
 import keras_tuner as kt
 
+from fmtune import layout
 from fmtune.tuning import auth
-from fmtune.tuning.call_metadata import CALLER, MESSAGE
+from fmtune.tuning.headers import CALLER, MESSAGE
 from fmtune.tuning.kt_internals import OracleClient, Status, Trial, service_messages
 
 MAX_MESSAGE_BYTES = 4000
@@ -57,7 +58,7 @@ class Client(OracleClient):
                         continue
                     raise CoordinatorRefused(
                         f"the coordinator refused this worker's token: set {auth.TOKEN_ENV} to the coordinator's, "
-                        f"or share its work dir ({auth.TOKEN_FILE})"
+                        f"or share its work dir ({layout.TOKEN})"
                     ) from None
                 if code == grpc.StatusCode.INVALID_ARGUMENT:
                     raise CoordinatorRefused(f"the coordinator refused a call: {exc.details()}") from None

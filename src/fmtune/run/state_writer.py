@@ -19,6 +19,7 @@ import orjson
 from fmtune import results, run_state
 from fmtune.config import ExperimentConfig
 from fmtune.files import replace
+from fmtune.layout import ExperimentDir
 from fmtune.run_state import Deployment, Phase, RunState
 from fmtune.tuning.oracle import FmtuneOracle
 from fmtune.tuning.stopping.asha import rungs
@@ -273,7 +274,7 @@ class StateWriter:
         """Retraining, the export and the deployment, from results.json once they are in it."""
         if phase not in (Phase.EXPORT, Phase.DONE):
             return {}
-        path = self.experiment_dir / results.RESULTS_FILE
+        path = ExperimentDir(self.experiment_dir).results
         try:
             res = results.load(path)
         except (OSError, ValueError):
@@ -298,4 +299,4 @@ class StateWriter:
         return encoded[:-1] + b',"trials":' + self.trials.trials_json() + b"}"
 
     def write(self) -> None:
-        replace(self.experiment_dir / run_state.STATE_FILE, self.content())
+        replace(ExperimentDir(self.experiment_dir).state, self.content())

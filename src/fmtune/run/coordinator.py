@@ -20,15 +20,16 @@ from fmtune import data, export, results, training
 from fmtune.config import ExperimentConfig
 from fmtune.dashboard import server as dashboard_server
 from fmtune.export import ModelCard, publish
+from fmtune.layout import ExperimentDir
 from fmtune.results import EpochMetrics, Results, TrialRecord
+from fmtune.run.budget import EXPORT_SECONDS, Budget
+from fmtune.run.state_writer import StateWriter
+from fmtune.run.tuner import FmtuneTuner
+from fmtune.run.worker import training_split
 from fmtune.run_state import Phase
 from fmtune.tuning import auth, kt_internals, servicer
-from fmtune.tuning.budget import EXPORT_SECONDS, Budget
-from fmtune.tuning.live_state import StateWriter
 from fmtune.tuning.oracle import FmtuneOracle, active_values
 from fmtune.tuning.roles import Role
-from fmtune.tuning.tuner import FmtuneTuner
-from fmtune.tuning.worker import training_split
 
 log = logging.getLogger("fmtune")
 POLL_SECONDS = 0.1
@@ -110,7 +111,7 @@ def trial_records(oracle: Any) -> list[TrialRecord]:
 def finished_before(cfg: ExperimentConfig) -> Results | None:
     """The results of an earlier run of this very config that exported its model: running it
     again (a restarted pod, an upgrade that changed nothing) must not retrain and publish again."""
-    path = cfg.experiment_dir / results.RESULTS_FILE
+    path = ExperimentDir(cfg.experiment_dir).results
     try:
         previous = results.load(path) if path.is_file() else None
     except (OSError, ValueError):
@@ -131,7 +132,7 @@ def run(
     """Search, then (unless told not to) retrain the best trial, evaluate and export it.
     ``started_at`` (wall clock) is when the experiment's budget began, if before this process."""
     kt_internals.install()
-    fresh = not (cfg.experiment_dir / "oracle").exists()
+    fresh = not ExperimentDir(cfg.experiment_dir).oracle.exists()
     dataset = cfg.load_dataset()
     log.info(
         "coordinator: experiment %s (config %s), %s from %s, %s search over %s, %d trials",
@@ -143,7 +144,7 @@ def run(
         cfg.search.family,
         cfg.search.max_trials,
     )
-    tuner = FmtuneTuner(cfg, cfg.experiment_dir / "oracle")
+    tuner = FmtuneTuner(cfg, ExperimentDir(cfg.experiment_dir).oracle)
     oracle: FmtuneOracle = tuner.oracle
     oracle.verbose = 0
     if fresh and started_at is not None:
