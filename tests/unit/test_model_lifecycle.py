@@ -21,7 +21,8 @@ from tensorflow_serving.apis import (
 
 from fmtune import export
 from fmtune.serving import warmup
-from fmtune.serving.models import AVAILABLE, END, ModelManager, Servable, ServingError
+from fmtune.serving.errors import Kind, ServingError
+from fmtune.serving.models import AVAILABLE, END, ModelManager, Servable
 from fmtune.serving.runner import Runner
 
 from .._builtin_server import Loopback, builtin_server, export_version, mixed_images, probabilities, tiny_model
@@ -160,7 +161,7 @@ def test_the_served_version_removed_from_disk_is_unloaded_and_requests_in_flight
     assert (status.version, status.state, status.error) == (1, END, "")
     with pytest.raises(ServingError, match=r"Servable not found for request: Latest\(fmtune\)") as info:
         manager.resolve("fmtune", None)
-    assert info.value.code == grpc.StatusCode.NOT_FOUND
+    assert info.value.kind is Kind.NOT_FOUND
     runner = Runner()
     try:
         got = runner.submit(held, "", {"image": mixed_images(2)}, ()).result(30)

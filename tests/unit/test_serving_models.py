@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from fmtune import export
-from fmtune.serving.models import END, ModelManager, ServingError
+from fmtune.serving.errors import ServingError
+from fmtune.serving.models import END, ModelManager
 
 
 def test_a_non_ascii_digit_directory_is_not_a_version(tmp_path: Path) -> None:

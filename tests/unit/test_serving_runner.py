@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from fmtune.serving.models import AVAILABLE, Servable, ServingError, Signature
+from fmtune.serving.errors import Kind, ServingError
+from fmtune.serving.models import AVAILABLE, Servable, Signature
 from fmtune.serving.runner import Runner
 
 
@@ -107,7 +107,7 @@ def test_a_bad_request_is_refused_before_it_can_join_a_batch(runner: Runner) -> 
     servable = Model().servable()
     with pytest.raises(ServingError) as wrong_dtype:
         runner.submit(servable, "", {"x": np.zeros((2, 3), np.int32)}, ())
-    assert wrong_dtype.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert wrong_dtype.value.kind is Kind.INVALID
     with pytest.raises(ServingError, match="output tensor alias not found"):
         runner.submit(servable, "", rows(1), ["nope"])
     with pytest.raises(ServingError, match="not found in signature def"):
@@ -125,7 +125,7 @@ def test_when_a_batch_fails_only_the_culprit_gets_the_error(runner: Runner) -> N
     assert np.array_equal(futures[0].result(10)["double"], good["x"] * 2)
     with pytest.raises(ServingError, match="value too large") as failed:
         futures[1].result(10)
-    assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failed.value.kind is Kind.INVALID
     assert np.array_equal(futures[2].result(10)["double"], good["x"] * 2)
     assert model.calls == [1, 5, 2, 1, 2]  # the batch, then each request on its own
     assert runner.submit(model.servable(), "", good, ()).result(10)["double"].shape == (2, 3)  # and the runner goes on

@@ -6,8 +6,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
 
 from fmtune.client.grpc_transport import predict_request
-from fmtune.client.tensors import from_proto, to_proto
 from fmtune.wire import serving_pb2 as pb
+from fmtune.wire.tensors import from_proto, to_proto
 
 
 @pytest.mark.parametrize("version", [None, 3])

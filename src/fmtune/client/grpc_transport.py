@@ -8,11 +8,11 @@ import grpc
 import numpy as np
 
 from fmtune.client import errors
-from fmtune.client.tensors import dtype_name, from_proto, to_proto
 from fmtune.client.transport import RawPrediction, Transport
 from fmtune.client.types import ModelMetadata, TensorSpec, VersionStatus
 from fmtune.wire import serving_pb2 as pb
 from fmtune.wire.contract import INPUT, MAX_MESSAGE_BYTES, SIGNATURE
+from fmtune.wire.tensors import dtype_name, from_proto, to_proto
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 GET_METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"

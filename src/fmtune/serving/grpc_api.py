@@ -1,8 +1,9 @@
-"""TF Serving's gRPC services (PredictionService, ModelService) over the model manager.
+"""TF Serving's gRPC services (PredictionService, ModelService): protobufs in and out of the data plane.
 
 Requests are decoded with parsers that never raise, so a message that is not a valid protobuf is
-answered INVALID_ARGUMENT rather than by gRPC's own INTERNAL. A request's mistake gets its typed
-code; anything unexpected gets INTERNAL with a generic message, and the details go to the log.
+answered INVALID_ARGUMENT rather than by gRPC's own INTERNAL. A request's mistake gets the status
+code its kind maps to (``STATUS``); anything unexpected gets INTERNAL with a generic message, and
+the details go to the log.
 """
 
 from __future__ import annotations
@@ -23,14 +24,22 @@ from tensorflow_serving.apis import (
 )
 
 from fmtune.aio_server import AioServer
-from fmtune.client import tensors
 from fmtune.serving import decode
-from fmtune.serving.models import ModelManager, Servable, ServingError
+from fmtune.serving.dataplane import DataPlane, Target
+from fmtune.serving.errors import Kind, ServingError, invalid
+from fmtune.serving.models import ModelManager
 from fmtune.serving.runner import Runner
-from fmtune.wire.contract import MAX_MESSAGE_BYTES, SIGNATURE
+from fmtune.wire import tensors
+from fmtune.wire.contract import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("fmtune")
 Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+STATUS = {
+    Kind.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    Kind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+    Kind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Kind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
 
 class _Undecodable:
@@ -60,7 +69,7 @@ def _answered(method: Method) -> Method:
         try:
             return await method(self, request, context)
         except ServingError as exc:
-            await context.abort(exc.code, exc.message)
+            await context.abort(STATUS[exc.kind], exc.message)
         except Exception:
             log.exception("%s failed", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error (details in the server log)")
@@ -75,72 +84,66 @@ def _to_proto(value: Any) -> Any:
         return tf.make_tensor_proto(value)
 
 
-def _spec(request: Any) -> Any:
-    """The request's ModelSpec: TF Serving refuses a request without one rather than guess the model."""
+def _target(request: Any) -> Target:
+    """The model a request's ModelSpec names: TF Serving refuses a request without one rather than guess."""
     if not request.HasField("model_spec"):
-        raise decode.bad("Missing ModelSpec")
-    return request.model_spec
+        raise invalid("Missing ModelSpec")
+    spec = request.model_spec
+    return Target(spec.name, spec.version.value if spec.HasField("version") else None, spec.version_label or None)
 
 
-def _version(spec: Any) -> int | None:
-    return spec.version.value if spec.HasField("version") else None
-
-
-def _fill_spec(target: Any, name: str, servable: Servable, signature_name: str = "") -> None:
+def _fill_spec(target: Any, name: str, version: int, signature_name: str = "") -> None:
     target.name = name
-    target.version.value = servable.version
+    target.version.value = version
     target.signature_name = signature_name
 
 
 class PredictionService:
-    def __init__(self, manager: ModelManager, runner: Runner):
-        self.manager, self.runner = manager, runner
+    def __init__(self, dataplane: DataPlane):
+        self.dataplane = dataplane
 
     @_answered
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        spec = _spec(request)
-        servable = self.manager.resolve(spec.name, _version(spec), spec.version_label or None)
-        name = spec.signature_name or SIGNATURE
-        inputs = decode.tensors(servable.signature(name).inputs, request.inputs)
-        outputs = await asyncio.wrap_future(self.runner.submit(servable, name, inputs, request.output_filter))
+        target = _target(request)
+        inputs = functools.partial(decode.tensors, protos=request.inputs)
+        prediction = self.dataplane.predict(target, request.model_spec.signature_name, inputs, request.output_filter)
+        outputs = await asyncio.wrap_future(prediction.outputs)
         response = predict_pb2.PredictResponse()
-        _fill_spec(response.model_spec, self.manager.name, servable, name)
+        _fill_spec(response.model_spec, self.dataplane.name, prediction.version, prediction.signature)
         for output, value in outputs.items():
             response.outputs[output].CopyFrom(_to_proto(value))
         return response
 
     @_answered
     async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        spec = _spec(request)
+        target = _target(request)
         if not request.metadata_field:
-            raise decode.bad("GetModelMetadataRequest must specify at least one metadata_field")
+            raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
             if field != "signature_def":
-                raise decode.bad(f"Metadata field {field} is not supported")
-        servable = self.manager.resolve(spec.name, _version(spec), spec.version_label or None)
+                raise invalid(f"Metadata field {field} is not supported")
+        metadata = self.dataplane.metadata(target)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
-        _fill_spec(response.model_spec, self.manager.name, servable)
+        _fill_spec(response.model_spec, metadata.name, metadata.version)
         signatures = get_model_metadata_pb2.SignatureDefMap()
-        for signature, definition in servable.signature_defs.items():
+        for signature, definition in metadata.signature_defs.items():
             signatures.signature_def[signature].CopyFrom(definition)
         response.metadata["signature_def"].Pack(signatures)
         return response
 
 
 class ModelService:
-    def __init__(self, manager: ModelManager):
-        self.manager = manager
+    def __init__(self, dataplane: DataPlane):
+        self.dataplane = dataplane
 
     @_answered
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        spec = _spec(request)
-        found = self.manager.statuses(spec.name, _version(spec))
         response = get_model_status_pb2.GetModelStatusResponse()
-        for servable in found:
-            status = response.model_version_status.add(version=servable.version, state=servable.state)
-            if servable.error:
+        for version in self.dataplane.status(_target(request)):
+            status = response.model_version_status.add(version=version.version, state=version.state)
+            if version.error:
                 status.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
-                status.status.error_message = servable.error
+                status.status.error_message = version.error
         return response
 
 
@@ -158,7 +161,8 @@ def _service(name: str, methods: dict[str, tuple[Callable[..., Awaitable[Any]], 
 
 def start(manager: ModelManager, runner: Runner, address: str) -> AioServer:
     """The services on grpc.aio: the event loop decodes and encodes while ``runner`` runs the model."""
-    prediction, models = PredictionService(manager, runner), ModelService(manager)
+    dataplane = DataPlane(manager, runner)
+    prediction, models = PredictionService(dataplane), ModelService(dataplane)
 
     def register(server: grpc.aio.Server) -> None:
         server.add_generic_rpc_handlers(

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-
+from fmtune.serving.errors import Kind, ServingError, invalid
 from fmtune.wire.contract import VERSION_NAME
 
 log = logging.getLogger("fmtune")
@@ -24,14 +23,6 @@ log = logging.getLogger("fmtune")
 SETTLE_SECONDS = 2.0
 START, LOADING, AVAILABLE, UNLOADING, END = 10, 20, 30, 40, 50
 STATE_NAMES = {START: "START", LOADING: "LOADING", AVAILABLE: "AVAILABLE", UNLOADING: "UNLOADING", END: "END"}
-
-
-class ServingError(Exception):
-    """A request the server answers with an error: a gRPC status code and TF Serving-style message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 @dataclass(frozen=True)
@@ -59,9 +50,7 @@ class Servable:
 
     def signature(self, name: str) -> Signature:
         if name not in self.signatures:
-            raise ServingError(
-                grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature name: "{name}" not found in signature def'
-            )
+            raise ServingError(Kind.FAILED_PRECONDITION, f'Serving signature name: "{name}" not found in signature def')
         return self.signatures[name]
 
 
@@ -197,31 +186,29 @@ class ModelManager:
     def resolve(self, name: str, version: int | None, label: str | None = None) -> Servable:
         """The servable a request means, or NOT_FOUND as TF Serving words it."""
         if name != self.name:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
+            raise ServingError(Kind.NOT_FOUND, f"Servable not found for request: Latest({name})")
         if label:
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
+            raise invalid(f"Unrecognized servable version label: {label}")
         if version is None:
             servable = self.latest()
             if servable is None:
-                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
+                raise ServingError(Kind.NOT_FOUND, f"Servable not found for request: Latest({name})")
             return servable
         with self._lock:
             servable = self._servables.get(version)
         if servable is None or servable.state != AVAILABLE:
-            raise ServingError(
-                grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({name}, {version})"
-            )
+            raise ServingError(Kind.NOT_FOUND, f"Servable not found for request: Specific({name}, {version})")
         return servable
 
     def statuses(self, name: str, version: int | None) -> list[Servable]:
         if name != self.name:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+            raise ServingError(Kind.NOT_FOUND, f"Could not find any versions of model {name}")
         with self._lock:
             found = sorted(self._servables.values(), key=lambda s: -s.version)
         if version is not None:
             found = [s for s in found if s.version == version]
             if not found:
-                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
+                raise ServingError(Kind.NOT_FOUND, f"Could not find version {version} of model {name}")
         if not found:
-            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+            raise ServingError(Kind.NOT_FOUND, f"Could not find any versions of model {name}")
         return found

@@ -1,13 +1,15 @@
 """TF Serving's REST API: model status, metadata, and predict in the row and columnar formats.
 
-Work per connection is bounded: a fixed pool of threads serves connections (one more is refused
-with 503), sockets time out when idle or stalled, a POST needs a Content-Length under the limit,
-and a body is read in full before the request is answered, or else the connection is closed, so
-no unread bytes are ever taken for the next request.
+JSON in and out of the data plane, whose typed errors become HTTP statuses here (``HTTP_STATUS``)
+with TF Serving's ``{"error": ...}`` body. Work per connection is bounded: a fixed pool of threads
+serves connections (one more is refused with 503), sockets time out when idle or stalled, a POST
+needs a Content-Length under the limit, and a body is read in full before the request is answered,
+or else the connection is closed, so no unread bytes are ever taken for the next request.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import socket
@@ -18,15 +20,16 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
-import grpc
 import numpy as np
 from google.protobuf import json_format
 
 from fmtune import jsonio
 from fmtune.serving import decode
-from fmtune.serving.models import STATE_NAMES, ModelManager, ServingError
+from fmtune.serving.dataplane import DataPlane, Target
+from fmtune.serving.errors import Kind, ServingError, invalid
+from fmtune.serving.models import ModelManager
 from fmtune.serving.runner import Runner
-from fmtune.wire.contract import MAX_MESSAGE_BYTES, SIGNATURE
+from fmtune.wire.contract import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("fmtune")
 
@@ -36,16 +39,12 @@ POST_PATH = re.compile(_TARGET + r":(?P<verb>predict|classify|regress)")
 # TF Serving's mapping of status codes to HTTP (model_servers/http_server.cc), except that a size
 # limit is 413 rather than 429: the request is too large, not too frequent.
 HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
+    Kind.INVALID: HTTPStatus.BAD_REQUEST,
+    Kind.FAILED_PRECONDITION: HTTPStatus.BAD_REQUEST,
+    Kind.NOT_FOUND: HTTPStatus.NOT_FOUND,
+    Kind.TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
 }
+INTERNAL = {"error": "internal error (details in the server log)"}
 IDLE_SECONDS = 15.0  # longer than clients keep idle connections (httpx: 5 s), so they close first
 READ_SECONDS = 30.0  # for one request, from its first byte to its last
 WORKERS = 64
@@ -59,69 +58,37 @@ class Refusal(Exception):
         self.status, self.message = status, message
 
 
-_bad = decode.bad
-
-
-def status_json(manager: ModelManager, name: str, version: int | None) -> dict[str, Any]:
+def status_json(dataplane: DataPlane, target: Target) -> dict[str, Any]:
     return {
         "model_version_status": [
             {
                 "version": str(s.version),
-                "state": STATE_NAMES[s.state],
+                "state": s.state_name,
                 "status": {"error_code": "UNKNOWN" if s.error else "OK", "error_message": s.error},
             }
-            for s in manager.statuses(name, version)
+            for s in dataplane.status(target)
         ]
     }
 
 
-def metadata_json(manager: ModelManager, name: str, version: int | None, label: str | None) -> dict[str, Any]:
-    servable = manager.resolve(name, version, label)
+def metadata_json(dataplane: DataPlane, target: Target) -> dict[str, Any]:
+    metadata = dataplane.metadata(target)
     signatures = {
-        k: json_format.MessageToDict(v, preserving_proto_field_name=True) for k, v in servable.signature_defs.items()
+        k: json_format.MessageToDict(v, preserving_proto_field_name=True) for k, v in metadata.signature_defs.items()
     }
     return {
-        "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+        "model_spec": {"name": metadata.name, "signature_name": "", "version": str(metadata.version)},
         "metadata": {"signature_def": {"signature_def": signatures}},
     }
-
-
-def _row_inputs(instances: Any, specs: dict[str, Any], bools: bool) -> dict[str, np.ndarray]:
-    if not isinstance(instances, list) or not instances:
-        raise _bad("'instances' must be a non-empty list")
-    if all(isinstance(row, dict) for row in instances):
-        names = set(instances[0])
-        if any(set(row) != names for row in instances):
-            raise _bad("every instance must name the same inputs")
-        unknown = sorted(names - set(specs))
-        if unknown:
-            raise _bad(f"instances name inputs the signature does not have: {unknown}")
-        return {n: decode.json_array([row[n] for row in instances], specs[n], n, bools) for n in names}
-    if len(specs) != 1:
-        raise _bad("instances must be objects naming each input when the signature has several inputs")
-    ((name, spec),) = specs.items()
-    return {name: decode.json_array(instances, spec, name, bools)}
-
-
-def _columnar_inputs(inputs: Any, specs: dict[str, Any], bools: bool) -> dict[str, np.ndarray]:
-    if isinstance(inputs, dict):
-        unknown = sorted(set(inputs) - set(specs))
-        if unknown:
-            raise _bad(f"inputs the signature does not have: {unknown}")
-        return {n: decode.json_array(v, specs[n], n, bools) for n, v in inputs.items()}
-    if len(specs) != 1:
-        raise _bad("'inputs' must be an object naming each input when the signature has several inputs")
-    ((name, spec),) = specs.items()
-    return {name: decode.json_array(inputs, spec, name, bools)}
 
 
 def _parse(body: bytes) -> Any:
     try:
         return jsonio.loads(body or b"null")
     except ValueError as exc:
-        raise _bad(f"JSON Parse error: {exc}") from None
+        raise invalid(f"JSON Parse error: {exc}") from None
     except RecursionError:
-        raise _bad("JSON Parse error: nested too deeply") from None
+        raise invalid("JSON Parse error: nested too deeply") from None
 
 
 def _encode(payload: Any, outputs: dict[str, np.ndarray]) -> bytes:
@@ -129,30 +96,28 @@ def _encode(payload: Any, outputs: dict[str, np.ndarray]) -> bytes:
     return jsonio.dumps(payload, finite=all(np.isfinite(v).all() for v in outputs.values() if v.dtype.kind == "f"))
 
 
-def predict_json(
-    manager: ModelManager, runner: Runner, name: str, version: int | None, label: str | None, body: bytes
-) -> bytes:
+def predict_json(dataplane: DataPlane, target: Target, body: bytes) -> bytes:
     """The response body to a predict request."""
     request = _parse(body)
     if not isinstance(request, dict):
-        raise _bad("JSON Value: request body must be a JSON object")
+        raise invalid("JSON Value: request body must be a JSON object")
     if ("instances" in request) == ("inputs" in request):
-        raise _bad(
+        raise invalid(
             "Missing 'inputs' or 'instances' key"
             if "inputs" not in request
             else "Not formatted correctly expecting only one of 'inputs' or 'instances' keys"
         )
-    signature = request.get("signature_name") or SIGNATURE
+    signature = request.get("signature_name") or ""  # the data plane's default
     if not isinstance(signature, str):
-        raise _bad("'signature_name' must be a string")
-    servable = manager.resolve(name, version, label)
-    specs = servable.signature(signature).inputs
+        raise invalid("'signature_name' must be a string")
     row = "instances" in request
     bools = b"true" in body or b"false" in body  # only then can booleans hide among the numbers
     inputs = (
-        _row_inputs(request["instances"], specs, bools) if row else _columnar_inputs(request["inputs"], specs, bools)
+        functools.partial(decode.rows, instances=request["instances"], bools=bools)
+        if row
+        else functools.partial(decode.columns, inputs=request["inputs"], bools=bools)
     )
-    outputs = runner.submit(servable, signature, inputs, ()).result()
+    outputs = dataplane.predict(target, signature, inputs).outputs.result()
     return _encode(_row_payload(outputs) if row else _columnar_payload(outputs), outputs)
 
 
@@ -169,118 +134,125 @@ def _columnar_payload(outputs: dict[str, np.ndarray]) -> Any:
     return {"outputs": {k: v.tolist() for k, v in outputs.items()}}
 
 
-def make_handler(
-    manager: ModelManager, runner: Runner, idle_seconds: float = IDLE_SECONDS, read_seconds: float = READ_SECONDS
-) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # small JSON replies must not wait on delayed ACKs
-        server_version = "fmtune-serving"
-        timeout = read_seconds
+def _target(match: re.Match[str]) -> Target:
+    return Target(match["name"], int(match["version"]) if match["version"] else None, match["label"])
 
-        def log_message(self, format: str, *args: Any) -> None:  # requests are not logged
-            pass
 
-        def handle_one_request(self) -> None:
-            """Wait up to ``idle_seconds`` for a request to start, then ``read_seconds`` for the rest."""
-            try:
-                self.connection.settimeout(idle_seconds)
-                started = self.rfile.peek(1)  # type: ignore[attr-defined]  # a BufferedReader
-            except OSError:  # the idle timeout, or the peer went away
-                started = b""
-            if not started:
-                self.close_connection = True
-                return
-            self.connection.settimeout(read_seconds)
-            super().handle_one_request()
+def answer(dataplane: DataPlane, method: str, path: str, body: bytes) -> Any:
+    """The payload that answers a request (raising ``ServingError`` or ``Refusal``)."""
+    if method == "GET" and (match := GET_PATH.fullmatch(path)):
+        return (metadata_json if match["metadata"] else status_json)(dataplane, _target(match))
+    if method == "POST" and (match := POST_PATH.fullmatch(path)):
+        if match["verb"] != "predict":
+            raise invalid(f"Expected {match['verb']} signature method_name; this model serves predict")
+        return predict_json(dataplane, _target(match), body)
+    if path.startswith("/v1/"):
+        raise invalid(f"Malformed request: {method} {path}")
+    raise Refusal(HTTPStatus.NOT_FOUND, f"Not found: {path}")
 
-        def _reply(self, status: int, payload: Any, close: bool = False) -> None:
-            body = payload if isinstance(payload, bytes) else jsonio.dumps(payload, finite=True)
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            if close:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body)
 
-        def _body(self, method: str) -> bytes:
-            """The whole body the headers announce (raising ``Refusal`` when that cannot be)."""
-            if "Transfer-Encoding" in self.headers:
-                raise Refusal(HTTPStatus.LENGTH_REQUIRED, "Transfer-Encoding is not supported; send a Content-Length")
-            lengths = {value.strip() for value in self.headers.get_all("Content-Length") or []}
-            if not lengths:
-                if method == "POST":
-                    raise Refusal(HTTPStatus.LENGTH_REQUIRED, "a POST needs a Content-Length")
-                return b""
-            (text,) = lengths if len(lengths) == 1 else ("",)
-            if not (text.isascii() and text.isdigit()):
-                raise Refusal(HTTPStatus.BAD_REQUEST, "Content-Length must be one non-negative integer")
-            length = int(text)
-            if length > MAX_MESSAGE_BYTES:
-                raise Refusal(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                    f"request body of {length} bytes is over the {MAX_MESSAGE_BYTES} byte limit",
-                )
-            deadline = time.monotonic() + read_seconds
-            chunks, remaining = [], length
-            while remaining:
-                chunk = self.rfile.read1(min(remaining, 1 << 20))
-                if not chunk:
-                    raise ConnectionError("the client closed the connection inside the body")
-                if time.monotonic() > deadline:
-                    raise Refusal(HTTPStatus.REQUEST_TIMEOUT, f"request body not received within {read_seconds}s")
-                chunks.append(chunk)
-                remaining -= len(chunk)
-            return b"".join(chunks)
+class Handler(BaseHTTPRequestHandler):
+    """One connection's requests; the data plane and the time limits are its ``RestServer``'s."""
 
-        def _answer(self, method: str, path: str, body: bytes) -> Any:
-            if method == "GET" and (match := GET_PATH.fullmatch(path)):
-                name, label = match["name"], match["label"]
-                version = int(match["version"]) if match["version"] else None
-                if match["metadata"]:
-                    return metadata_json(manager, name, version, label)
-                return status_json(manager, name, version)
-            if method == "POST" and (match := POST_PATH.fullmatch(path)):
-                if match["verb"] != "predict":
-                    raise _bad(f"Expected {match['verb']} signature method_name; this model serves predict")
-                version = int(match["version"]) if match["version"] else None
-                return predict_json(manager, runner, match["name"], version, match["label"], body)
-            if path.startswith("/v1/"):
-                raise _bad(f"Malformed request: {method} {path}")
-            raise Refusal(HTTPStatus.NOT_FOUND, f"Not found: {path}")
+    server: RestServer
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small JSON replies must not wait on delayed ACKs
+    server_version = "fmtune-serving"
 
-        def _dispatch(self, method: str) -> None:
-            path = self.path.split("?", 1)[0]
-            try:
-                body = self._body(method)
-            except Refusal as exc:
-                self._reply(exc.status, {"error": exc.message}, close=True)
-                return
-            except OSError:  # timed out or gone mid-body: nothing sensible can follow on this connection
-                self.close_connection = True
-                return
-            try:
-                payload = self._answer(method, path, body)
-            except Refusal as exc:
-                self._reply(exc.status, {"error": exc.message})
-                return
-            except ServingError as exc:
-                self._reply(HTTP_STATUS.get(exc.code, 500), {"error": exc.message})
-                return
-            except Exception:  # never drop the connection without an answer, nor say what broke
-                log.exception("REST %s %s failed", method, path)
-                self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error (details in the server log)"})
-                return
-            self._reply(HTTPStatus.OK, payload)
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.read_seconds)  # until handle_one_request sets its own
 
-        def do_GET(self) -> None:
-            self._dispatch("GET")
+    def log_message(self, format: str, *args: Any) -> None:  # requests are not logged
+        pass
 
-        def do_POST(self) -> None:
-            self._dispatch("POST")
+    def handle_one_request(self) -> None:
+        """Wait up to ``idle_seconds`` for a request to start, then ``read_seconds`` for the rest."""
+        try:
+            self.connection.settimeout(self.server.idle_seconds)
+            started = self.rfile.peek(1)  # type: ignore[attr-defined]  # a BufferedReader
+        except OSError:  # the idle timeout, or the peer went away
+            started = b""
+        if not started:
+            self.close_connection = True
+            return
+        self.connection.settimeout(self.server.read_seconds)
+        super().handle_one_request()
 
-    return Handler
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            body = self._read_body(self._content_length(method))
+        except Refusal as exc:
+            self._reply(exc.status, {"error": exc.message}, close=True)
+            return
+        except OSError:  # timed out or gone mid-body: nothing sensible can follow on this connection
+            self.close_connection = True
+            return
+        self._reply(*self._answer(method, path, body))
+
+    def _answer(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        """The status and payload: the data plane's errors as their HTTP statuses."""
+        try:
+            return HTTPStatus.OK, answer(self.server.dataplane, method, path, body)
+        except Refusal as exc:
+            return exc.status, {"error": exc.message}
+        except ServingError as exc:
+            return HTTP_STATUS[exc.kind], {"error": exc.message}
+        except Exception:  # never drop the connection without an answer, nor say what broke
+            log.exception("REST %s %s failed", method, path)
+            return HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL
+
+    def _content_length(self, method: str) -> int:
+        """The body length the headers announce, if it is one that can be read."""
+        if "Transfer-Encoding" in self.headers:
+            raise Refusal(HTTPStatus.LENGTH_REQUIRED, "Transfer-Encoding is not supported; send a Content-Length")
+        lengths = {value.strip() for value in self.headers.get_all("Content-Length") or []}
+        if not lengths:
+            if method == "POST":
+                raise Refusal(HTTPStatus.LENGTH_REQUIRED, "a POST needs a Content-Length")
+            return 0
+        (text,) = lengths if len(lengths) == 1 else ("",)
+        if not (text.isascii() and text.isdigit()):
+            raise Refusal(HTTPStatus.BAD_REQUEST, "Content-Length must be one non-negative integer")
+        length = int(text)
+        if length > MAX_MESSAGE_BYTES:
+            raise Refusal(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"request body of {length} bytes is over the {MAX_MESSAGE_BYTES} byte limit",
+            )
+        return length
+
+    def _read_body(self, length: int) -> bytes:
+        """All ``length`` bytes of the body, within ``read_seconds`` (``Refusal`` otherwise)."""
+        read_seconds = self.server.read_seconds
+        deadline = time.monotonic() + read_seconds
+        chunks, remaining = [], length
+        while remaining:
+            chunk = self.rfile.read1(min(remaining, 1 << 20))
+            if not chunk:
+                raise ConnectionError("the client closed the connection inside the body")
+            if time.monotonic() > deadline:
+                raise Refusal(HTTPStatus.REQUEST_TIMEOUT, f"request body not received within {read_seconds}s")
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+    def _reply(self, status: int, payload: Any, close: bool = False) -> None:
+        body = payload if isinstance(payload, bytes) else jsonio.dumps(payload, finite=True)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
 
 
 _BUSY_BODY = b'{"error": "every connection slot is busy"}'
@@ -292,12 +264,22 @@ _BUSY = (
 
 
 class RestServer(HTTPServer):
-    """Connections served by at most ``workers`` threads; one more is answered 503 and closed."""
+    """Connections served by at most ``workers`` threads; one more is answered 503 and closed. Holds
+    what every ``Handler`` needs: the data plane and the time limits."""
 
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], workers: int = WORKERS):
-        super().__init__(address, handler)
+    def __init__(
+        self,
+        address: tuple[str, int],
+        dataplane: DataPlane,
+        *,
+        workers: int = WORKERS,
+        idle_seconds: float = IDLE_SECONDS,
+        read_seconds: float = READ_SECONDS,
+    ):
+        self.dataplane, self.idle_seconds, self.read_seconds = dataplane, idle_seconds, read_seconds
+        super().__init__(address, Handler)
         self._slots = threading.BoundedSemaphore(workers)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"rest:{self.server_address[1]}")
 
@@ -336,6 +318,7 @@ def start(
     idle_seconds: float = IDLE_SECONDS,
     read_seconds: float = READ_SECONDS,
 ) -> RestServer:
-    server = RestServer((host, port), make_handler(manager, runner, idle_seconds, read_seconds), workers)
+    dataplane = DataPlane(manager, runner)
+    server = RestServer((host, port), dataplane, workers=workers, idle_seconds=idle_seconds, read_seconds=read_seconds)
     threading.Thread(target=server.serve_forever, name="rest", daemon=True).start()
     return server

@@ -1,16 +1,16 @@
-"""Checking decoded inputs against a loaded signature and running it, with TF Serving's error codes."""
+"""Checking decoded inputs against a loaded signature and running it, refusing as TF Serving words it."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
 
-import grpc
 import numpy as np
 import tensorflow as tf
 
-from fmtune.serving.decode import bad, check_names
-from fmtune.serving.models import ServingError, Signature
+from fmtune.serving.decode import check_names
+from fmtune.serving.errors import invalid
+from fmtune.serving.models import Signature
 
 log = logging.getLogger("fmtune")
 # Lines of a TensorFlow error that locate it in the graph or in source files, not what was wrong.
@@ -22,17 +22,17 @@ def check_inputs(specs: Mapping[str, tf.TensorSpec], inputs: Mapping[str, np.nda
     for index, (name, spec) in enumerate(sorted(specs.items())):
         array = inputs[name]
         if array.dtype != spec.dtype.as_numpy_dtype:
-            raise bad(
+            raise invalid(
                 f"Expects arg[{index}] ('{name}') to be {spec.dtype.name} but "
                 f"{tf.as_dtype(array.dtype).name} is provided"
             )
         if not spec.shape.is_compatible_with(array.shape):
-            raise bad(
+            raise invalid(
                 f"input '{name}' has shape {list(array.shape)}, incompatible with the signature's "
                 f"{spec.shape.as_list()}"
             )
         if array.ndim and array.shape[0] == 0:
-            raise bad(f"input '{name}' is an empty batch")
+            raise invalid(f"input '{name}' is an empty batch")
 
 
 def check(signature: Signature, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()) -> None:
@@ -40,7 +40,7 @@ def check(signature: Signature, inputs: Mapping[str, np.ndarray], output_filter:
     check_inputs(signature.inputs, inputs)
     unknown = sorted(set(output_filter) - set(signature.outputs))
     if unknown:
-        raise bad(f"output tensor alias not found in signature: {unknown}")
+        raise invalid(f"output tensor alias not found in signature: {unknown}")
 
 
 def model_message(exc: Exception) -> str:
@@ -59,5 +59,5 @@ def execute(
         outputs = signature.fn(**{name: tf.constant(value) for name, value in inputs.items()})
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
         log.warning("predict refused by the model: %s", exc)
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, model_message(exc)) from None
+        raise invalid(model_message(exc)) from None
     return {name: outputs[name].numpy() for name in (output_filter or signature.outputs)}

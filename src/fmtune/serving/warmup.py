@@ -8,13 +8,14 @@ client does not pay for the graph's initialisation.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fmtune.serving import decode
+from fmtune.serving import dataplane, decode
 from fmtune.wire.contract import INPUT, SIGNATURE
 
 if TYPE_CHECKING:
@@ -70,12 +71,15 @@ def read(version_dir: Path) -> list[Any]:
 
 
 def replay(servable: Servable, runner: Runner) -> int:
-    """Run a servable's warmup requests on the runner (the thread that will serve it); raises if one fails."""
+    """Run a servable's warmup requests as predicts are run, on the runner (the thread that will serve
+    it), though the servable is not AVAILABLE yet; raises if one fails."""
     requests = read(servable.path)
     for request in requests * REPEATS:
-        name = request.model_spec.signature_name or SIGNATURE
-        inputs = decode.tensors(servable.signature(name).inputs, request.inputs)
-        runner.submit(servable, name, inputs, request.output_filter).result(REPLAY_TIMEOUT)
+        inputs = functools.partial(decode.tensors, protos=request.inputs)
+        prediction = dataplane.submit(
+            runner, servable, request.model_spec.signature_name, inputs, request.output_filter
+        )
+        prediction.outputs.result(REPLAY_TIMEOUT)
     if requests:
         log.info("version %d warmed up with %d requests", servable.version, len(requests))
     return len(requests)

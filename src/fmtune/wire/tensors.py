@@ -1,4 +1,8 @@
-"""numpy arrays <-> the wire TensorProto, encoded exactly as ``tf.make_tensor_proto`` does."""
+"""numpy arrays <-> the wire TensorProto, encoded exactly as ``tf.make_tensor_proto`` does.
+
+Part of the wire contract, below both the built-in server and the client SDK, so each speaks the
+same tensor encoding without either importing the other (and without TensorFlow).
+"""
 
 from __future__ import annotations
 
