@@ -1,118 +1,28 @@
-"""Datasets: the canonical IDX gz files, located, verified by checksum, and split.
+"""IDX datasets: the canonical gz files, located, verified by checksum, and split.
 
-Checksums are of the *decompressed* IDX bytes, because Debian's package recompresses the same
-bytes into different gz files. Search order: an explicit data dir (``--data-dir`` or
-``FMTUNE_DATA_DIR``), Debian's dataset package, the Keras cache, then a download as Keras does.
+Search order: an explicit data dir (``--data-dir`` or ``FMTUNE_DATA_DIR``), Debian's dataset
+package, the Keras cache, then a download as Keras does.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import struct
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from fmtune.data.registry import _FILES, DATASETS, TEST_FILES, resolve_spec
+from fmtune.data.splits import stratified_split
+from fmtune.data.types import Dataset, DatasetError, DatasetNotFoundError, DatasetSpec, Split
 
 IMAGE_MAGIC = 2051
 LABEL_MAGIC = 2049
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 MNIST_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
-
-
-class DatasetError(RuntimeError):
-    """A dataset file is missing, truncated or corrupt; the message names the file."""
-
-
-class DatasetNotFoundError(DatasetError):
-    """No searched directory holds the files; the message lists where it looked."""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    folder: str
-    class_names: tuple[str, ...]
-    sha256: dict[str, str]  # IDX file name (without .gz) -> sha256 of its decompressed bytes
-    system_dirs: tuple[Path, ...] = ()
-
-
-_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-TEST_FILES = _FILES[2:]
-
-DATASETS: dict[str, DatasetSpec] = {
-    "fashion_mnist": DatasetSpec(
-        name="fashion_mnist",
-        folder="fashion-mnist",
-        class_names=(
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
-        sha256=dict(
-            zip(
-                _FILES,
-                (
-                    "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-                    "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-                    "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-                    "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-                ),
-                strict=True,
-            )
-        ),
-        system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
-    ),
-    "mnist": DatasetSpec(
-        name="mnist",
-        folder="mnist",
-        class_names=tuple(str(d) for d in range(10)),
-        sha256=dict(
-            zip(
-                _FILES,
-                (
-                    "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-                    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-                    "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-                    "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-                ),
-                strict=True,
-            )
-        ),
-    ),
-}
-
-
-@dataclass(frozen=True)
-class Split:
-    images: np.ndarray  # uint8 (N, 28, 28)
-    labels: np.ndarray  # uint8 (N,)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, indices: np.ndarray) -> Split:
-        return Split(self.images[indices], self.labels[indices])
-
-
-@dataclass(frozen=True)
-class Dataset:
-    spec: DatasetSpec
-    train: Split
-    val: Split
-    test: Split
-    source: str
 
 
 def read_idx(data: bytes, name: str, *, images: bool) -> np.ndarray:
@@ -237,63 +147,6 @@ def locate(
     where = ", ".join(str(d) for d in searched)
     missing = ", ".join(f"{n}.gz" for n in files)
     raise DatasetNotFoundError(f"{spec.name}: files not found ({missing}); searched {where}; download is off")
-
-
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (keep, held_out), holding out ``fraction`` of every class, fixed by ``seed``."""
-    rng = np.random.default_rng(seed)
-    held: list[np.ndarray] = []
-    for cls in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
-        held.append(idx[: max(1, round(len(idx) * fraction))])
-    held_out = np.sort(np.concatenate(held))
-    keep = np.setdiff1d(np.arange(len(labels)), held_out, assume_unique=True)
-    return keep, held_out
-
-
-MANIFEST = "dataset.json"
-NUM_CLASSES = 10  # every dataset's labels, and so every model's outputs
-
-
-def resolve_spec(name: str, data_dir: Path | None) -> DatasetSpec:
-    """A registered dataset, or one declared by a ``dataset.json`` manifest in the data dir.
-
-    The manifest lets users bring other 28x28 IDX datasets while keeping checksum verification:
-    ``{"name": ..., "class_names": [...], "sha256": {"train-images-idx3-ubyte": ...}}``.
-    """
-    if name in DATASETS:
-        return DATASETS[name]
-    for directory in [data_dir / name, data_dir] if data_dir else []:
-        manifest = directory / MANIFEST
-        if not manifest.is_file():
-            continue
-        try:
-            raw = json.loads(manifest.read_text())
-            spec = DatasetSpec(
-                name=raw["name"],
-                folder=directory.name,
-                class_names=tuple(raw["class_names"]),
-                sha256={file: raw["sha256"][file] for file in _FILES},
-            )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DatasetError(f"{manifest}: invalid dataset manifest ({exc!r})") from None
-        problem = _manifest_problem(raw)
-        if problem:
-            raise DatasetError(f"{manifest}: invalid dataset manifest ({problem})")
-        if spec.name == name:
-            return spec
-    known = ", ".join(DATASETS)
-    raise DatasetError(f"unknown dataset '{name}': not one of {known}, and no {MANIFEST} in the data dir declares it")
-
-
-def _manifest_problem(raw: dict[str, object]) -> str | None:
-    """What makes a parsed manifest unusable: every model has NUM_CLASSES outputs, one per name."""
-    if not isinstance(raw["name"], str) or not raw["name"]:
-        return "'name' must be a non-empty string"
-    names = raw["class_names"]
-    if not isinstance(names, list) or len(names) != NUM_CLASSES or not all(isinstance(n, str) and n for n in names):
-        return f"'class_names' must be a list of {NUM_CLASSES} non-empty strings, one per label"
-    return None
 
 
 def load(
