@@ -44,7 +44,7 @@ class Objective(_Strict):
     direction: Literal["max", "min"] = "max"
 
 
-class Asha(_Strict):
+class AshaConfig(_Strict):
     """Asynchronous successive halving (Li et al., "A System for Massively Parallel Hyperparameter
     Tuning", MLSys 2020): a trial goes on past rung k (epoch ``grace_epochs * reduction_factor**k``)
     only if it is in the top ``1/reduction_factor`` of the trials that reached that rung so far."""
@@ -71,7 +71,7 @@ class SearchConfig(_Strict):
         default_factory=dict, description="overrides of the family's default ranges"
     )
     hyperband_factor: int = Field(default=3, ge=2)
-    asha: Asha = Asha()
+    asha: AshaConfig = AshaConfig()
 
     @field_validator("hyperparameters", mode="before")
     @classmethod
@@ -81,7 +81,7 @@ class SearchConfig(_Strict):
         return raw
 
 
-class MedianStopping(_Strict):
+class MedianStoppingConfig(_Strict):
     """Katib's medianstop: stop a trial whose best objective so far is worse than the median of the
     completed trials' running averages at the same epoch."""
 
@@ -106,7 +106,7 @@ class FaultTolerance(_Strict):
         description="the coordinator stops the search with an error when no worker has called for this long "
         "while no trial is running and trials remain",
     )
-    median_stopping: MedianStopping = MedianStopping()
+    median_stopping: MedianStoppingConfig = MedianStoppingConfig()
 
     @model_validator(mode="after")
     def _lease_outlives_heartbeats(self) -> FaultTolerance:
@@ -248,7 +248,7 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
+def set_path(target: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = target
     for part in parents:
@@ -285,7 +285,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = var[len(ENV_PREFIX) :].lower().split("__")
         if path[0] not in top_level:
             continue
-        _set_path(out, ".".join(path), _yaml_value(var, raw))
+        set_path(out, ".".join(path), _yaml_value(var, raw))
     return out
 
 
@@ -333,10 +333,10 @@ def load(
         raw = _merge(raw, read_file(file))
     raw = _merge(raw, env_overrides(os.environ if environ is None else environ))
     for text in assignments or []:
-        _set_path(raw, *parse_assignment(text))
+        set_path(raw, *parse_assignment(text))
     for key, value in (flags or {}).items():
         if value is not None:
-            _set_path(raw, key, value)
+            set_path(raw, key, value)
     return validate(raw)
 
 

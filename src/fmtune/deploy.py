@@ -26,6 +26,7 @@ from fmtune.results import now
 
 log = logging.getLogger("fmtune")
 T = TypeVar("T")
+SMOKE_IMAGES = 32  # test images every serving pod must answer as the exported model does
 
 
 class DeployError(RuntimeError):
@@ -322,3 +323,20 @@ class Deployer:
             ):
                 raise DeployError(f"smoke test failed on {address}: its predictions differ from the retrained model's")
         return len(addresses)
+
+
+def deploy_version(
+    cfg: DeployConfig,
+    stage: Callable[[], Path],
+    card: ModelCard,
+    images: np.ndarray,
+    expected: np.ndarray,
+    force: bool = False,
+) -> DeploymentRecord:
+    """The one deploy wiring (the coordinator's and ``fmtune deploy``'s): reach the cluster first,
+    so that without one nothing is written; then ``stage()`` the version beside the repository's,
+    and gate, publish, check that every serving pod answers ``images`` with ``expected``, record."""
+    cluster = KubernetesCluster(cfg)
+    return Deployer(cfg, cluster, GrpcServingCheck(card.model_name)).deploy(
+        stage(), card, images, expected, force=force
+    )

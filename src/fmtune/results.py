@@ -1,4 +1,5 @@
-"""results.json: the record of an experiment, written atomically by the coordinator."""
+"""results.json: the record of an experiment, written atomically by the coordinator. Its trials
+are ``fmtune.trials.TrialRecord``, the same as state.json's."""
 
 from __future__ import annotations
 
@@ -11,31 +12,11 @@ from pydantic import BaseModel, Field
 from fmtune.config import Objective
 from fmtune.files import replace
 from fmtune.layout import RESULTS, ExperimentDir, experiments
+from fmtune.trials import Epoch, TrialRecord, ranked
 
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-class EpochMetrics(BaseModel):
-    epoch: int
-    metrics: dict[str, float]
-
-
-class TrialRecord(BaseModel):
-    trial_id: str
-    status: str
-    worker: str | None = None
-    hyperparameters: dict[str, Any]
-    score: float | None = None
-    best_epoch: int | None = None
-    history: list[EpochMetrics] = Field(default_factory=list)
-    epoch_seconds: list[float] = Field(default_factory=list, description="each reported epoch's wall time")
-    stopped_by: str | None = Field(default=None, description="budget, or the early-stopping rule that stopped it")
-    seconds: float | None = None
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    message: str | None = None
 
 
 class RetrainRecord(BaseModel):
@@ -44,7 +25,7 @@ class RetrainRecord(BaseModel):
     holdout_samples: int
     epochs_run: int
     best_epoch: int
-    history: list[EpochMetrics]
+    history: list[Epoch]
     epoch_seconds: list[float] = Field(default_factory=list)
     holdout_metrics: dict[str, float]
     test_loss: float
@@ -76,9 +57,7 @@ class Results(BaseModel):
 
     def ranked(self) -> list[TrialRecord]:
         """Trials by objective, best first; trials without a score last."""
-        sign = -1.0 if self.objective.direction == "max" else 1.0
-        scored = sorted((t for t in self.trials if t.score is not None), key=lambda t: sign * (t.score or 0.0))
-        return scored + [t for t in self.trials if t.score is None]
+        return ranked(self.trials, self.objective.direction == "max")
 
 
 def save(results: Results, experiment_dir: Path) -> Path:

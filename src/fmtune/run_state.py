@@ -2,7 +2,7 @@
 
 This is the one answer to "is the search over?" for anyone who cannot ask the coordinator: the
 launcher's progress bar, a worker whose coordinator is gone, a later run. The coordinator's own
-answer comes from its oracle (``FmtuneOracle.search_over``); it writes what that says here as it
+answer comes from its search control (``fmtune.tuning.control``); it writes what that says here as it
 changes, so a finished or crashed run can still be read.
 
 It is also everything the dashboard and ``fmtune report`` show: every trial with its epochs, every
@@ -15,14 +15,15 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from fmtune import results
 from fmtune.files import replace
 from fmtune.layout import ExperimentDir
-from fmtune.results import Results, now
+from fmtune.results import Results, RetrainRecord, now
+from fmtune.trials import TrialRecord, improves
 
 
 class Phase(str, enum.Enum):
@@ -33,38 +34,7 @@ class Phase(str, enum.Enum):
     FAILED = "failed"
 
 
-# A trial's status: Keras Tuner's, plus QUEUED for one waiting to be handed out (again).
-TrialStatus = Literal["RUNNING", "QUEUED", "COMPLETED", "STOPPED", "FAILED", "INVALID", "IDLE"]
 WorkerStatus = Literal["running", "idle", "silent", "left"]
-
-
-class Epoch(BaseModel):
-    epoch: int
-    metrics: dict[str, float | None]  # None: not a finite number (a diverged trial)
-
-
-class Requeue(BaseModel):
-    """A trial taken back from a worker that went silent (or restarted) before finishing it."""
-
-    worker: str | None
-    at: datetime
-
-
-class TrialState(BaseModel):
-    trial_id: str
-    status: TrialStatus
-    worker: str | None = None
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    score: float | None = None
-    best_epoch: int | None = None
-    history: list[Epoch] = Field(default_factory=list)
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    seconds: float | None = None
-    rung: int | None = Field(default=None, description="the highest ASHA rung reached (0: the first)")
-    stopped_by: str | None = Field(default=None, description="budget, or the early-stopping rule that stopped it")
-    requeues: list[Requeue] = Field(default_factory=list)
-    message: str | None = None
 
 
 class WorkerState(BaseModel):
@@ -82,22 +52,11 @@ class BestPoint(BaseModel):
     score: float
 
 
-class Budget(BaseModel):
+class BudgetSpent(BaseModel):
     """A time budget for the whole pipeline, and how much of it is spent."""
 
     seconds: float
     used_seconds: float
-
-
-class RetrainState(BaseModel):
-    epochs_run: int
-    best_epoch: int
-    history: list[Epoch]
-    holdout_metrics: dict[str, float | None]
-    test_accuracy: float
-    test_loss: float
-    seconds: float
-    train_samples: int
 
 
 class Deployment(BaseModel):
@@ -125,17 +84,17 @@ class RunState(BaseModel):
     epochs_per_trial: int | None = None
     lease_seconds: float | None = None
     started_at: datetime | None = None
-    budget: Budget | None = None
-    trials: list[TrialState] = Field(default_factory=list)
+    budget: BudgetSpent | None = None
+    trials: list[TrialRecord] = Field(default_factory=list)
     workers: list[WorkerState] = Field(default_factory=list)
     best_history: list[BestPoint] = Field(default_factory=list)
-    retrain: RetrainState | None = None
+    retrain: RetrainRecord | None = None
     test_accuracy: float | None = None
     exported_version: int | None = None
     deployment: Deployment | None = None
 
     @property
-    def search_over(self) -> bool:
+    def search_ended(self) -> bool:
         return self.phase != Phase.SEARCH
 
 
@@ -151,54 +110,22 @@ def load(experiment_dir: Path) -> RunState | None:
         return None
 
 
-def retrain_state(res: Results) -> RetrainState | None:
-    r = res.retrain
-    if r is None:
-        return None
-    return RetrainState(
-        epochs_run=r.epochs_run,
-        best_epoch=r.best_epoch,
-        history=[Epoch(epoch=e.epoch, metrics=dict(e.metrics)) for e in r.history],
-        holdout_metrics=dict(r.holdout_metrics),
-        test_accuracy=r.test_accuracy,
-        test_loss=r.test_loss,
-        seconds=r.seconds,
-        train_samples=r.train_samples,
-    )
-
-
 def from_results(res: Results) -> RunState:
     """The state of a finished run rebuilt from its results.json (a run from before state.json
     held trials, or a results file copied on its own)."""
-    trials = [
-        TrialState(
-            trial_id=t.trial_id,
-            status=cast(TrialStatus, t.status if t.status in get_args(TrialStatus) else "FAILED"),
-            worker=t.worker,
-            hyperparameters=t.hyperparameters,
-            score=t.score,
-            best_epoch=t.best_epoch,
-            history=[Epoch(epoch=e.epoch, metrics=dict(e.metrics)) for e in t.history],
-            started_at=t.started_at,
-            ended_at=t.ended_at,
-            seconds=t.seconds,
-            message=t.message,
-        )
-        for t in res.trials
-    ]
     maximise = res.objective.direction == "max"
     best: list[BestPoint] = []
-    for t in sorted((t for t in trials if t.status == "COMPLETED" and t.score is not None and t.ended_at), key=_end):
-        assert t.score is not None and t.ended_at is not None
-        if not best or (t.score > best[-1].score if maximise else t.score < best[-1].score):
+    for t in sorted((t for t in res.trials if t.ended_at), key=lambda t: t.ended_at or now()):
+        top = best[-1].score if best else None
+        if t.status == "COMPLETED" and t.score is not None and t.ended_at and improves(t.score, top, maximise):
             best.append(BestPoint(at=t.ended_at, trial_id=t.trial_id, score=t.score))
-    starts = [t.started_at for t in trials if t.started_at is not None]
+    starts = [t.started_at for t in res.trials if t.started_at is not None]
     return RunState(
         experiment=res.experiment,
         config_digest=res.config_digest,
         phase=Phase.DONE,  # results.json is written once the search is over
         max_trials=res.max_trials,
-        trials_finished=sum(t.status in ("COMPLETED", "STOPPED", "FAILED") for t in trials),
+        trials_finished=sum(t.finished for t in res.trials),
         objective=res.objective.name,
         direction=res.objective.direction,
         best_score=best[-1].score if best else None,
@@ -207,20 +134,15 @@ def from_results(res: Results) -> RunState:
         family=res.family,
         algorithm=res.algorithm,
         started_at=min(starts) if starts else None,
-        trials=trials,
+        trials=res.trials,
         best_history=best,
-        retrain=retrain_state(res),
+        retrain=res.retrain,
         test_accuracy=res.test_accuracy,
         exported_version=res.exported_version,
         deployment=None
         if res.exported_version is None
         else Deployment(outcome="exported", version=res.exported_version),
     )
-
-
-def _end(t: TrialState) -> datetime:
-    assert t.ended_at is not None
-    return t.ended_at
 
 
 def for_experiment(experiment_dir: Path) -> RunState | None:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import keras
@@ -26,8 +27,9 @@ import numpy as np
 from fmtune.config import ExperimentConfig, RetrainConfig
 from fmtune.data import Dataset, Split, stratified_split
 from fmtune.hypermodels import NUM_CLASSES, build_from_values
-from fmtune.results import EpochMetrics, RetrainRecord
+from fmtune.results import RetrainRecord
 from fmtune.text import format_metrics
+from fmtune.trials import Epoch
 
 log = logging.getLogger("fmtune")
 
@@ -38,7 +40,7 @@ class EpochLog(keras.callbacks.Callback):
     def __init__(self, label: str, epochs: int):
         super().__init__()
         self.label, self.epochs = label, epochs
-        self.history: list[EpochMetrics] = []
+        self.history: list[Epoch] = []
         self.seconds: list[float] = []
         self._started = 0.0
 
@@ -46,8 +48,8 @@ class EpochLog(keras.callbacks.Callback):
         self._started = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        metrics = {k: float(v) for k, v in (logs or {}).items()}
-        self.history.append(EpochMetrics(epoch=epoch, metrics=metrics))
+        metrics: dict[str, float | None] = {k: float(v) for k, v in (logs or {}).items()}
+        self.history.append(Epoch(epoch=epoch, metrics=metrics))
         self.seconds.append(time.monotonic() - self._started)
         log.info(
             "%s epoch %d/%d: %s (%.1fs)", self.label, epoch + 1, self.epochs, format_metrics(metrics), self.seconds[-1]
@@ -79,6 +81,16 @@ class WarmupCosine(keras.callbacks.Callback):
         rate = cosine_rate(self.step, self.base, self.warmup_steps, self.total_steps)
         self.model.optimizer.learning_rate.assign(rate)
         self.step += 1
+
+
+def typical_epoch(seconds: Iterable[float]) -> float | None:
+    """The typical cost of an epoch among ``seconds``: their median (None for none).
+
+    >>> typical_epoch([4.0, 4.2, 3.9, 9.0])
+    4.1
+    """
+    values = list(seconds)
+    return statistics.median(values) if values else None
 
 
 class EpochPlan(keras.callbacks.Callback):
@@ -114,7 +126,8 @@ class EpochPlan(keras.callbacks.Callback):
         now = self.clock()
         self._seconds.append(now - self._started)
         if self.deadline is not None:  # a plan with no room for another epoch ends at this one
-            recent = float(np.median(self._seconds[1:][-3:] or self._seconds))
+            recent = typical_epoch(self._seconds[1:][-3:] or self._seconds)
+            assert recent is not None
             self._plan(epoch, now, self.deadline, recent)
         if epoch + 1 >= self.planned:
             self.model.stop_training = True
@@ -141,6 +154,16 @@ def merged_train_val(dataset: Dataset) -> Split:
         np.concatenate([dataset.train.images, dataset.val.images]),
         np.concatenate([dataset.train.labels, dataset.val.labels]),
     )
+
+
+def trial_split(cfg: ExperimentConfig, dataset: Dataset) -> Split:
+    """What a trial trains on: the train split, or a stratified subset of it when trials are meant
+    to be cheap (``search.train_samples``)."""
+    wanted = cfg.search.train_samples
+    if wanted is None or wanted >= len(dataset.train):
+        return dataset.train
+    _, subset = stratified_split(dataset.train.labels, wanted / len(dataset.train), cfg.seed + 2)
+    return dataset.train.subset(subset)
 
 
 def retrain_samples(cfg: ExperimentConfig, dataset: Dataset) -> int:

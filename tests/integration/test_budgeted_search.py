@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fmtune import results
+from fmtune.trials import TrialRecord
 from fmtune.tuning.stopping.asha import cutoff, rungs
 
 from ..conftest import SYNTHETIC, write_dataset
@@ -60,7 +61,7 @@ def tune(data_dir: Path, workdir: Path, *extra: str, workers: int = 2) -> list[s
     ]  # fmt: skip
 
 
-def report_times(trial: results.TrialRecord) -> list[float]:
+def report_times(trial: TrialRecord) -> list[float]:
     """When each of the trial's epochs reached the coordinator (its start plus the epochs' times)."""
     assert trial.started_at is not None
     at, times = trial.started_at.timestamp(), []

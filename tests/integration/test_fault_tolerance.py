@@ -84,16 +84,14 @@ def test_a_trial_taken_back_after_the_other_workers_finished_still_runs(tmp_path
     import keras_tuner as kt
 
     from fmtune.tuning.algorithms import make_oracle
-    from fmtune.tuning.leases import Leases
 
     cfg = config.load("quick", None, [*CLASSIC, "search.algorithm=random", "search.max_trials=2", *FAST], environ={})
-    oracle: Any = make_oracle(cfg)
+    now = [0.0]
+    oracle: Any = make_oracle(cfg.search, cfg.fault_tolerance, cfg.seed, clock=lambda: now[0])
     oracle.set_project_dir(tmp_path, "search")
     space = kt.HyperParameters()
     space.Int("units", 8, 64, step=8)
     oracle.update_space(space)
-    now = [0.0]
-    oracle.leases = Leases(LEASE_SECONDS, clock=lambda: now[0])
 
     def finish(trial: Any, tuner_id: str) -> None:
         oracle.update_trial_from(tuner_id, trial.trial_id, {"val_accuracy": 0.5})

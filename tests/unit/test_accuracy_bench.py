@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from fmtune.config import Objective
-from fmtune.results import EpochMetrics, Results, RetrainRecord, TrialRecord
+from fmtune.results import Results, RetrainRecord
+from fmtune.trials import Epoch, TrialRecord
 from tests.bench import accuracy
 
 from ..conftest import REPO_ROOT, SYNTHETIC, write_dataset
@@ -29,7 +30,7 @@ def fabricated(test_accuracy: float = 0.9, total: float = 230.0) -> Results:
             status="COMPLETED",
             hyperparameters={"units": 64},
             score=score,
-            history=[EpochMetrics(epoch=e, metrics={"val_accuracy": score}) for e in range(epochs)],
+            history=[Epoch(epoch=e, metrics={"val_accuracy": score}) for e in range(epochs)],
             stopped_by=stopped,
             started_at=START,
             ended_at=START + timedelta(seconds=ended),

@@ -1,4 +1,5 @@
-"""The package's shape: no import cycles, and Keras Tuner's internals behind one module."""
+"""The package's shape: layers that only import downwards, the search engine apart from the run of
+an experiment, no import cycles, and Keras Tuner's internals behind one module."""
 
 from __future__ import annotations
 
@@ -39,6 +40,80 @@ def imports(path: Path, known: set[str]) -> set[str]:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         found |= {name for name in names if name in known}
     return found
+
+
+# Lowest first; a module may import from its own layer and the ones below, never above. A module
+# belongs to the first entry that names it or a package holding it.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    (
+        "leaves",
+        (
+            "fmtune.wire",
+            "fmtune.spaces",
+            "fmtune.jsonio",
+            "fmtune.files",
+            "fmtune.text",
+            "fmtune.layout",
+            "fmtune.trials",
+            "fmtune.devices",
+            "fmtune.aio_server",
+            "fmtune.presets",
+        ),
+    ),
+    ("config and data", ("fmtune.config", "fmtune.data")),
+    ("records", ("fmtune.results", "fmtune.run_state")),
+    (
+        "models, training, export, serving and the client",
+        ("fmtune.hypermodels", "fmtune.training", "fmtune.export", "fmtune.serving", "fmtune.client"),
+    ),
+    ("search engine", ("fmtune.tuning",)),
+    ("views and deployment", ("fmtune.dashboard", "fmtune.report", "fmtune.deploy", "fmtune.redeploy")),
+    ("run of an experiment", ("fmtune.run",)),
+    ("command line", ("fmtune.cli", "fmtune.__main__", "fmtune.predict")),
+]
+# The search engine decides; it knows nothing of what its trials train, nor of records or views.
+ENGINE_MAY_IMPORT = ("fmtune.tuning", "fmtune.config", *LAYERS[0][1])
+
+
+def layer_of(name: str) -> int | None:
+    for index, (_, prefixes) in enumerate(LAYERS):
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            return index
+    return None
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = sorted(name for name in modules() if name != "fmtune" and layer_of(name) is None)
+    assert not unplaced, f"place these in LAYERS: {unplaced}"
+
+
+def test_layers_only_import_downwards() -> None:
+    found = modules()
+    upward = []
+    for name, path in found.items():
+        here = layer_of(name)
+        for dep in imports(path, set(found)):
+            there = layer_of(dep)
+            if here is not None and there is not None and there > here:
+                upward.append(f"{name} ({LAYERS[here][0]}) imports {dep} ({LAYERS[there][0]})")
+    assert not upward, "\n".join(sorted(upward))
+
+
+def test_the_search_engine_imports_nothing_of_the_application() -> None:
+    found = modules()
+    outside = [
+        f"{name} imports {dep}"
+        for name, path in found.items()
+        if name.startswith("fmtune.tuning")
+        for dep in imports(path, set(found))
+        if dep != "fmtune" and not any(dep == p or dep.startswith(p + ".") for p in ENGINE_MAY_IMPORT)
+    ]
+    assert not outside, "\n".join(sorted(outside))
+
+
+def test_no_source_module_is_over_350_lines() -> None:
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > 350}
+    assert not long, long
 
 
 def test_no_module_imports_one_that_imports_it_back() -> None:

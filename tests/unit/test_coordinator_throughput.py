@@ -1,11 +1,11 @@
-"""The coordinator's throughput machinery without gRPC: background suggestions, the write-behind
-persister, and a lock that survives exceptions."""
+"""The coordinator's throughput machinery: background suggestions (a create waiting for one
+over a loopback gRPC server holds up no other call), Keras Tuner's sampler and metric numbers
+computed faster, and a lock that survives exceptions. The write-behind persister is in
+test_persist.py, the servicer's encoding in test_servicer.py."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -15,40 +15,11 @@ import numpy as np
 import pytest
 
 from fmtune.tuning import kt_internals
-from fmtune.tuning.bayesian import FmtuneBayesianOracle
-from fmtune.tuning.kt_internals import Trial, locked, service_messages
+from fmtune.tuning.kt_internals import locked
 from fmtune.tuning.oracle import FmtuneOracle
-from fmtune.tuning.servicer import Servicer
 from fmtune.tuning.suggest import GPSuggester, Observations, SuggestionQueue
 
-
-def bayesian_oracle(tmp_path: Path, max_trials: int = 8) -> FmtuneBayesianOracle:
-    hp = kt.HyperParameters()
-    hp.Float("x", 0.0, 1.0)
-    hp.Float("y", 0.0, 1.0)
-    oracle = FmtuneBayesianOracle(
-        objective=kt.Objective("score", "max"),
-        max_trials=max_trials,
-        hyperparameters=hp,
-        num_initial_points=3,
-        seed=3,
-    )
-    oracle.verbose = 0
-    oracle.set_project_dir(tmp_path, "search")
-    return oracle
-
-
-def score(values: dict[str, Any]) -> float:
-    return -((values["x"] - 0.7) ** 2) - (values["y"] - 0.2) ** 2
-
-
-def run_trial(oracle: Any, tuner_id: str) -> Any:
-    trial = oracle.create_trial(tuner_id)
-    assert trial.status == "RUNNING"
-    oracle.update_trial_from(tuner_id, trial.trial_id, {"score": score(trial.hyperparameters.values)})
-    trial.status = "COMPLETED"
-    oracle.end_trial_from(tuner_id, trial)
-    return oracle.trials[trial.trial_id]
+from .conftest import bayesian_oracle, run_trial
 
 
 def test_suggestions_approach_the_optimum_and_avoid_running_points() -> None:
@@ -198,101 +169,6 @@ def test_a_failed_suggestion_observes_without_holding_the_queue() -> None:
     queue.stop()
 
 
-def test_persister_writes_behind_and_a_restart_reads_it_back(tmp_path: Path) -> None:
-    oracle = bayesian_oracle(tmp_path)
-    oracle.start_background()
-    try:
-        done = [run_trial(oracle, f"tuner{i}") for i in range(3)]
-        oracle.persister.written().result(timeout=10)
-        trial_file = oracle.trial_file(done[-1].trial_id)
-        assert trial_file.exists()
-    finally:
-        oracle.stop_background()
-    again = bayesian_oracle(tmp_path)
-    again.reload()
-    assert sorted(again.trials) == sorted(t.trial_id for t in done)
-    assert all(again.trials[t.trial_id].score == pytest.approx(t.score) for t in done)
-    assert again.end_order == [t.trial_id for t in done]
-
-
-@pytest.mark.filterwarnings("ignore:All-NaN axis")  # Keras Tuner scoring a NaN-only history
-def test_trial_files_read_back_as_keras_tuner_wrote_them_nan_included(tmp_path: Path) -> None:
-    import json
-
-    from fmtune.tuning.persist import trial_json
-
-    oracle = bayesian_oracle(tmp_path)
-    trial = run_trial(oracle, "tuner0")
-    assert json.loads(trial_json(oracle._trial_state(trial))) == json.loads(json.dumps(trial.get_state()))
-    diverged = oracle.create_trial("tuner0")
-    oracle.update_trial_from("tuner0", diverged.trial_id, {"score": float("nan")})
-    text = trial_json(oracle._trial_state(oracle.trials[diverged.trial_id])).decode()
-    assert "NaN" in text  # not orjson's null, which Keras Tuner would read back as a missing value
-    values = json.loads(text)["metrics"]["metrics"]["score"]["observations"][0]["value"]
-    assert np.isnan(values[0])
-
-
-def test_a_write_cut_short_is_finished_or_dropped_on_restart(tmp_path: Path) -> None:
-    oracle = bayesian_oracle(tmp_path)
-    oracle.start_background()
-    try:
-        done = [run_trial(oracle, f"tuner{i}") for i in range(3)]
-    finally:
-        oracle.stop_background()
-    # Killed after removing the old files and before renaming the new ones in: only the
-    # complete temporary files are there. A temporary file beside its target was cut short.
-    first, second = (oracle.trial_file(t.trial_id) for t in done[:2])
-    oracle_file = oracle.state_file
-    for path in (first, oracle_file):
-        path.rename(path.with_name(f".{path.name}.tmp"))
-    torn = second.with_name(f".{second.name}.tmp")
-    torn.write_text('{"trial_id": ')
-    again = bayesian_oracle(tmp_path)
-    again.reload()
-    assert sorted(again.trials) == sorted(t.trial_id for t in done)
-    assert again.end_order == [t.trial_id for t in done]
-    assert first.exists() and oracle_file.exists() and not torn.exists()
-    assert not list(tmp_path.rglob("*.tmp"))
-
-
-def test_reports_are_written_at_once_when_idle_and_deferred_behind_creates_and_ends(tmp_path: Path) -> None:
-    import json
-
-    oracle = bayesian_oracle(tmp_path)
-    trial = oracle.create_trial("tuner0")
-    trial_file = oracle.trial_file(trial.trial_id)
-
-    def reported_steps() -> list[Any]:
-        try:
-            metrics = json.loads(trial_file.read_text())["metrics"]["metrics"]
-        except FileNotFoundError:  # not written yet
-            return []
-        return [o["step"] for o in metrics.get("score", {}).get("observations", [])]
-
-    persister = oracle.persister
-    oracle.start_background()
-    try:
-        # A lazy write is never due by the clock here: the report can only be written because
-        # nothing else waits to be, however slow the machine.
-        persister._lazy_at = time.monotonic() + 3600
-        oracle.update_trial_from("tuner0", trial.trial_id, {"score": -0.5}, step=0)
-        deadline = time.monotonic() + 60
-        while reported_steps() != [0]:
-            assert time.monotonic() < deadline, "an idle persister did not write the report"
-            time.sleep(0.01)
-    finally:
-        oracle.stop_background()
-    # The persister's choices, step by step: a report just after a lazy write, beside a create.
-    persister._lazy_at = time.monotonic() + 3600  # the last lazy write was just now, for this test's length
-    oracle.trials[trial.trial_id].metrics.update("score", -0.4, step=1)
-    persister.mark(trial.trial_id, lazy=True)
-    persister.mark()  # the oracle's own state, which a waiting create needs
-    persister.flush(everything=False)
-    assert reported_steps() == [0]  # deferred behind the create
-    persister.flush(everything=False)  # nothing else left to write: now
-    assert reported_steps() == [0, 1]
-
-
 def test_the_lock_is_released_when_a_call_raises() -> None:
     class Thing:
         @locked
@@ -332,25 +208,6 @@ def test_random_values_are_keras_tuners_own(tmp_path: Path) -> None:
         assert mine.hyperparameters.values == theirs.hyperparameters.values
 
 
-def test_an_ended_trial_skips_decoding_unchanged_values_and_refuses_added_ones(tmp_path: Path) -> None:
-    from fmtune.tuning.checks import RequestError
-
-    oracle = bayesian_oracle(tmp_path)
-    servicer = Servicer(oracle)
-    request = service_messages().CreateTrialRequest(tuner_id="tuner0")
-    sent = asyncio.run(servicer.CreateTrial(request, None)).trial
-    sent.status = kt_internals.proto_messages().TrialStatus.COMPLETED
-    unchanged = servicer._ended(sent)
-    assert unchanged.hyperparameters is oracle.trials[sent.trial_id].hyperparameters
-    grown = oracle.trials[sent.trial_id].hyperparameters.copy()
-    grown.Int("extra", 1, 4)  # a hyperparameter the hypermodel never declared
-    changed = type(sent)()
-    changed.CopyFrom(sent)
-    changed.hyperparameters.CopyFrom(grown.to_proto())
-    with pytest.raises(RequestError, match="undeclared hyperparameter"):
-        servicer._ended(changed)
-
-
 @pytest.mark.filterwarnings("ignore:All-NaN")
 def test_metric_bookkeeping_gives_keras_tuners_numbers() -> None:
     """Best values as Keras Tuner computes them (numpy's nanmin/nanmax of per-epoch means)."""
@@ -372,34 +229,3 @@ def test_metric_bookkeeping_gives_keras_tuners_numbers() -> None:
         got = history.get_best_value()
         assert (np.isnan(got) and np.isnan(expected)) or got == expected
         assert history.get_best_step() == next((s for s, v in epochs.items() if np.mean(v) == expected), None)
-
-
-def test_values_a_worker_added_reach_the_trial_file(tmp_path: Path) -> None:
-    import json
-
-    oracle = bayesian_oracle(tmp_path)
-    trial = oracle.create_trial("tuner0")
-    oracle.update_trial_from("tuner0", trial.trial_id, {"score": -0.5})
-    ended = Trial(oracle.trials[trial.trial_id].hyperparameters.copy(), trial_id=trial.trial_id)
-    ended.hyperparameters.Int("extra", 1, 4)
-    ended.status = "COMPLETED"
-    oracle.end_trial_from("tuner0", ended)
-    saved = json.loads(oracle.trial_file(trial.trial_id).read_text())
-    assert saved["hyperparameters"]["values"]["extra"] == 1
-
-
-def test_trials_are_sent_as_keras_tuner_encodes_them(tmp_path: Path) -> None:
-    from fmtune.hypermodels import hypermodel
-
-    space = kt.HyperParameters()
-    hypermodel("mlp").build(space)  # conditional values: num_layers decides which units_i are active
-    cls = type("Ours", (FmtuneOracle, kt.oracles.RandomSearchOracle), {})
-    oracle = cls(objective=kt.Objective("score", "max"), max_trials=40, hyperparameters=space, seed=1)
-    oracle.verbose = 0
-    oracle.set_project_dir(tmp_path, "p")
-    servicer = Servicer(oracle)
-    trials = [oracle.create_trial(f"w{i}") for i in range(20)]
-    grown = trials[0].hyperparameters.copy()
-    grown.Int("extra", 1, 4)  # a space a worker added to: encoded afresh
-    trials.append(Trial(grown, trial_id="x", status="RUNNING"))
-    assert all(servicer._trial_proto(t) == t.to_proto() for t in trials)

@@ -4,6 +4,7 @@ loopback stand-in of the API, and ``GrpcServingCheck`` against the built-in serv
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -12,12 +13,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmtune import export
+from fmtune import data, export
 from fmtune.client import ModelNotFoundError
-from fmtune.deploy import ClusterError, DeployConfig, Deployer, DeployError, GrpcServingCheck, KubernetesCluster
+from fmtune.deploy import (
+    SMOKE_IMAGES,
+    ClusterError,
+    DeployConfig,
+    Deployer,
+    DeployError,
+    GrpcServingCheck,
+    KubernetesCluster,
+    deploy_version,
+)
+from fmtune.redeploy import deploy_exported, smoke_images
 
 from .. import _kube_standin as kube
 from .._builtin_server import Loopback, builtin_server, export_version, mixed_images, probabilities, tiny_model
+from ..conftest import SYNTHETIC
 from ..integration.helpers import free_ports, tiny_card
 
 SCALE = f"/apis/apps/v1/namespaces/{kube.NAMESPACE}/deployments/{kube.DEPLOYMENT}/scale"
@@ -244,3 +256,51 @@ def test_a_real_deploy_through_both_adapters(api: kube.KubeStandIn, tmp_path: Pa
     assert json.loads(api.configmap["v1"])["version"] == 1 and json.loads(api.configmap["current"])["version"] == 1
     assert api.events[-1]["reason"] == "ModelDeployed" and "AVAILABLE on 1 pod(s)" in api.events[-1]["message"]
     assert export.read_card(repo / "fmtune" / "1").version == 1
+
+
+def test_the_deploy_wiring_reaches_the_cluster_before_staging_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_kubeconfig(monkeypatch, tmp_path / "no-such-kubeconfig")
+    staged: list[Path] = []
+    with pytest.raises(ClusterError, match="no Kubernetes configuration"):
+        deploy_version(deploy_config(), lambda: staged.append(tmp_path) or tmp_path, tiny_card(), *smoke(1))
+    assert staged == []
+
+
+def smoke(count: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((count, 28, 28), np.uint8), np.eye(10)[:count]
+
+
+def test_smoke_images_are_the_datasets_first_test_images_else_random(
+    synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    test, _ = data.load_test(SYNTHETIC, synthetic_dir)
+    np.testing.assert_array_equal(smoke_images(SYNTHETIC, synthetic_dir), test.images[:SMOKE_IMAGES])
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached fashion_mnist either
+    for dataset, data_dir in ((SYNTHETIC, None), ("fashion_mnist", tmp_path)):
+        images = smoke_images(dataset, data_dir)
+        assert (images.shape, images.dtype) == ((SMOKE_IMAGES, 28, 28), np.uint8)
+        np.testing.assert_array_equal(images, export.default_warmup_images(SMOKE_IMAGES))
+
+
+def test_deploying_an_exported_version_checks_the_pod_with_test_images(
+    api: kube.KubeStandIn, tmp_path: Path, exported: Path, synthetic_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What `fmtune deploy` runs: the exported model's card and SavedModel, its dataset's test
+    images and the model's own answers for them, through the coordinator's wiring."""
+    repo = tmp_path / "repo"
+    caplog.set_level("INFO", logger="fmtune")
+    with builtin_server(repo) as server:
+        api.pods = [kube.pod("serving-0", "127.0.0.1")]
+        cfg = deploy_config(grpc_port=server.grpc_port, poll_seconds=0.05, timeout_seconds=60)
+        record = deploy_exported(exported, cfg, repo, data_dir=synthetic_dir)
+    assert (record.version, record.previous_version, record.pods) == (1, None, 1)
+    assert f"smoke test with {SMOKE_IMAGES} test images of {SYNTHETIC}" in caplog.text
+    assert export.read_card(repo / "fmtune" / "1").version == 1
+
+
+def test_an_exported_version_that_is_not_one_is_a_deploy_error(tmp_path: Path) -> None:
+    with pytest.raises(DeployError, match="^" + re.escape(f"{tmp_path / 'nothing'}: ")):
+        deploy_exported(tmp_path / "nothing", deploy_config(), tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()

@@ -11,6 +11,7 @@ MODULES = [
     "fmtune.spaces",
     "fmtune.text",
     "fmtune.training",
+    "fmtune.trials",
     "fmtune.run.budget",
     "fmtune.tuning.leases",
     "fmtune.tuning.stopping.asha",

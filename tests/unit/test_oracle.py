@@ -1,113 +1,16 @@
-"""The chief's oracle without gRPC or training: leases, refused reports, resume, median stopping."""
+"""The chief's oracle without gRPC or training: failures that stop the search, median stopping,
+when the search is over, and a resumed search that no worker joins. Its leases are in
+test_leases.py, its files and resume in test_persist.py."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
-import keras_tuner as kt
 import pytest
 
-from fmtune import config
-from fmtune.tuning.algorithms import make_oracle
-
-from ..conftest import CLASSIC
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def oracle_for(tmp_path: Path, *assignments: str, clock: Clock | None = None) -> Any:
-    cfg = config.load(
-        "quick",
-        None,
-        [
-            *CLASSIC,
-            "search.algorithm=random",
-            "search.max_trials=3",
-            "fault_tolerance.heartbeat_seconds=0.05",
-            "fault_tolerance.lease_seconds=0.3",
-            *assignments,
-        ],
-        environ={},
-    )
-    oracle = make_oracle(cfg)
-    if clock is not None:
-        oracle.leases.clock = clock
-    oracle.set_project_dir(tmp_path, "search")
-    hp = kt.HyperParameters()
-    hp.Int("units", 8, 64)
-    oracle.update_space(hp)
-    return oracle
-
-
-def finish(oracle: Any, trial: Any, caller: str, value: float) -> None:
-    oracle.update_trial_from(caller, trial.trial_id, {"val_accuracy": value}, step=0)
-    trial.status = "COMPLETED"
-    oracle.end_trial_from(caller, trial)
-
-
-def test_silent_worker_loses_its_trial_and_its_late_reports_are_refused(tmp_path: Path) -> None:
-    clock = Clock()
-    oracle = oracle_for(tmp_path, clock=clock)
-    trial = oracle.create_trial("tuner0")
-    assert oracle.heartbeat(trial.trial_id, "tuner0").status == "RUNNING"
-    clock.now += 0.29
-    assert oracle.reap() == []  # within its lease (0.3 s)
-    clock.now += 0.02
-    assert oracle.reap() == ["tuner0"]
-    assert "tuner0" not in oracle.tuner_ids and trial.trial_id in oracle.retry_queue
-    # The late report is refused: it is not counted, and the worker is told to stop.
-    assert oracle.update_trial_from("tuner0", trial.trial_id, {"val_accuracy": 0.9}).status == "STOPPED"
-    again = oracle.create_trial("tuner1")
-    assert again.trial_id == trial.trial_id
-    assert oracle.update_trial_from("tuner0", trial.trial_id, {"val_accuracy": 0.9}).status == "STOPPED"
-    finish(oracle, again, "tuner1", 0.8)
-    oracle.end_trial_from("tuner0", again)  # the old holder's end is ignored
-    stored = oracle.trials[trial.trial_id]
-    assert stored.status == "COMPLETED" and stored.score == 0.8
-    assert len(stored.metrics.get_history("val_accuracy")) == 1
-
-
-def test_a_worker_that_dies_between_trials_is_not_awaited(tmp_path: Path) -> None:
-    clock = Clock()
-    oracle = oracle_for(tmp_path, clock=clock)
-    finish(oracle, oracle.create_trial("tuner0"), "tuner0", 0.5)
-    assert "tuner0" in oracle.tuner_ids  # Keras Tuner waits for it to ask again
-    clock.now += 0.29
-    assert oracle.reap() == []
-    clock.now += 0.02
-    assert oracle.reap() == ["tuner0"] and not oracle.tuner_ids
-
-
-def test_restart_after_the_last_trial_does_not_run_it_again(tmp_path: Path) -> None:
-    oracle = oracle_for(tmp_path)
-    for i in range(3):
-        finish(oracle, oracle.create_trial(f"tuner{i % 2}"), f"tuner{i % 2}", 0.5 + i / 10)
-    resumed = oracle_for(tmp_path)
-    resumed.reload()
-    assert not resumed.ongoing_trials and not resumed.retry_queue
-    assert resumed.search_over()
-
-
-def test_restart_keeps_trials_in_flight_with_their_workers(tmp_path: Path) -> None:
-    oracle = oracle_for(tmp_path, "fault_tolerance.lease_seconds=30", "fault_tolerance.heartbeat_seconds=1")
-    done = oracle.create_trial("tuner0")
-    finish(oracle, done, "tuner0", 0.7)
-    running = oracle.create_trial("tuner1")
-    resumed = oracle_for(tmp_path, "fault_tolerance.lease_seconds=30", "fault_tolerance.heartbeat_seconds=1")
-    resumed.reload()
-    assert resumed.holder(running.trial_id) == "tuner1" and not resumed.retry_queue
-    assert resumed.update_trial_from("tuner1", running.trial_id, {"val_accuracy": 0.6}).status == "RUNNING"
-    assert resumed.trials[done.trial_id].status == "COMPLETED"
+from .conftest import finish
+from .conftest import short_lease_oracle as oracle_for
 
 
 def test_consecutive_failures_stop_the_search(tmp_path: Path) -> None:
@@ -121,7 +24,7 @@ def test_consecutive_failures_stop_the_search(tmp_path: Path) -> None:
         trial = oracle.create_trial("tuner0")
         trial.status, trial.message = "FAILED", "Traceback...\nValueError: boom"
         oracle.end_trial_from("tuner0", trial)
-    assert oracle.abort_reason == "2 trials failed in a row; the last one: ValueError: boom"
+    assert oracle.control.abort_reason == "2 trials failed in a row; the last one: ValueError: boom"
     assert oracle.search_over()
     assert oracle.create_trial("tuner1").status == "STOPPED"
 
@@ -179,8 +82,8 @@ def test_a_resumed_search_that_no_worker_joins_ends_with_a_clear_error(tmp_path:
     started = time.monotonic()
     serve_oracle(resumed, Role("chief", "127.0.0.1", free_port()), token="t")
     assert time.monotonic() - started < 10
-    assert resumed.abort_reason is not None
-    assert resumed.abort_reason.startswith("no worker has asked for a trial in 0.5s while trials remain")
+    assert resumed.control.abort_reason is not None
+    assert resumed.control.abort_reason.startswith("no worker has asked for a trial in 0.5s while trials remain")
     assert resumed.search_over() and len(resumed.trials) == 3
 
 

@@ -8,7 +8,8 @@ from fmtune import results
 from fmtune.cli import app
 from fmtune.config import Objective
 from fmtune.report import html_report, plot
-from fmtune.results import EpochMetrics, Results, TrialRecord
+from fmtune.results import Results
+from fmtune.trials import Epoch, TrialRecord
 
 
 def sample() -> Results:
@@ -20,7 +21,7 @@ def sample() -> Results:
             worker=f"tuner{i % 2}",
             score=score,
             hyperparameters={"units_0": 64 * (i + 1), "learning_rate": 10 ** -(i + 2), "activation": act},
-            history=[EpochMetrics(epoch=0, metrics={"val_accuracy": score or 0.0})],
+            history=[Epoch(epoch=0, metrics={"val_accuracy": score or 0.0})],
             seconds=30.0,
             started_at=start + timedelta(seconds=20 * i),
             ended_at=start + timedelta(seconds=20 * i + 30),

@@ -10,7 +10,8 @@ import html
 import math
 from typing import Any
 
-from fmtune.run_state import RunState, TrialState
+from fmtune.run_state import RunState
+from fmtune.trials import TrialRecord
 
 Figure = dict[str, Any]
 COLORS = {"COMPLETED": "#1f77b4", "STOPPED": "#ff7f0e", "FAILED": "#d62728", "RUNNING": "#2ca02c"}
@@ -43,7 +44,7 @@ def axis(title: str, **extra: Any) -> dict[str, Any]:
     return {"title": {"text": text(title)}, "gridcolor": "#e5e5e5", "zeroline": False, **extra}
 
 
-def scored(state: RunState) -> list[TrialState]:
+def scored(state: RunState) -> list[TrialRecord]:
     """Finished trials with a score, in the order they ended."""
     done = [t for t in state.trials if t.score is not None and t.ended_at is not None and t.status != "RUNNING"]
     return sorted(done, key=lambda t: (t.ended_at, t.trial_id))
@@ -70,7 +71,7 @@ def best_so_far(state: RunState) -> Figure:
     xs = [p.at.isoformat() for p in points]
     ys: list[float] = [p.score for p in points]
     if points:  # the line goes on to now (to the last trial's end once the search is over)
-        last = state.updated_at if not state.search_over else max(t.ended_at for t in trials if t.ended_at)
+        last = state.updated_at if not state.search_ended else max(t.ended_at for t in trials if t.ended_at)
         xs.append(max(last, points[-1].at).isoformat())
         ys.append(points[-1].score)
     data.insert(
@@ -95,12 +96,12 @@ def best_so_far(state: RunState) -> Figure:
     }
 
 
-def _curve(t: TrialState, metric: str) -> tuple[list[int], list[float | None]]:
+def _curve(t: TrialRecord, metric: str) -> tuple[list[int], list[float | None]]:
     points = [(e.epoch + 1, e.metrics.get(metric)) for e in t.history if metric in e.metrics]
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def curve_trials(state: RunState) -> list[TrialState]:
+def curve_trials(state: RunState) -> list[TrialRecord]:
     with_epochs = [t for t in state.trials if t.history]
     if len(with_epochs) <= MAX_CURVES:
         return with_epochs

@@ -107,7 +107,7 @@ class ExperimentSource:
 
     def _importance(self, state: run_state.RunState) -> dict[str, float]:
         completed = sum(t.status == "COMPLETED" for t in state.trials)
-        over = state.search_over
+        over = state.search_ended
         now = time.monotonic()
         due = now - self._shares_at >= IMPORTANCE_EVERY_SECONDS or over
         if (completed, over) != self._shares_for and due:
@@ -191,17 +191,17 @@ def serving(experiment_dir: Path, host: str, port: int) -> Iterator[DashboardSer
 
 
 @contextlib.contextmanager
-def for_coordinator(cfg: Any) -> Iterator[DashboardServer | None]:
+def for_coordinator(experiment_dir: Path) -> Iterator[DashboardServer | None]:
     """The coordinator's dashboard where ``fmtune.dashboard.placement`` says, for the block's
     duration; None when it is turned off or cannot bind (the run goes on without it)."""
     from fmtune.dashboard.placement import resolve
 
-    where = resolve(cfg)
+    where = resolve()
     if not where.enabled:
         yield None
         return
     try:
-        context = serving(cfg.experiment_dir, where.host, where.port)
+        context = serving(experiment_dir, where.host, where.port)
         server = context.__enter__()
     except OSError as exc:
         log.warning("dashboard: cannot listen on %s:%d (%s); running without it", where.host, where.port, exc)

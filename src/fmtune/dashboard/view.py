@@ -11,11 +11,12 @@ from typing import Any
 
 from fmtune.dashboard import charts
 from fmtune.dashboard.importance import importances
-from fmtune.run_state import RunState, TrialState
+from fmtune.run_state import RunState
 from fmtune.text import last_line
+from fmtune.trials import TrialRecord
 
 
-def trial_row(t: TrialState) -> dict[str, Any]:
+def trial_row(t: TrialRecord) -> dict[str, Any]:
     return {
         "trial_id": t.trial_id,
         "status": t.status,

@@ -1,34 +1,53 @@
-"""A wall-time budget for the whole pipeline: how long the search may go on, and what is left for
-retraining the best configuration and exporting it.
+"""A wall-time budget for the whole pipeline: when it began, how long the search may go on, and
+what is left for retraining the best configuration and exporting it. This is its one owner.
+
+The budget begins once per experiment, at its first start (``fmtune tune`` before it launches
+anything; on Kubernetes the first coordinator start), and that start is kept in the experiment
+directory (``budget.json``), so a restarted coordinator or a resumed run keeps the same deadline.
 
 The search closes when only the reserve is left: at least ``retrain.budget_share`` of the budget,
 and at least ``retrain.min_epochs`` epochs of retraining at the cost the search measured (a trial's
-epoch, scaled from its training set to the retraining set). Retraining then sizes its epochs to
-the time that really remains (``fmtune.training``).
+epoch, scaled from its training set to the retraining set) and FINISH_SECONDS for the test
+evaluation and the export. Retraining then sizes its epochs to the time that really remains, up
+to ``retrain_deadline``, which keeps EXPORT_SECONDS for the export and the exit.
 """
 
 from __future__ import annotations
 
-import statistics
+import json
+import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from pathlib import Path
 
-# The search's reserve keeps this for the test evaluation and the export after retraining's last
-# epoch; retraining itself plans for its evaluation and leaves EXPORT_SECONDS for the export and
-# the exit. The figures behind them ("export" in each run's timing) are in reports/accuracy.md.
+from fmtune.files import replace
+from fmtune.training import typical_epoch
+from fmtune.tuning.bookkeeping import Book
+
+log = logging.getLogger("fmtune")
+
+# The figures behind them ("export" in each run's timing) are in reports/accuracy.md.
 FINISH_SECONDS = 30.0
 EXPORT_SECONDS = 10.0
+
+
+def no_costs() -> list[float]:
+    return []
 
 
 class Budget:
     """Deadlines from a start time (wall clock, so that a restarted coordinator keeps them).
 
+    ``epoch_costs`` gives the trial epochs measured so far that best predict a retraining epoch,
+    and ``epoch_scale`` a retraining epoch's images over a trial epoch's.
+
     >>> budget = Budget(600, started_at=0.0, retrain_share=0.5, min_epochs=5, clock=lambda: 100.0)
     >>> budget.remaining()
     500.0
-    >>> budget.search_deadline(epoch_seconds=None)  # nothing measured yet: the share decides
+    >>> budget.search_deadline()  # nothing measured yet: the share decides
     300.0
-    >>> budget.search_deadline(epoch_seconds=80.0)  # 5 epochs of 80 s and the finish do not fit in 300
+    >>> budget.epoch_costs = lambda: [80.0, 80.0]
+    >>> budget.search_deadline()  # 5 epochs of 80 s and the finish do not fit in 300
     170.0
     """
 
@@ -38,15 +57,23 @@ class Budget:
         started_at: float,
         retrain_share: float,
         min_epochs: int,
+        epoch_costs: Callable[[], list[float]] = no_costs,
+        epoch_scale: float = 1.0,
         clock: Callable[[], float] = time.time,
     ):
         self.seconds, self.started_at = seconds, started_at
         self.retrain_share, self.min_epochs = retrain_share, min_epochs
+        self.epoch_costs, self.epoch_scale = epoch_costs, epoch_scale
         self.clock = clock
 
     @property
     def deadline(self) -> float:
         return self.started_at + self.seconds
+
+    @property
+    def retrain_deadline(self) -> float:
+        """When retraining (with its evaluation) must end, leaving time for the export."""
+        return self.deadline - EXPORT_SECONDS
 
     def remaining(self) -> float:
         return self.deadline - self.clock()
@@ -54,26 +81,36 @@ class Budget:
     def used(self) -> float:
         return self.clock() - self.started_at
 
-    def reserve(self, epoch_seconds: float | None) -> float:
-        """Seconds kept for retraining and export, given a retraining epoch's estimated cost."""
-        planned = self.min_epochs * epoch_seconds + FINISH_SECONDS if epoch_seconds else 0.0
+    def retrain_epoch_estimate(self) -> float | None:
+        """What an epoch of retraining will cost, from the trials' epochs (None: none measured)."""
+        typical = typical_epoch(self.epoch_costs())
+        return None if typical is None else typical * self.epoch_scale
+
+    def reserve(self) -> float:
+        """Seconds kept for retraining and export."""
+        epoch = self.retrain_epoch_estimate()
+        planned = self.min_epochs * epoch + FINISH_SECONDS if epoch else 0.0
         return max(self.retrain_share * self.seconds, planned)
 
-    def search_deadline(self, epoch_seconds: float | None) -> float:
-        return self.deadline - self.reserve(epoch_seconds)
+    def search_deadline(self) -> float:
+        return self.deadline - self.reserve()
 
-    def search_open(self, epoch_seconds: float | None) -> bool:
-        return self.clock() < self.search_deadline(epoch_seconds)
+    def search_open(self) -> bool:
+        return self.clock() < self.search_deadline()
 
 
-def typical_epoch(seconds: Iterable[float]) -> float | None:
-    """The typical epoch among ``seconds``: their median (None for none).
-
-    >>> typical_epoch([4.0, 4.2, 3.9, 9.0])
-    4.1
-    """
-    values = list(seconds)
-    return statistics.median(values) if values else None
+def started_at(path: Path, clock: Callable[[], float] = time.time) -> float:
+    """When the experiment's budget began: the time kept at ``path`` (``ExperimentDir.budget``),
+    or now, kept there, if this is its first start."""
+    try:
+        return float(json.loads(path.read_text())["started_at"])
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s is unreadable (%s): the budget starts again now", path, exc)
+    now = clock()
+    replace(path, json.dumps({"started_at": now}).encode(), sync=True)
+    return now
 
 
 def parse_duration(text: str) -> float:
@@ -93,3 +130,15 @@ def parse_duration(text: str) -> float:
     if not minutes > 0 or minutes == float("inf"):
         raise ValueError(f"'{text}' is not a positive duration")
     return minutes
+
+
+def trial_epoch_costs(book: Book) -> Callable[[], list[float]]:
+    """The trial epochs that predict a retraining epoch: the best trial's so far (of every trial,
+    before the best has any), each without its first, which also builds and traces the model."""
+
+    def costs() -> list[float]:
+        best = book.best_trial
+        timed = book.later_epochs(best) if best is not None else []
+        return timed or [s for trial_id in list(book.attempts) for s in book.later_epochs(trial_id)]
+
+    return costs

@@ -12,23 +12,23 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from fmtune import data, export, results, training
 from fmtune.config import ExperimentConfig
 from fmtune.dashboard import server as dashboard_server
 from fmtune.export import ModelCard, publish
 from fmtune.layout import ExperimentDir
-from fmtune.results import EpochMetrics, Results, TrialRecord
-from fmtune.run.budget import EXPORT_SECONDS, Budget
+from fmtune.results import Results
+from fmtune.run.budget import Budget, trial_epoch_costs
+from fmtune.run.budget import started_at as budget_start
 from fmtune.run.state_writer import StateWriter
 from fmtune.run.tuner import FmtuneTuner
-from fmtune.run.worker import training_split
 from fmtune.run_state import Phase
 from fmtune.tuning import auth, kt_internals, servicer
-from fmtune.tuning.oracle import FmtuneOracle, active_values
+from fmtune.tuning.bookkeeping import active_values, wall
+from fmtune.tuning.live_view import frozen_trials
+from fmtune.tuning.oracle import FmtuneOracle
 from fmtune.tuning.roles import Role
 
 log = logging.getLogger("fmtune")
@@ -56,7 +56,7 @@ def serve_oracle(oracle: FmtuneOracle, role: Role, token: str, state: StateWrite
             type(oracle).__name__,
             oracle.max_trials,
         )
-        while not (oracle.search_over() and not oracle.tuner_ids):
+        while not oracle.serving_done():
             oracle.reap()
             if not oracle.ongoing_trials and not oracle.search_over() and oracle.leases.quiet_for() > wait:
                 oracle.abort(
@@ -73,39 +73,6 @@ def serve_oracle(oracle: FmtuneOracle, role: Role, token: str, state: StateWrite
             creators.shutdown(wait=False, cancel_futures=True)
         oracle.stop_background()
         oracle.log_ended()
-
-
-def _timestamp(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, tz=timezone.utc) if value else None
-
-
-def trial_records(oracle: Any) -> list[TrialRecord]:
-    records = []
-    for trial_id, trial in sorted(oracle.trials.items()):
-        per_step: dict[int, dict[str, float]] = {}
-        for name, history in trial.metrics.metrics.items():
-            for obs in history.get_history():
-                per_step.setdefault(int(obs.step), {})[name] = float(obs.mean())
-        meta = oracle.record.get(trial_id, {})
-        started, ended = meta.get("started"), meta.get("ended")
-        records.append(
-            TrialRecord(
-                trial_id=trial_id,
-                status=trial.status,
-                worker=meta.get("worker"),
-                hyperparameters=active_values(trial.hyperparameters),
-                score=None if trial.score is None else float(trial.score),
-                best_epoch=trial.best_step,
-                history=[EpochMetrics(epoch=s, metrics=m) for s, m in sorted(per_step.items())],
-                epoch_seconds=meta.get("epochs", []),
-                stopped_by=meta.get("stopped_by"),
-                seconds=(ended - started) if started and ended else None,
-                started_at=_timestamp(started),
-                ended_at=_timestamp(ended),
-                message=trial.message,
-            )
-        )
-    return records
 
 
 def finished_before(cfg: ExperimentConfig) -> Results | None:
@@ -127,12 +94,10 @@ def run(
     *,
     retrain: bool = True,
     deploy: Path | None = None,
-    started_at: float | None = None,
 ) -> Results:
-    """Search, then (unless told not to) retrain the best trial, evaluate and export it.
-    ``started_at`` (wall clock) is when the experiment's budget began, if before this process."""
+    """Search, then (unless told not to) retrain the best trial, evaluate and export it."""
     kt_internals.install()
-    fresh = not ExperimentDir(cfg.experiment_dir).oracle.exists()
+    experiment = ExperimentDir(cfg.experiment_dir)
     dataset = cfg.load_dataset()
     log.info(
         "coordinator: experiment %s (config %s), %s from %s, %s search over %s, %d trials",
@@ -144,27 +109,32 @@ def run(
         cfg.search.family,
         cfg.search.max_trials,
     )
-    tuner = FmtuneTuner(cfg, ExperimentDir(cfg.experiment_dir).oracle)
+    started_at = budget_start(experiment.budget)
+    tuner = FmtuneTuner(cfg, experiment.oracle)
     oracle: FmtuneOracle = tuner.oracle
     oracle.verbose = 0
-    if fresh and started_at is not None:
-        oracle.started_at = started_at
+    budget = None
     if cfg.budget_minutes is not None:
-        oracle.budget = Budget(
-            cfg.budget_minutes * 60, oracle.started_at, cfg.retrain.budget_share, cfg.retrain.min_epochs
+        budget = Budget(
+            cfg.budget_minutes * 60,
+            started_at,
+            cfg.retrain.budget_share,
+            cfg.retrain.min_epochs,
+            epoch_costs=trial_epoch_costs(oracle.book),
+            epoch_scale=training.retrain_samples(cfg, dataset) / len(training.trial_split(cfg, dataset)),
         )
-        oracle.epoch_scale = training.retrain_samples(cfg, dataset) / len(training_split(cfg, dataset))
+        oracle.control.search_open = budget.search_open
         log.info(
             "budget: %.1f min from %s, %.1f min left; the search closes when only the reserve for retraining is left",
             cfg.budget_minutes,
-            _timestamp(oracle.started_at),
-            oracle.budget.remaining() / 60,
+            wall(started_at),
+            budget.remaining() / 60,
         )
     tuner.save()
-    state = StateWriter(cfg, oracle, deploys=deploy is not None)
-    with dashboard_server.for_coordinator(cfg):
+    state = StateWriter(cfg, oracle, budget, deploys=deploy is not None)
+    with dashboard_server.for_coordinator(cfg.experiment_dir):
         try:
-            return _run(cfg, role, dataset, oracle, state, retrain, deploy)
+            return _run(cfg, role, dataset, oracle, budget, state, retrain, deploy, started_at)
         except BaseException as exc:
             state.failed(exc)
             raise
@@ -175,9 +145,11 @@ def _run(
     role: Role,
     dataset: data.Dataset,
     oracle: FmtuneOracle,
+    budget: Budget | None,
     state: StateWriter,
     retrain: bool,
     deploy: Path | None,
+    started_at: float,
 ) -> Results:
     previous = finished_before(cfg)
     if previous is not None:
@@ -193,20 +165,20 @@ def _run(
         return previous
     state.update(Phase.SEARCH, force=True)
     started = time.monotonic()
-    timing = {"startup": time.time() - oracle.started_at}
+    timing = {"startup": time.time() - started_at}
     if oracle.search_over():
         log.info("search already finished (%d trials); skipping to retraining", len(oracle.trials))
     else:
         serve_oracle(oracle, role, auth.coordinator_token(cfg.experiment_dir), state)
     tuning_seconds = time.monotonic() - started
     timing["search"] = tuning_seconds
-    if oracle.budget is not None:
-        estimate = oracle.retrain_epoch_estimate()
+    if budget is not None:
+        estimate = budget.retrain_epoch_estimate()
         log.info(
             "search used %.1f of %.1f min; %.1f min left for retraining and export (an epoch: about %s)",
-            oracle.budget.used() / 60,
-            oracle.budget.seconds / 60,
-            oracle.budget.remaining() / 60,
+            budget.used() / 60,
+            budget.seconds / 60,
+            budget.remaining() / 60,
             "unknown" if estimate is None else f"{estimate:.0f}s",
         )
 
@@ -219,7 +191,7 @@ def _run(
         objective=cfg.search.objective,
         max_trials=cfg.search.max_trials,
         config_digest=cfg.digest(),
-        trials=trial_records(oracle),
+        trials=frozen_trials(oracle),
         best_trial_id=best[0].trial_id if best else None,
         best_hyperparameters=active_values(best[0].hyperparameters) if best else None,
         tuning_seconds=tuning_seconds,
@@ -227,24 +199,25 @@ def _run(
         timing=timing,
     )
     retraining = retrain and cfg.retrain.enabled
-    if retraining or oracle.abort_reason is not None or not best:  # else the final save below is next
+    abort_reason = oracle.control.abort_reason
+    if retraining or abort_reason is not None or not best:  # else the final save below is next
         results.save(record, cfg.experiment_dir)
     counts = {s: sum(t.status == s for t in record.trials) for s in {t.status for t in record.trials}}
     log.info(
         "search done in %.0fs: %s", tuning_seconds, ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
     )
-    if oracle.abort_reason is not None:
-        raise SearchError(f"search stopped: {oracle.abort_reason}; see results.json for every trial's error")
+    if abort_reason is not None:
+        raise SearchError(f"search stopped: {abort_reason}; see results.json for every trial's error")
     if not best:
         raise SearchError("no trial completed, so there is nothing to retrain; see results.json for the errors")
     log.info("best trial %s: %s=%.4f", best[0].trial_id, cfg.search.objective.name, best[0].score)
     if retraining:
         state.update(Phase.RETRAIN)
-        deadline = None if oracle.budget is None else oracle.budget.deadline - EXPORT_SECONDS
+        deadline = None if budget is None else budget.retrain_deadline
         record = retrain_and_export(
             cfg, record, dataset, deploy, on_export=lambda: state.update(Phase.EXPORT), deadline=deadline
         )
-    record = record.model_copy(update={"timing": {**record.timing, "total": time.time() - oracle.started_at}})
+    record = record.model_copy(update={"timing": {**record.timing, "total": time.time() - started_at}})
     results.save(record, cfg.experiment_dir)
     log.info("where the time went: %s", ", ".join(f"{k} {v:.0f}s" for k, v in record.timing.items()))
     state.update(Phase.DONE)
@@ -283,13 +256,16 @@ def retrain_and_export(
     if deploy is None:
         version, path = publish(model, cfg.model_repo, card, warmup_images=warmup)
     else:
-        from fmtune.deploy import DeployConfig, Deployer, GrpcServingCheck, KubernetesCluster
+        from fmtune.deploy import SMOKE_IMAGES, DeployConfig, deploy_version
 
-        deploy_cfg = DeployConfig.load(deploy)
-        staging = export.stage(model, cfg.model_repo, cfg.model_name, warmup_images=warmup)
-        images = dataset.test.images[:32]
-        deployer = Deployer(deploy_cfg, KubernetesCluster(deploy_cfg), GrpcServingCheck(cfg.model_name))
-        version = deployer.deploy(staging, card, images, model.predict(images, verbose=0)).version
+        images = dataset.test.images[:SMOKE_IMAGES]
+        version = deploy_version(
+            DeployConfig.load(deploy),
+            lambda: export.stage(model, cfg.model_repo, cfg.model_name, warmup_images=warmup),
+            card,
+            images,
+            model.predict(images, verbose=0),
+        ).version
         path = cfg.model_repo / cfg.model_name / str(version)
     timing = {**record.timing, "retrain": retrained.seconds, "export": time.monotonic() - exporting}
     record = record.model_copy(

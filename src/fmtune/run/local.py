@@ -84,10 +84,6 @@ class Child:
     pump: threading.Thread | None = field(default=None, repr=False)
 
 
-def started_at_args(at: float | None) -> list[str]:
-    return [] if at is None else ["--started-at", repr(at)]
-
-
 class LocalCluster:
     """Runs the processes of one search and returns the coordinator's exit code."""
 
@@ -101,7 +97,6 @@ class LocalCluster:
         max_restarts: int = 3,
         out: TextIO | None = None,
         extra_env: dict[str, str] | None = None,
-        started_at: float | None = None,
     ):
         self.out = out or sys.stdout
         self.experiment_dir = experiment_dir
@@ -120,7 +115,7 @@ class LocalCluster:
         chief = Role(CHIEF, "127.0.0.1", port)
         self.coordinator = Child(
             "coordinator",
-            [*cmd, "coordinator", "--resolved", str(config_path), *started_at_args(started_at)],
+            [*cmd, "coordinator", "--resolved", str(config_path)],
             {**base, **chief.env()},
         )
         self.workers = [

@@ -40,7 +40,7 @@ class FmtuneTuner(TunerHooks):
         self._epoch_started = 0.0
         self._trial_started = 0.0
         super().__init__(
-            oracle=make_oracle(cfg),
+            oracle=make_oracle(cfg.search, cfg.fault_tolerance, cfg.seed),
             hypermodel=hypermodel(cfg.search.family, cfg.search.hyperparameters),
             directory=str(directory),
             project_name=layout.PROJECT,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 
-from fmtune import data, devices, layout, run_state
+from fmtune import devices, layout, run_state
 from fmtune.config import ExperimentConfig
 from fmtune.layout import ExperimentDir
+from fmtune.run import experiment
 from fmtune.tuning.roles import Role
 
 log = logging.getLogger("fmtune")
@@ -27,30 +28,27 @@ def configure_devices(threads: int) -> None:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
-def training_split(cfg: ExperimentConfig, dataset: data.Dataset) -> data.Split:
-    """The train split, or a stratified subset of it when trials are meant to be cheap."""
-    wanted = cfg.search.train_samples
-    if wanted is None or wanted >= len(dataset.train):
-        return dataset.train
-    _, subset = data.stratified_split(dataset.train.labels, wanted / len(dataset.train), cfg.seed + 2)
-    return dataset.train.subset(subset)
-
-
-def search_over(cfg: ExperimentConfig) -> bool:
+def search_ended(cfg: ExperimentConfig) -> bool:
     """Whether the coordinator recorded that this experiment's search is over (state.json): a
     worker that starts, or loses its coordinator, after that has nothing left to do, rather than
     waiting for a chief that is gone. A search recorded under another config (an upgrade that
     asks for more trials, say) is not this one: its coordinator is asked instead."""
     state = run_state.load(cfg.experiment_dir)
-    return state is not None and state.search_over and state.config_digest == cfg.digest()
+    return state is not None and state.search_ended and state.config_digest == cfg.digest()
 
 
 def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
-    if search_over(cfg):
+    """Run trials until the coordinator says the search is over. Unless the search is recorded as
+    over already, the worker first checks that its config is the one the coordinator published for
+    the experiment (``experiment.await_published``): ConfigMismatch if it is not, ConfigNotPublished
+    if none comes within the coordinator's timeout."""
+    if search_ended(cfg):
         log.info("worker %s: the search is already over (%s)", role.tuner_id, layout.STATE)
         return
+    experiment.await_published(cfg)
     os.environ.update(role.env())  # Keras Tuner reads the contract when the tuner is built
     configure_devices(threads)
+    from fmtune import training
     from fmtune.run.tuner import FmtuneTuner, fit_callbacks
     from fmtune.tuning import kt_internals
     from fmtune.tuning.oracle_client import CoordinatorUnreachable
@@ -58,7 +56,7 @@ def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
     kt_internals.quiet_conditions()
 
     dataset = cfg.load_dataset()
-    train = training_split(cfg, dataset)
+    train = training.trial_split(cfg, dataset)
     log.info(
         "worker %s: coordinator %s, experiment %s (config %s), %s (%d train / %d val images)",
         role.tuner_id,
@@ -80,7 +78,7 @@ def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
             verbose=0,
         )
     except CoordinatorUnreachable:
-        if not search_over(cfg):
+        if not search_ended(cfg):
             raise
         log.info("worker %s: the coordinator is gone and the search is over", role.tuner_id)
         return

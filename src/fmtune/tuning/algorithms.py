@@ -3,11 +3,13 @@ experiment's early-stopping rule."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import keras_tuner as kt
 
-from fmtune.config import ExperimentConfig
+from fmtune.config import FaultTolerance, SearchConfig
 from fmtune.tuning.bayesian import FmtuneBayesianOracle
 from fmtune.tuning.oracle import FmtuneOracle
 from fmtune.tuning.stopping import Asha, MedianStopping, StoppingRule
@@ -20,19 +22,21 @@ ORACLE_CLASSES: dict[str, type[kt.Oracle]] = {
 }
 
 
-def stopping_rule(cfg: ExperimentConfig) -> StoppingRule | None:
-    """The experiment's early-stopping rule, if it has one (the config allows one at most)."""
-    maximise = cfg.search.objective.direction == "max"
-    asha, median = cfg.search.asha, cfg.fault_tolerance.median_stopping
+def stopping_rule(search: SearchConfig, tolerance: FaultTolerance) -> StoppingRule | None:
+    """The search's early-stopping rule, if it has one (the config allows one at most)."""
+    maximise = search.objective.direction == "max"
+    asha, median = search.asha, tolerance.median_stopping
     if asha.enabled:
-        return Asha(maximise, asha.reduction_factor, asha.grace_epochs, cfg.search.epochs)
+        return Asha(maximise, asha.reduction_factor, asha.grace_epochs, search.epochs)
     if median.enabled:
         return MedianStopping(maximise, median.min_trials, median.start_step)
     return None
 
 
-def make_oracle(cfg: ExperimentConfig) -> FmtuneOracle:
-    search, tolerance = cfg.search, cfg.fault_tolerance
+def make_oracle(
+    search: SearchConfig, tolerance: FaultTolerance, seed: int, clock: Callable[[], float] = time.time
+) -> FmtuneOracle:
+    """The oracle for ``search``: needs no dataset nor anything else of an experiment."""
     base = ORACLE_CLASSES[search.algorithm]
     cls = (
         FmtuneBayesianOracle
@@ -41,10 +45,11 @@ def make_oracle(cfg: ExperimentConfig) -> FmtuneOracle:
     )
     kwargs: dict[str, Any] = {
         "objective": kt.Objective(search.objective.name, search.objective.direction),
-        "seed": cfg.seed,
+        "seed": seed,
         "tolerance": tolerance,
-        "stopping": stopping_rule(cfg),
+        "stopping": stopping_rule(search, tolerance),
         "max_retries_per_trial": tolerance.max_retries_per_trial,
+        "clock": clock,
     }
     if search.algorithm == "hyperband":
         kwargs.update(max_epochs=search.epochs, factor=search.hyperband_factor)

@@ -53,16 +53,14 @@ class FmtuneBayesianOracle(FmtuneOracle, kt.oracles.BayesianOptimizationOracle):
         if isinstance(self.stopping, Asha):
             if trial.status not in FINISHED:
                 return None
-            return self._curve(trial).get(self.stopping.first_rung - 1)
+            return self.curve(trial).get(self.stopping.first_rung - 1)
         return trial.score if trial.status == Status.COMPLETED else None
 
     def _wants_suggestion(self, tuner_id: str, completed: int) -> bool:
         """Racy reads, re-checked under the lock: a suggestion taken in vain is given back."""
         return (
-            self.abort_reason is None
-            and tuner_id not in self.ongoing_trials
-            and not self.retry_queue
-            and (self.max_trials is None or len(self.trials) < self.max_trials)
+            tuner_id not in self.ongoing_trials
+            and self.control.may_create(len(self.trials), len(self.retry_queue))
             and completed >= self._initial_points()
         )
 

@@ -151,6 +151,24 @@ class OracleHooks(_OracleBase):
         """Called after every trial's end (Keras Tuner raises there after too many failures)."""
         super()._check_consecutive_failures()
 
+    # The calls the servicer makes that Keras Tuner leaves unlocked.
+
+    @locked
+    def get_space(self) -> Any:
+        return super().get_space()
+
+    @locked
+    def update_space(self, hyperparameters: Any) -> None:
+        super().update_space(hyperparameters)
+
+    @locked
+    def get_trial(self, trial_id: str) -> Any:
+        return super().get_trial(trial_id)
+
+    @locked
+    def get_best_trials(self, num_trials: int = 1) -> Any:
+        return super().get_best_trials(num_trials)
+
     # Keras Tuner's private hooks, routed to the public names above.
 
     def _get_oracle_fname(self) -> str:

@@ -66,6 +66,15 @@ class Asha(StoppingRule):
         self.first_rung = min(grace_epochs, max_epochs)
         self.milestones = set(rungs(grace_epochs, reduction_factor, max_epochs))
 
+    def rung(self, epochs: int) -> int | None:
+        """The highest rung a trial that ran ``epochs`` epochs reached (0: the first), if any.
+
+        >>> Asha(True, 3, 1, 9).rung(4), Asha(True, 3, 1, 9).rung(0)
+        (1, None)
+        """
+        reached = [r for r in sorted(self.milestones) if r <= epochs]
+        return len(reached) - 1 if reached else None
+
     def on_result(self, curve: Curve, step: int, cohort: Cohort) -> Decision:
         if step + 1 not in self.milestones or step not in curve:
             return Decision.CONTINUE

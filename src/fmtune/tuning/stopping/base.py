@@ -37,3 +37,7 @@ class StoppingRule(ABC):
     def on_result(self, curve: Curve, step: int, cohort: Cohort) -> Decision:
         """``curve`` is the running trial's objective so far, ``step`` the epoch just reported, and
         ``cohort`` the other trials."""
+
+    def rung(self, epochs: int) -> int | None:
+        """The highest rung a trial that ran ``epochs`` epochs reached, for rules that have rungs."""
+        return None

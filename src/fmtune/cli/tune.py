@@ -1,0 +1,215 @@
+"""The commands that run an experiment: ``config``, ``tune`` (all of it on this machine), and the
+``coordinator`` and ``worker`` processes (pods on Kubernetes)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from fmtune.cli.common import (
+    ConfigOpt,
+    DataDirOpt,
+    PresetOpt,
+    ResolvedOpt,
+    SetOpt,
+    err,
+    exit_now,
+    fail,
+    resolve,
+    setup_logging,
+)
+from fmtune.cli.results import show_results
+from fmtune.layout import ExperimentDir
+from fmtune.run import experiment
+from fmtune.tuning import roles
+from fmtune.tuning.roles import Role
+
+
+def duration_minutes(text: str) -> float:
+    from fmtune.run.budget import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def show_config(
+    preset: PresetOpt = "quick",
+    file: ConfigOpt = None,
+    assignments: SetOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Print the resolved experiment config as YAML (and validate it)."""
+    print(resolve(preset, file, assignments, data_dir).to_yaml(), end="")
+
+
+def tune(
+    preset: PresetOpt = "quick",
+    file: ConfigOpt = None,
+    assignments: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=64, help="worker processes")] = 2,
+    name: Annotated[str | None, typer.Option(help="experiment name")] = None,
+    workdir: Annotated[Path | None, typer.Option(help="where experiments are kept")] = None,
+    model_repo: Annotated[Path | None, typer.Option(help="model repository for the export")] = None,
+    max_trials: Annotated[int | None, typer.Option(help="trials in the search")] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            "--budget",
+            parser=duration_minutes,
+            metavar="DURATION",
+            help="wall time for the whole pipeline, e.g. 60m, 1.5h, 90s (config: budget_minutes)",
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(help="oracle port on 127.0.0.1 (0: pick a free one)")] = 0,
+    fresh: Annotated[bool, typer.Option("--fresh", help="discard an earlier run of this experiment")] = False,
+    max_restarts: Annotated[int, typer.Option(min=0, help="restarts of a crashed worker under its id")] = 3,
+) -> None:
+    """Run the whole pipeline on this machine: coordinator + N workers as local processes."""
+    setup_logging()
+    started_at = time.time()  # the budget covers everything from here
+    cfg = resolve(
+        preset,
+        file,
+        assignments,
+        data_dir,
+        flags={
+            "name": name,
+            "workdir": workdir,
+            "model_repo": model_repo,
+            "search.max_trials": max_trials,
+            "budget_minutes": budget,
+        },
+    )
+    from fmtune import data
+    from fmtune.dashboard import placement
+    from fmtune.run.local import LocalCluster
+    from fmtune.tuning.roles import free_port
+
+    try:
+        dataset = cfg.load_dataset()
+    except data.DatasetError as exc:
+        fail(str(exc))
+    try:
+        config_path = experiment.prepare(cfg, fresh)
+    except experiment.ConfigChanged as exc:
+        fail(str(exc), 2)
+    from fmtune.run.budget import started_at as budget_start
+
+    budget_start(ExperimentDir(cfg.experiment_dir).budget, clock=lambda: started_at)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    err.print(
+        f"experiment [bold]{escape(cfg.name)}[/] in {escape(str(cfg.experiment_dir))}: {cfg.dataset} from "
+        f"{escape(str(dataset.source))}, "
+        f"{cfg.search.algorithm} over {cfg.search.family}, {cfg.search.max_trials} trials, "
+        f"{workers} workers",
+        highlight=False,
+    )
+    try:
+        board = placement.pinned()
+    except placement.PlacementError as exc:
+        fail(str(exc), 2)
+    cluster = LocalCluster(
+        config_path,
+        cfg.experiment_dir,
+        workers,
+        port or free_port(),
+        threads_per_worker=threads,
+        max_restarts=max_restarts,
+        extra_env=board,
+    )
+    if board.get(placement.HOST_VAR):
+        err.print(f"dashboard: http://{board[placement.HOST_VAR]}:{board[placement.PORT_VAR]}/", highlight=False)
+    code = cluster.run(progress_total=cfg.search.max_trials)
+    if code == 130:
+        fail("interrupted", 130)
+    if code != 0:
+        fail(f"the coordinator exited with code {code}", code if 0 < code < 256 else 1)
+    show_results(cfg.experiment_dir, top=5)
+
+
+def _role(chief: bool, host: str | None, port: int | None, tuner_id: str | None = None) -> Role:
+    env = dict(os.environ)
+    for key, value in ((roles.ORACLE_IP, host), (roles.ORACLE_PORT, port), (roles.TUNER_ID, tuner_id)):
+        if value is not None:
+            env[key] = str(value)
+    try:
+        return roles.from_env(expect_chief=chief, environ=env)
+    except roles.RoleError as exc:
+        fail(str(exc), 2)
+
+
+def coordinator(
+    preset: PresetOpt = "",
+    file: ConfigOpt = None,
+    assignments: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    resolved: ResolvedOpt = None,
+    host: Annotated[str | None, typer.Option(help="bind address (env KERASTUNER_ORACLE_IP, default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="oracle port (env KERASTUNER_ORACLE_PORT)")] = None,
+    retrain: Annotated[bool, typer.Option(help="retrain, evaluate and export the best trial")] = True,
+    deploy: Annotated[Path | None, typer.Option(help="deploy.yaml: deploy to TF Serving on Kubernetes")] = None,
+) -> None:
+    """Run the chief oracle for distributed workers, then retrain and export the best model."""
+    setup_logging()
+    cfg = resolve(preset or None, file, assignments, data_dir, resolved)
+    role = _role(True, host, port)
+    os.environ.update(role.env())
+    experiment.publish(cfg)  # the config every worker checks its own against
+    from fmtune.data import DatasetError
+    from fmtune.deploy import DeployError, GateRefused
+    from fmtune.run.coordinator import SearchError, run
+
+    try:
+        run(cfg, role, retrain=retrain, deploy=deploy)
+    except GateRefused as exc:
+        err.print("[yellow]not deployed:[/]", escape(str(exc)), highlight=False)
+    except (DatasetError, SearchError, DeployError) as exc:
+        fail(str(exc))
+    exit_now()
+
+
+def worker(
+    preset: PresetOpt = "",
+    file: ConfigOpt = None,
+    assignments: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    resolved: ResolvedOpt = None,
+    tuner_id: Annotated[str | None, typer.Option("--id", help="stable worker id (env KERASTUNER_TUNER_ID)")] = None,
+    oracle: Annotated[str | None, typer.Option(help="coordinator HOST:PORT (env KERASTUNER_ORACLE_IP/PORT)")] = None,
+    threads: Annotated[int, typer.Option(help="TensorFlow threads (0: the container's CPU limit, else all cores)")] = 0,
+) -> None:
+    """Run trials handed out by the coordinator until it says the search is over."""
+    setup_logging()
+    cfg = resolve(preset or None, file, assignments, data_dir, resolved)
+    host, port = None, None
+    if oracle:
+        host, _, raw_port = oracle.rpartition(":")
+        if not host or not raw_port.isdigit():
+            fail(f"--oracle must be HOST:PORT, got '{oracle}'", 2)
+        port = int(raw_port)
+    role = _role(False, host.strip("[]") if host else None, port, tuner_id)
+    from fmtune.data import DatasetError
+    from fmtune.devices import DeviceError
+    from fmtune.run.worker import run
+    from fmtune.tuning.oracle_client import CoordinatorRefused, CoordinatorUnreachable
+
+    try:
+        run(cfg, role, threads)
+    except (DatasetError, DeviceError) as exc:
+        fail(str(exc))
+    except experiment.ConfigMismatch as exc:
+        fail(f"worker {role.tuner_id} refuses to run: {exc}", 2)
+    except experiment.ConfigNotPublished as exc:
+        fail(f"worker {role.tuner_id} gives up: {exc}", 3)
+    except CoordinatorUnreachable as exc:
+        fail(f"worker {role.tuner_id} gives up: {exc} at {role.address}", 3)
+    except CoordinatorRefused as exc:
+        fail(f"worker {role.tuner_id} stops: {exc} ({role.address})", 4)
