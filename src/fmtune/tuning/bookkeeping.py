@@ -11,7 +11,7 @@ import copy
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -184,8 +184,10 @@ class Book:
         else:
             log.info("trial %s failed and will be retried %s", trial.trial_id, where)
 
-    def get_state(self) -> dict[str, Any]:
-        return {trial_id: asdict(entry) for trial_id, entry in self.attempts.items()}
+    def get_state(self) -> dict[str, Attempt]:
+        """The record as oracle.json keeps it: orjson writes dataclasses as they are, so it is not
+        copied (oracle.json is encoded many times a second, under the oracle's lock)."""
+        return self.attempts
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.attempts = {
