@@ -66,10 +66,11 @@ def tiny_model(seed: int) -> Any:
     """An untrained tiny MLP; different seeds give different weights, hence different predictions."""
     import keras
 
-    from fmtune.hypermodels import build_from_values
+    from fmtune.config import SearchConfig
+    from fmtune.models.plugins import build_from_values
 
     keras.utils.set_random_seed(seed)
-    return build_from_values("mlp", TINY_MLP)[0]
+    return build_from_values(SearchConfig(), TINY_MLP, (28, 28), 10)[0]
 
 
 def export_version(model: Any, repo: Path, accuracy: float | None = None) -> Path:

@@ -65,6 +65,8 @@ def write_dataset(
         "name": name,
         "class_names": CLASS_NAMES,
         "sha256": {file: hashlib.sha256(payload).hexdigest() for file, payload in files.items()},
+        # As Fashion-MNIST declares, so that the recipe's flips run here too.
+        "flip_invariant": True,
     }
     (directory / "dataset.json").write_text(json.dumps(manifest))
     return directory

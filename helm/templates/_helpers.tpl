@@ -127,3 +127,140 @@ capabilities:
 - --config
 - /etc/fmtune/experiment.yaml
 {{- end -}}
+
+{{/* Your own model and data: model.*, data.*. The checks JSON Schema cannot make (values that
+depend on each other), run by the config ConfigMap, which every render has. */}}
+{{- define "fmtune.checkUserValues" -}}
+{{- $hypermodel := .Values.model.hypermodel | default "" -}}
+{{- $module := splitList ":" $hypermodel | first -}}
+{{- if and .Values.model.source (not $hypermodel) -}}
+{{- fail "model.source is set but model.hypermodel is not: name the module and its attribute, e.g. --set model.hypermodel=my_model:build_model (model.source is saved as my_model.py)" -}}
+{{- end -}}
+{{- if hasSuffix ".py" $module -}}
+{{- fail (printf "model.hypermodel %q names a file: in a pod name the module, %s:%s, importable from your image or given as model.source" $hypermodel (trimSuffix ".py" $module) (splitList ":" $hypermodel | last)) -}}
+{{- end -}}
+{{- if and .Values.model.source (contains "." $module) -}}
+{{- fail (printf "model.hypermodel %q: model.source is a single module, so the part before ':' must be a module name without dots (e.g. %s:...); a package belongs in your image (image.repository, image.tag)" $hypermodel (splitList "." $module | last)) -}}
+{{- end -}}
+{{- $data := .Values.data -}}
+{{- $kind := $data.kind | default "" -}}
+{{- $set := list -}}
+{{- range $key := list "path" "name" "loader" "imageSize" "colorMode" "testFraction" "valFraction" "classNames" "flipInvariant" "darkBackground" -}}
+{{- $value := index $data $key -}}
+{{- if not (or (kindIs "invalid" $value) (eq (toString $value) "")) -}}
+{{- $set = append $set $key -}}
+{{- end -}}
+{{- end -}}
+{{- if and $set (not $kind) -}}
+{{- fail (printf "data.%s is set but data.kind is not: set data.kind (folder, npz, loader or idx)" (first $set)) -}}
+{{- end -}}
+{{- /* Which kinds read each value (fmtune.data.source's _APPLIES). */ -}}
+{{- $applies := dict "path" (list "idx" "folder" "npz") "name" (list "idx" "folder" "npz" "loader") "loader" (list "loader") "imageSize" (list "folder") "colorMode" (list "folder") "testFraction" (list "folder") "classNames" (list "folder" "npz" "loader") -}}
+{{- range $key := $set -}}
+{{- if and (hasKey $applies $key) (not (has $kind (get $applies $key))) -}}
+{{- fail (printf "data.%s does not apply to data.kind %s (only to %s)" $key $kind (get $applies $key | join ", ")) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq $kind "idx") (not $data.name) -}}
+{{- fail "data.kind idx needs data.name: the dataset (fashion_mnist, mnist, or one a dataset.json in data.path declares)" -}}
+{{- end -}}
+{{- if and (eq $kind "folder") (not $data.path) (not $data.volume) -}}
+{{- fail "data.kind folder needs data.path (the root of the class folders) or data.volume (mounted at /data/images)" -}}
+{{- end -}}
+{{- if and (eq $kind "npz") (not $data.path) -}}
+{{- fail "data.kind npz needs data.path: the .npz file" -}}
+{{- end -}}
+{{- if and (eq $kind "loader") (not $data.loader) -}}
+{{- fail "data.kind loader needs data.loader: module:function" -}}
+{{- end -}}
+{{- if has ".." (splitList "/" ($data.path | default "")) -}}
+{{- fail (printf "data.path %q: no '..' in it (the path stays inside the image, data.volume or the chart's claim)" $data.path) -}}
+{{- end -}}
+{{- if and $data.path (not (isAbs $data.path)) (not $data.volume) (has (splitList "/" (clean $data.path) | first) (list "runs" "models" ".")) -}}
+{{- fail (printf "data.path %q: on the chart's claim, name a folder or file beside runs/ and models/ (the tuner tree and the model repository), e.g. images/clothes" $data.path) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the pods read data.path: as given when absolute (inside the image), under data.volume's
+mount, else the claim's data.path mounted at /data/images/<its last name>. Empty: no path. */}}
+{{- define "fmtune.dataPath" -}}
+{{- $path := .Values.data.path | default "" -}}
+{{- if isAbs $path -}}
+{{- $path -}}
+{{- else if .Values.data.volume -}}
+{{- clean (printf "/data/images/%s" $path) -}}
+{{- else if $path -}}
+{{- printf "/data/images/%s" (base (clean $path)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The images' mount in the coordinator and the workers (read-only), if any. */}}
+{{- define "fmtune.dataMount" -}}
+{{- $path := .Values.data.path | default "" -}}
+{{- if .Values.data.volume -}}
+- name: images
+  mountPath: /data/images
+  readOnly: true
+{{- else if and $path (not (isAbs $path)) -}}
+- name: data
+  mountPath: {{ include "fmtune.dataPath" . }}
+  subPath: {{ clean $path }}
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{- define "fmtune.dataVolume" -}}
+{{- with .Values.data.volume -}}
+- name: images
+{{- if kindIs "string" . }}
+  persistentVolumeClaim:
+    claimName: {{ . }}
+    readOnly: true
+{{- else }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+
+{{/* model.source: a ConfigMap holding <module>.py, on PYTHONPATH at a fixed directory. */}}
+{{- define "fmtune.pluginDir" -}}/opt/fmtune/plugins{{- end -}}
+
+{{- define "fmtune.modelSourceName" -}}
+{{- printf "%s-model" (include "fmtune.fullname" .) -}}
+{{- end -}}
+
+{{- define "fmtune.modelModule" -}}
+{{- splitList ":" .Values.model.hypermodel | first -}}
+{{- end -}}
+
+{{- define "fmtune.modelSourceEnv" -}}
+{{- if .Values.model.source -}}
+# model.source's module: importable as {{ include "fmtune.modelModule" . }}
+- name: PYTHONPATH
+  value: {{ include "fmtune.pluginDir" . }}
+{{- end -}}
+{{- end -}}
+
+{{- define "fmtune.modelSourceMount" -}}
+{{- if .Values.model.source -}}
+- name: model-source
+  mountPath: {{ include "fmtune.pluginDir" . }}
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{- define "fmtune.modelSourceVolume" -}}
+{{- if .Values.model.source -}}
+- name: model-source
+  configMap:
+    name: {{ include "fmtune.modelSourceName" . }}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod annotation: the pods of a revision carry the source they import. Jobs are named per
+revision, so any upgrade (this change among others) runs new pods that mount the new text. */}}
+{{- define "fmtune.modelSourceAnnotation" -}}
+{{- if .Values.model.source -}}
+checksum/model-source: {{ .Values.model.source | sha256sum }}
+{{- end -}}
+{{- end -}}

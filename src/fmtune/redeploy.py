@@ -5,27 +5,39 @@ first test images of the model's dataset, and the exported model's own answers f
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from fmtune import export
 from fmtune.deploy import SMOKE_IMAGES, DeployConfig, DeployError, DeploymentRecord, deploy_version
+from fmtune.wire.contract import INPUT, PROBABILITIES, SIGNATURE
 
 log = logging.getLogger("fmtune")
 
 
-def smoke_images(dataset: str, data_dir: Path | None = None) -> np.ndarray:
+def smoke_images(dataset: str, input_shape: Sequence[int], data_dir: Path | None = None) -> np.ndarray:
     """The first SMOKE_IMAGES test images of ``dataset`` (as the coordinator checks with), found in
-    ``data_dir`` or the usual places; random pixels if its test split is not on this machine (a
-    deploy downloads nothing), which check the same thing with less realistic inputs."""
+    ``data_dir`` or the usual places; random pixels of the model's ``input_shape`` if its test split
+    is not on this machine (a deploy downloads nothing) or is not of that shape (another dataset of
+    the same name), which check the same thing with less realistic inputs."""
     from fmtune import data
 
+    shape = tuple(input_shape)
     try:
         images = data.load_test(dataset, data_dir)[0].images[:SMOKE_IMAGES]
     except data.DatasetError as exc:
         log.info("smoke test with random images: no test images of %s here (%s)", dataset, exc)
-        return export.default_warmup_images(SMOKE_IMAGES)
+        return export.default_warmup_images(SMOKE_IMAGES, shape)
+    if images.shape[1:] != shape:
+        log.info(
+            "smoke test with random images: the test images of %s here are %s, the model takes %s",
+            dataset,
+            list(images.shape[1:]),
+            list(shape),
+        )
+        return export.default_warmup_images(SMOKE_IMAGES, shape)
     log.info("smoke test with %d test images of %s", len(images), dataset)
     return images
 
@@ -39,11 +51,13 @@ def deploy_exported(
 
     try:
         card = export.read_card(version_dir)
-        model = tf.saved_model.load(str(version_dir)).signatures[export.SIGNATURE]
+        model = tf.saved_model.load(str(version_dir)).signatures[SIGNATURE]
     except (OSError, ValueError) as exc:
         raise DeployError(f"{version_dir}: {exc}") from None
-    images = smoke_images(card.dataset, data_dir)
-    expected = model(image=tf.constant(images))["probabilities"].numpy()
+    except KeyError:
+        raise DeployError(f"{version_dir}: the SavedModel has no '{SIGNATURE}' signature") from None
+    images = smoke_images(card.dataset, card.input_shape, data_dir)
+    expected = model(**{INPUT: tf.constant(images)})[PROBABILITIES].numpy()
     try:
         return deploy_version(
             cfg, lambda: export.stage_copy(version_dir, model_repo, card.model_name), card, images, expected, force

@@ -41,6 +41,7 @@ class Results(BaseModel):
     objective: Objective
     max_trials: int
     config_digest: str
+    data_fingerprint: str | None = None
     trials: list[TrialRecord]
     best_trial_id: str | None
     best_hyperparameters: dict[str, Any] | None

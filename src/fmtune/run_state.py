@@ -68,6 +68,7 @@ class Deployment(BaseModel):
 class RunState(BaseModel):
     experiment: str
     config_digest: str
+    data_fingerprint: str | None = Field(default=None, description="the dataset's, to tell if it changed (fmtune.data)")
     phase: Phase = Phase.SEARCH
     max_trials: int
     trials_finished: int = 0

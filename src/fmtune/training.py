@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -26,127 +25,23 @@ import numpy as np
 
 from fmtune.config import ExperimentConfig, RetrainConfig
 from fmtune.data import Dataset, Split, stratified_split
-from fmtune.hypermodels import NUM_CLASSES, build_from_values
+from fmtune.models.plugins import build_from_values
+from fmtune.pacing import EpochLog, EpochPlan, WarmupCosine
 from fmtune.results import RetrainRecord
-from fmtune.text import format_metrics
-from fmtune.trials import Epoch
 
 log = logging.getLogger("fmtune")
+DEFAULT_BATCH_SIZE = 32  # Keras's, for a model that declares no batch_size hyperparameter
+SHIFT_SHARE = 2 / 28  # random shifts of up to this share of the image's height and width
 
 
-class EpochLog(keras.callbacks.Callback):
-    """One line per epoch, for terminals and ``kubectl logs``."""
-
-    def __init__(self, label: str, epochs: int):
-        super().__init__()
-        self.label, self.epochs = label, epochs
-        self.history: list[Epoch] = []
-        self.seconds: list[float] = []
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self._started = time.monotonic()
-
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        metrics: dict[str, float | None] = {k: float(v) for k, v in (logs or {}).items()}
-        self.history.append(Epoch(epoch=epoch, metrics=metrics))
-        self.seconds.append(time.monotonic() - self._started)
-        log.info(
-            "%s epoch %d/%d: %s (%.1fs)", self.label, epoch + 1, self.epochs, format_metrics(metrics), self.seconds[-1]
-        )
-
-
-def cosine_rate(step: int, base: float, warmup_steps: int, total_steps: int) -> float:
-    """The learning rate at ``step``: linear warm-up to ``base``, then cosine decay to zero.
-
-    >>> [round(cosine_rate(s, 1.0, 2, 6), 3) for s in range(7)]
-    [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0]
-    """
-    if step < warmup_steps:
-        return base * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return base * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-class WarmupCosine(keras.callbacks.Callback):
-    """Sets the optimiser's learning rate before every batch (``cosine_rate``); ``total_steps`` may
-    be changed once the plan is known (``EpochPlan``)."""
-
-    def __init__(self, base: float, warmup_steps: int, total_steps: int):
-        super().__init__()
-        self.base, self.warmup_steps, self.total_steps = base, warmup_steps, total_steps
-        self.step = 0
-
-    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
-        rate = cosine_rate(self.step, self.base, self.warmup_steps, self.total_steps)
-        self.model.optimizer.learning_rate.assign(rate)
-        self.step += 1
-
-
-def typical_epoch(seconds: Iterable[float]) -> float | None:
-    """The typical cost of an epoch among ``seconds``: their median (None for none).
-
-    >>> typical_epoch([4.0, 4.2, 3.9, 9.0])
-    4.1
-    """
-    values = list(seconds)
-    return statistics.median(values) if values else None
-
-
-class EpochPlan(keras.callbacks.Callback):
-    """Ends training after the planned epochs: ``max_epochs``, or under a deadline as many as fit
-    before it with ``reserve_epochs`` (the final evaluation, in epochs) to spare.
-
-    The plan is made after the first epoch and made again after the second, whose cost leaves out
-    the model's build and tracing. After that it is checked at every epoch against the recent
-    epochs' median cost and only shortened, so that a host that slows down still gets a schedule
-    that decays to its end, and the learning rate never rises again. An epoch that would end past
-    the deadline is not begun."""
-
-    def __init__(
-        self,
-        max_epochs: int,
-        deadline: float | None,
-        schedule: WarmupCosine | None,
-        steps_per_epoch: int,
-        reserve_epochs: float = 0.0,
-        clock: Callable[[], float] = time.time,
-    ):
-        super().__init__()
-        self.max_epochs, self.deadline, self.schedule, self.clock = max_epochs, deadline, schedule, clock
-        self.steps_per_epoch, self.reserve_epochs = steps_per_epoch, reserve_epochs
-        self.planned = max_epochs
-        self._started = 0.0
-        self._seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self._started = self.clock()
-
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        now = self.clock()
-        self._seconds.append(now - self._started)
-        if self.deadline is not None:  # a plan with no room for another epoch ends at this one
-            recent = typical_epoch(self._seconds[1:][-3:] or self._seconds)
-            assert recent is not None
-            self._plan(epoch, now, self.deadline, recent)
-        if epoch + 1 >= self.planned:
-            self.model.stop_training = True
-
-    def _plan(self, epoch: int, now: float, deadline: float, cost: float) -> None:
-        fits = int((deadline - now) / cost - self.reserve_epochs)
-        planned = max(epoch + 1, min(self.max_epochs, epoch + 1 + fits))
-        if epoch >= 2 and planned >= self.planned:  # from here on, only shortened
-            return
-        self.planned = planned
-        if self.schedule is not None:
-            self.schedule.total_steps = self.planned * self.steps_per_epoch
-        log.info(
-            "retrain: epoch %d took %.1fs; %d epoch(s) in all fit in the %.0fs left",
-            epoch + 1,
-            self._seconds[-1],
-            self.planned,
-            deadline - now,
-        )
+def accuracy(model: keras.Model, batches: Any) -> float:
+    """Test accuracy for a model compiled without an accuracy metric."""
+    hits = total = 0
+    for images, labels in batches:
+        predicted = np.argmax(model.predict_on_batch(images), axis=-1)
+        hits += int(np.sum(predicted == np.asarray(labels).reshape(-1)))
+        total += len(predicted)
+    return hits / max(total, 1)
 
 
 def merged_train_val(dataset: Dataset) -> Split:
@@ -173,17 +68,26 @@ def retrain_samples(cfg: ExperimentConfig, dataset: Dataset) -> int:
 
 
 def augmented(
-    split: Split, batch_size: int, kinds: Sequence[str], seed: int, one_hot: bool = False, shuffle: bool = True
+    split: Split,
+    batch_size: int,
+    kinds: Sequence[str],
+    seed: int,
+    num_classes: int,
+    one_hot: bool = False,
+    shuffle: bool = True,
 ) -> Any:
-    """A batched tf.data pipeline, shuffled each epoch, with random flips, shifts and/or erased
-    rectangles, as uint8 images (the model's input type; nearest-pixel shifts keep values whole)."""
+    """A batched tf.data pipeline, shuffled each epoch, with random flips, shifts (by a share of
+    the image's size) and/or erased rectangles, as uint8 images of the split's own shape (the
+    model's input type; nearest-pixel shifts keep values whole)."""
     import tensorflow as tf
+
+    grayscale = split.images.ndim == 3  # (N, H, W): the layers want a channel axis
 
     layers: list[keras.layers.Layer] = []
     if "flip" in kinds:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
     if "shift" in kinds:
-        shift = 2 / 28
+        shift = SHIFT_SHARE
         layers.append(
             keras.layers.RandomTranslation(shift, shift, fill_mode="constant", interpolation="nearest", seed=seed)
         )
@@ -191,11 +95,11 @@ def augmented(
         layers.append(keras.layers.RandomErasing(factor=0.5, scale=(0.02, 0.2), fill_value=0, seed=seed))
 
     def apply(images: Any, labels: Any) -> Any:
-        x = tf.cast(images[..., None], tf.float32)
+        x = tf.cast(images[..., None] if grayscale else images, tf.float32)
         for layer in layers:
             x = layer(x, training=True)
-        y = tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES) if one_hot else labels
-        return tf.cast(tf.squeeze(x, -1), tf.uint8), y
+        y = tf.one_hot(tf.cast(labels, tf.int32), num_classes) if one_hot else labels
+        return tf.cast(tf.squeeze(x, -1) if grayscale else x, tf.uint8), y
 
     pipeline = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
     if shuffle:
@@ -205,10 +109,10 @@ def augmented(
     return pipeline.batch(batch_size).map(apply).prefetch(tf.data.AUTOTUNE)
 
 
-def with_flip_average(model: keras.Model) -> keras.Model:
+def with_flip_average(model: keras.Model, input_shape: Sequence[int]) -> keras.Model:
     """The model averaged over the image and its mirror image (test-time augmentation for
     mirror-symmetric classes), with the same input and output."""
-    inputs = keras.Input(shape=(28, 28), dtype="uint8", name="image")
+    inputs = keras.Input(shape=tuple(input_shape), dtype="uint8", name="image")
     mirrored = keras.layers.Lambda(lambda x: keras.ops.flip(x, axis=2), name="mirror")(inputs)
     outputs = keras.layers.Average(name="probabilities")([model(inputs), model(mirrored)])
     return keras.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
@@ -273,14 +177,21 @@ def retrain(
         fit, holdout = full, None
 
     keras.utils.set_random_seed(cfg.seed)
-    model, hp = build_from_values(cfg.search.family, values, cfg.search.hyperparameters)
-    batch_size, learning_rate = hp.get("batch_size"), float(hp.get("learning_rate"))
-    one_hot = settings.label_smoothing > 0
-    _compile(model, settings, learning_rate)
+    model, hp = build_from_values(cfg.search, values, dataset.input_shape, dataset.num_classes)
+    batch_size = int(hp.values.get("batch_size", DEFAULT_BATCH_SIZE))
+    # fmtune's own families are compiled again with the recipe's loss; a user's model keeps its own
+    # compile (optimiser, loss, metrics), and the schedule moves its optimiser's learning rate.
+    own_recipe = cfg.search.hypermodel is None
+    learning_rate = float(hp.get("learning_rate")) if own_recipe else float(model.optimizer.learning_rate)
+    one_hot = own_recipe and settings.label_smoothing > 0
+    if own_recipe:
+        _compile(model, settings, learning_rate)
+    kinds = [k for k in settings.augment if k != "flip" or dataset.flip_invariant]
+    flip_average = settings.test_time_flip and dataset.flip_invariant
     steps = math.ceil(len(fit) / batch_size)
     epoch_log = EpochLog("retrain", settings.max_epochs)
     # The evaluations after training, in epochs: a training step costs about three forward passes.
-    evaluated = (len(dataset.test) + (len(holdout) if holdout is not None else 0)) * (1 + settings.test_time_flip)
+    evaluated = (len(dataset.test) + (len(holdout) if holdout is not None else 0)) * (1 + flip_average)
     reserve = evaluated / len(fit) / 3
     callbacks = [epoch_log, *_callbacks(settings, cfg.search.objective, learning_rate, steps, deadline, reserve)]
     log.info(
@@ -291,11 +202,13 @@ def retrain(
         settings.max_epochs,
         f" within {deadline - time.time():.0f}s" if deadline is not None else "",
         batch_size,
-        f", augmented ({' + '.join(settings.augment)})" if settings.augment else "",
+        f", augmented ({' + '.join(kinds)})" if kinds else "",
     )
 
     def batches(split: Split, train: bool) -> Any:
-        return augmented(split, batch_size, settings.augment if train else [], cfg.seed, one_hot, shuffle=train)
+        return augmented(
+            split, batch_size, kinds if train else [], cfg.seed, dataset.num_classes, one_hot, shuffle=train
+        )
 
     model.fit(
         batches(fit, train=True),
@@ -305,9 +218,12 @@ def retrain(
         verbose=0,
     )
 
-    final = with_flip_average(model) if settings.test_time_flip else model
+    final = with_flip_average(model, dataset.input_shape) if flip_average else model
     if final is not model:
-        _compile(final, settings, learning_rate)
+        if own_recipe:
+            _compile(final, settings, learning_rate)
+        else:
+            final.compile(**model.get_compile_config())
     holdout_metrics = (
         final.evaluate(batches(holdout, train=False), verbose=0, return_dict=True) if holdout is not None else {}
     )
@@ -326,7 +242,7 @@ def retrain(
         epoch_seconds=[round(s, 2) for s in epoch_log.seconds],
         holdout_metrics={k: float(v) for k, v in holdout_metrics.items()},
         test_loss=float(test["loss"]),
-        test_accuracy=float(test["accuracy"]),
+        test_accuracy=float(test["accuracy"]) if "accuracy" in test else accuracy(final, batches(dataset.test, False)),
         seconds=time.monotonic() - started,
     )
     log.info(

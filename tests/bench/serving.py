@@ -179,13 +179,15 @@ def export_model(family: str, values: dict[str, Any]) -> tuple[Any, Any, Path]:
     """The family's model, untrained (serving cost does not depend on the weights), published as
     version 1 of a new repository: the model, its card and the version's path."""
     from fmtune import export
-    from fmtune.hypermodels import build_from_values
+    from fmtune.config import SearchConfig
+    from fmtune.models.plugins import build_from_values
 
-    model, _ = build_from_values(family, values)
+    model, _ = build_from_values(SearchConfig(family=family), values, (28, 28), 10)
     card = export.ModelCard(
         model_name="fmtune",
         dataset="fashion_mnist",
         class_names=[str(i) for i in range(10)],
+        input_shape=[28, 28],
         family=family,
         hyperparameters=values,
         config_digest="bench",

@@ -11,7 +11,7 @@ import sys
 import keras_tuner as kt
 from keras_tuner.src.distribute import oracle_chief
 
-from fmtune.hypermodels import hypermodel
+from fmtune.models.families import MLP
 
 ORACLES = {"random": kt.oracles.RandomSearchOracle, "bayesian": kt.oracles.BayesianOptimizationOracle}
 
@@ -19,7 +19,7 @@ ORACLES = {"random": kt.oracles.RandomSearchOracle, "bayesian": kt.oracles.Bayes
 def main() -> None:
     algorithm, max_trials, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     space = kt.HyperParameters()
-    hypermodel("mlp").build(space)
+    MLP().build(space)
     oracle = ORACLES[algorithm](
         objective=kt.Objective("val_accuracy", "max"), max_trials=max_trials, hyperparameters=space, seed=42
     )

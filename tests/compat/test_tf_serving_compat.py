@@ -22,7 +22,9 @@ import tensorflow as tf
 import yaml
 
 from fmtune import export
-from fmtune.hypermodels import FAMILIES, build_from_values
+from fmtune.config import SearchConfig
+from fmtune.models.families import FAMILIES
+from fmtune.models.plugins import build_from_values
 
 from ..integration.helpers import tiny_card
 
@@ -36,16 +38,23 @@ import tensorflow as tf
 
 images = np.load(sys.argv[1])
 results = {"version": np.array(tf.__version__)}
+def plain(value):  # strings as text, so that np.load needs no pickle
+    return np.char.decode(value.astype(bytes)) if value.dtype == object else value
+
 for family, path in zip(sys.argv[3::2], sys.argv[4::2]):
-    fn = tf.saved_model.load(path).signatures["serving_default"]
-    for name, value in fn(image=tf.constant(images)).items():
-        results[f"{family}/v2/{name}"] = value.numpy()
+    signatures = tf.saved_model.load(path).signatures
+    for key in ("serving_default", "fmtune_card"):
+        batch = images if key == "serving_default" else images[:1]
+        for name, value in signatures[key](image=tf.constant(batch)).items():
+            results[f"{family}/v2/{key}/{name}"] = plain(value.numpy())
     with tf.compat.v1.Session(graph=tf.Graph()) as session:
         meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
-        signature = meta.signature_def["serving_default"]
-        fetches = {name: info.name for name, info in signature.outputs.items()}
-        for name, value in session.run(fetches, {signature.inputs["image"].name: images}).items():
-            results[f"{family}/session/{name}"] = value
+        for key in ("serving_default", "fmtune_card"):
+            signature = meta.signature_def[key]
+            batch = images if key == "serving_default" else images[:1]
+            fetches = {name: info.name for name, info in signature.outputs.items()}
+            for name, value in session.run(fetches, {signature.inputs["image"].name: batch}).items():
+                results[f"{family}/session/{key}/{name}"] = plain(np.asarray(value))
 np.savez(sys.argv[2], **results)
 """
 
@@ -79,7 +88,7 @@ def test_every_family_predicts_the_same_under_the_serving_images_tensorflow(tmp_
     expected: dict[str, dict[str, np.ndarray]] = {}
     argv: list[str] = []
     for family in sorted(FAMILIES):
-        model, _ = build_from_values(family, {})
+        model, _ = build_from_values(SearchConfig(family=family), {}, (28, 28), 10)
         _, path = export.publish(model, tmp_path / "models", tiny_card(f"compat-{family}", family, {}))
         fn = tf.saved_model.load(str(path)).signatures["serving_default"]
         expected[family] = {k: v.numpy() for k, v in fn(image=tf.constant(images)).items()}
@@ -100,7 +109,11 @@ def test_every_family_predicts_the_same_under_the_serving_images_tensorflow(tmp_
         top2 = np.sort(probabilities, axis=1)[:, -2:]
         clear = top2[:, 1] - top2[:, 0] > 1e-4  # where the top class is not a near tie
         for loader in ("v2", "session"):
-            theirs = got[f"{family}/{loader}/probabilities"]
+            theirs = got[f"{family}/{loader}/serving_default/probabilities"]
             assert np.allclose(theirs, probabilities, atol=1e-5), (family, loader, np.abs(theirs - probabilities).max())
-            ids = got[f"{family}/{loader}/class_id"]
+            ids = got[f"{family}/{loader}/serving_default/class_id"]
             assert np.array_equal(ids[clear], outputs["class_id"][clear]), (family, loader)
+            # The card signature, as TF Serving runs it: constants, whatever the image.
+            names = got[f"{family}/{loader}/fmtune_card/class_names"]
+            assert names.tolist() == tiny_card().class_names, (family, loader)
+            assert got[f"{family}/{loader}/fmtune_card/dark_background"].item() is False, (family, loader)

@@ -166,6 +166,7 @@ def tiny_card(model_name: str = "fmtune", family: str = "mlp", values: dict[str,
         model_name=model_name,
         dataset="synthetic",
         class_names=[f"class{i}" for i in range(10)],
+        input_shape=[28, 28],
         family=family,
         hyperparameters=TINY_MLP if values is None else values,
         config_digest="test",
@@ -176,10 +177,11 @@ def tiny_card(model_name: str = "fmtune", family: str = "mlp", values: dict[str,
 def tiny_repo(into: Path) -> Path:
     """A model repository holding one untrained tiny MLP as version 1 (with warmup records)."""
     from fmtune import export
-    from fmtune.hypermodels import build_from_values
+    from fmtune.config import SearchConfig
+    from fmtune.models.plugins import build_from_values
 
     repo = into / "models"
-    model, _ = build_from_values("mlp", TINY_MLP)
+    model, _ = build_from_values(SearchConfig(), TINY_MLP, (28, 28), 10)
     export.publish(model, repo, tiny_card())
     return repo
 

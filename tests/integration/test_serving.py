@@ -32,7 +32,8 @@ from fmtune.client import (
     RequestTimeoutError,
     ServerUnavailableError,
 )
-from fmtune.hypermodels import build_from_values
+from fmtune.config import SearchConfig
+from fmtune.models.plugins import build_from_values
 
 from ..conftest import SYNTHETIC
 from .helpers import Served, free_ports, running_server, tiny_repo, wait_until
@@ -291,7 +292,10 @@ def hot_swap(served: Served, test_images: data.Split) -> None:
     try:
         wait_until(lambda: answered(1, 5), 120, lambda: f"5 answers from version 1 each; {progress()}")
         model, _ = build_from_values(
-            "mlp", {"num_layers": 1, "units_0": 16, "dropout_0": 0.1, "learning_rate": 1e-3, "batch_size": 32}
+            SearchConfig(),
+            {"num_layers": 1, "units_0": 16, "dropout_0": 0.1, "learning_rate": 1e-3, "batch_size": 32},
+            (28, 28),
+            10,
         )
         card = export.read_card(served.repo / "fmtune" / "1").model_copy(update={"experiment": "swap"})
         assert export.publish(model, served.repo, card)[0] == 2

@@ -64,12 +64,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("records", ("fmtune.results", "fmtune.run_state")),
     (
         "models, training, export, serving and the client",
-        ("fmtune.hypermodels", "fmtune.training", "fmtune.export", "fmtune.serving", "fmtune.client"),
+        ("fmtune.models", "fmtune.pacing", "fmtune.training", "fmtune.export", "fmtune.serving", "fmtune.client"),
     ),
     ("search engine", ("fmtune.tuning",)),
     ("views and deployment", ("fmtune.dashboard", "fmtune.report", "fmtune.deploy", "fmtune.redeploy")),
     ("run of an experiment", ("fmtune.run",)),
-    ("command line", ("fmtune.cli", "fmtune.__main__", "fmtune.predict")),
+    ("command line and notebook", ("fmtune.cli", "fmtune.__main__", "fmtune.predict", "fmtune.notebook")),
 ]
 # The search engine decides; it knows nothing of what its trials train, nor of records or views.
 ENGINE_MAY_IMPORT = ("fmtune.tuning", "fmtune.config", *LAYERS[0][1])

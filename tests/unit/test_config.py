@@ -206,3 +206,15 @@ def test_the_readme_example_is_a_valid_config_and_matches_the_quick_preset() -> 
         quick.search.asha,
         quick.retrain.schedule,
     )
+
+
+def test_a_users_hypermodel_leaves_the_presets_family_space_out() -> None:
+    cfg = config.load("quick", assignments=["search.hypermodel=my_model:build_model"], environ={})
+    assert cfg.search.hypermodel == "my_model:build_model" and cfg.search.hyperparameters == {}
+    assert cfg.search.model == "my_model:build_model"
+    with pytest.raises(config.ConfigError, match=r"search\.hyperparameters: only for the built-in families"):
+        config.load(
+            "quick",
+            assignments=["search.hypermodel=my_model:build_model", "search.hyperparameters.units=[32]"],
+            environ={},
+        )

@@ -191,10 +191,10 @@ def test_the_lock_is_released_when_a_call_raises() -> None:
 
 def test_random_values_are_keras_tuners_own(tmp_path: Path) -> None:
     """The faster sampler draws exactly what Keras Tuner's would, conditional values included."""
-    from fmtune.hypermodels import hypermodel
+    from fmtune.models.families import MLP
 
     space = kt.HyperParameters()
-    hypermodel("mlp").build(space)  # num_layers decides which units_i/dropout_i are active
+    MLP().build(space)  # num_layers decides which units_i/dropout_i are active
     ours = type("Ours", (FmtuneOracle, kt.oracles.RandomSearchOracle), {})
     oracles = [
         cls(objective=kt.Objective("v", "max"), max_trials=40, hyperparameters=space.copy(), seed=5)

@@ -76,6 +76,7 @@ def card(accuracy: float) -> ModelCard:
         model_name="fmtune",
         dataset="fashion_mnist",
         class_names=[str(i) for i in range(10)],
+        input_shape=[28, 28],
         family="mlp",
         hyperparameters={"units_0": 64},
         test_metrics={"accuracy": accuracy},

@@ -276,12 +276,15 @@ def test_smoke_images_are_the_datasets_first_test_images_else_random(
     synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     test, _ = data.load_test(SYNTHETIC, synthetic_dir)
-    np.testing.assert_array_equal(smoke_images(SYNTHETIC, synthetic_dir), test.images[:SMOKE_IMAGES])
+    np.testing.assert_array_equal(smoke_images(SYNTHETIC, (28, 28), synthetic_dir), test.images[:SMOKE_IMAGES])
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached fashion_mnist either
     for dataset, data_dir in ((SYNTHETIC, None), ("fashion_mnist", tmp_path)):
-        images = smoke_images(dataset, data_dir)
+        images = smoke_images(dataset, (28, 28), data_dir)
         assert (images.shape, images.dtype) == ((SMOKE_IMAGES, 28, 28), np.uint8)
-        np.testing.assert_array_equal(images, export.default_warmup_images(SMOKE_IMAGES))
+        np.testing.assert_array_equal(images, export.default_warmup_images(SMOKE_IMAGES, (28, 28)))
+    # Test images here that are not of the model's shape: random ones of its shape instead.
+    images = smoke_images(SYNTHETIC, (8, 8, 3), synthetic_dir)
+    np.testing.assert_array_equal(images, export.default_warmup_images(SMOKE_IMAGES, (8, 8, 3)))
 
 
 def test_deploying_an_exported_version_checks_the_pod_with_test_images(

@@ -10,7 +10,7 @@ import pytest
 MODULES = [
     "fmtune.spaces",
     "fmtune.text",
-    "fmtune.training",
+    "fmtune.pacing",
     "fmtune.trials",
     "fmtune.run.budget",
     "fmtune.tuning.leases",

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fmtune.hypermodels import hypermodel
+from fmtune.models.families import MLP
 from fmtune.tuning import auth, kt_internals, servicer
 from fmtune.tuning.checks import RequestError
 from fmtune.tuning.headers import CALLER
@@ -196,7 +196,7 @@ def test_an_ended_trial_skips_decoding_unchanged_values_and_refuses_added_ones(t
 
 def test_trials_are_sent_as_keras_tuner_encodes_them(tmp_path: Path) -> None:
     space = kt.HyperParameters()
-    hypermodel("mlp").build(space)  # conditional values: num_layers decides which units_i are active
+    MLP().build(space)  # conditional values: num_layers decides which units_i are active
     cls = type("Ours", (FmtuneOracle, kt.oracles.RandomSearchOracle), {})
     oracle = cls(objective=kt.Objective("score", "max"), max_trials=40, hyperparameters=space, seed=1)
     oracle.verbose = 0

@@ -33,9 +33,9 @@ class Model:
         self.release.wait(10)
         return self.body(x)
 
-    def servable(self) -> Servable:
+    def servable(self, outputs: tuple[str, ...] = ("double", "total"), batched: bool = True) -> Servable:
         specs = {"x": tf.TensorSpec([None, 3], tf.float32)}
-        signature = Signature(self, specs, ("double", "total"))
+        signature = Signature(self, specs, outputs, batched)
         return Servable(1, Path("."), state=AVAILABLE, signatures={"serving_default": signature})
 
 
@@ -137,3 +137,26 @@ def test_outputs_that_are_not_one_row_per_input_are_not_split(runner: Runner) ->
     assert futures[0].result(10)["total"] == rows(2)["x"].sum()
     assert futures[1].result(10)["total"] == rows(3, 10)["x"].sum()
     assert model.calls == [1, 5, 2, 3]
+
+
+def test_a_signature_without_a_batch_dimension_runs_each_request_alone(runner: Runner) -> None:
+    """As ``fmtune_card``: a ``[3]`` output of three one-row requests run together would look like
+    one row each, so such a signature is never batched."""
+    model = Model(lambda x: {"names": tf.constant(["a", "b", "c"]), "flag": tf.constant(True)})
+    servable = model.servable(("flag", "names"), batched=False)
+    futures = queue_behind_a_held_request(runner, model, servable, [rows(1), rows(1, 10), rows(1, 20)])
+    for future in futures:
+        answer = future.result(10)
+        assert answer["names"].tolist() == [b"a", b"b", b"c"] and answer["flag"].item() is True
+    assert model.calls == [1, 1, 1, 1]
+
+
+def test_a_signature_is_batched_only_if_every_input_and_output_has_a_batch_dimension() -> None:
+    spec = tf.TensorSpec([None, 3], tf.float32, name="x")
+
+    def traced(body: Callable[[tf.Tensor], dict[str, tf.Tensor]]) -> Any:
+        return tf.function(body, input_signature=[spec]).get_concrete_function()
+
+    assert Signature.of(traced(lambda x: {"double": x * 2, "total": tf.reduce_sum(x, axis=1)})).batched
+    assert not Signature.of(traced(lambda x: {"double": x * 2, "total": tf.reduce_sum(x)})).batched
+    assert not Signature.of(traced(lambda x: {"double": x * 2, "names": tf.constant(["a", "b"])})).batched

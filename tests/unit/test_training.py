@@ -13,7 +13,8 @@ import numpy as np
 
 from fmtune import config, data
 from fmtune.data import Split
-from fmtune.training import EpochPlan, WarmupCosine, augmented, cosine_rate, retrain
+from fmtune.pacing import EpochPlan, WarmupCosine, cosine_rate
+from fmtune.training import augmented, retrain
 
 from ..conftest import SYNTHETIC
 
@@ -22,7 +23,7 @@ def test_flips_and_shifts_move_pixels_without_changing_them() -> None:
     images = np.zeros((64, 28, 28), np.uint8)
     images[:, 10:15, 3:6] = 200  # a bar near the left edge
     labels = np.arange(64) % 10
-    batches = list(augmented(Split(images, labels), 32, ["flip", "shift"], seed=0))
+    batches = list(augmented(Split(images, labels), 32, ["flip", "shift"], seed=0, num_classes=10))
     seen = np.concatenate([b[0].numpy() for b in batches])
     assert seen.dtype == np.uint8 and seen.shape == images.shape
     assert set(np.unique(seen)) <= {0, 200}  # nearest-pixel shifts: no blended values
@@ -34,7 +35,7 @@ def test_flips_and_shifts_move_pixels_without_changing_them() -> None:
 
 def test_erasing_blanks_a_rectangle_of_some_images() -> None:
     images = np.full((64, 28, 28), 200, np.uint8)
-    batches = list(augmented(Split(images, np.arange(64) % 10), 64, ["erase"], seed=0))
+    batches = list(augmented(Split(images, np.arange(64) % 10), 64, ["erase"], seed=0, num_classes=10))
     seen = batches[0][0].numpy()
     blanked = [(im == 0).sum() for im in seen]
     assert any(blanked) and not all(blanked)  # about half the images
@@ -133,3 +134,51 @@ def test_test_time_flip_averages_the_image_and_its_mirror(synthetic_dir: Path) -
     expected = (inner.predict(images, verbose=0) + inner.predict(images[:, :, ::-1], verbose=0)) / 2
     np.testing.assert_allclose(model.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-6)
     assert record.test_accuracy > 0.3
+
+
+def test_augmenting_colour_images_keeps_their_channels() -> None:
+    images = np.zeros((16, 12, 10, 3), np.uint8)
+    images[..., 0] = 200  # red
+    (batch,) = list(augmented(Split(images, np.arange(16) % 3), 16, ["shift", "flip"], seed=0, num_classes=3))
+    seen = batch[0].numpy()
+    assert seen.shape == images.shape and seen.dtype == np.uint8
+    assert set(np.unique(seen[..., 1:])) == {0}  # shifts fill with black; no channel leaks into another
+
+
+def test_a_users_model_keeps_its_compile_and_digits_are_never_flipped(tmp_path: Path) -> None:
+    """A user's plugin is retrained with its own optimiser and loss (no label smoothing), on data of
+    its shape; a dataset whose labels a mirror would change gets neither flips nor test-time flips."""
+    from ..datasets import write_digits_folder
+
+    write_digits_folder(tmp_path / "digits")
+    plugin = tmp_path / "tiny_model.py"
+    plugin.write_text(
+        "import keras\n"
+        "def build_model(hp, input_shape, num_classes):\n"
+        "    model = keras.Sequential([keras.Input(shape=input_shape), keras.layers.Rescaling(1 / 255),\n"
+        "        keras.layers.Flatten(), keras.layers.Dense(num_classes, activation='softmax')])\n"
+        "    model.compile(optimizer=keras.optimizers.SGD(hp.Choice('lr', [0.2])),\n"
+        "        loss='sparse_categorical_crossentropy', metrics=['accuracy'])\n"
+        "    return model\n"
+    )
+    cfg = config.load(
+        None,
+        None,
+        [
+            f"search.hypermodel={plugin}:build_model",
+            f"data={{kind: folder, path: {tmp_path / 'digits'}}}",
+            "retrain.max_epochs=4",
+            "retrain.schedule=cosine",
+            "retrain.holdout_fraction=0",
+            "retrain.label_smoothing=0.1",
+            "retrain.augment=[flip, shift]",
+            "retrain.test_time_flip=true",
+        ],
+        environ={},
+    )
+    dataset = cfg.load_dataset()
+    assert dataset.input_shape == (8, 8) and not dataset.flip_invariant
+    model, record = retrain(cfg, {"lr": 0.2}, dataset)
+    assert type(model.optimizer).__name__ == "SGD" and "flip_averaged" not in model.name
+    assert record.epochs_run == 4
+    assert record.test_accuracy > 0.5  # ten digits from a softmax over 64 pixels, four epochs

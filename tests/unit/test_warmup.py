@@ -12,7 +12,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 from fmtune import export
-from fmtune.hypermodels import build_from_values
+from fmtune.config import SearchConfig
+from fmtune.models.plugins import build_from_values
 from fmtune.serving import warmup
 from fmtune.serving.models import AVAILABLE, END, LOADING, ModelManager, Servable
 from fmtune.serving.runner import Runner
@@ -22,7 +23,7 @@ from ..integration.helpers import TINY_MLP, tiny_card
 
 @pytest.fixture(scope="module")
 def model() -> Any:
-    return build_from_values("mlp", TINY_MLP)[0]
+    return build_from_values(SearchConfig(), TINY_MLP, (28, 28), 10)[0]
 
 
 @pytest.fixture

@@ -88,3 +88,18 @@ def test_message_layouts_match_field_for_field() -> None:
         for field in ours.DESCRIPTOR.fields:
             other = theirs.DESCRIPTOR.fields_by_name[field.name]
             assert (field.number, field.type) == (other.number, other.type), f"{ours.__name__}.{field.name}"
+
+
+def test_string_and_scalar_tensors_round_trip_as_tensorflow_encodes_them() -> None:
+    """What ``fmtune_card`` answers: a string ``[K]`` and a bool scalar."""
+    names = np.array(["T-shirt/top", "chat", "é"], dtype=object)
+    assert to_proto(names).SerializeToString() == tf.make_tensor_proto(names).SerializeToString()
+    theirs = pb.TensorProto.FromString(tf.make_tensor_proto(names).SerializeToString())
+    decoded = from_proto(theirs)
+    assert decoded.dtype == object and decoded.tolist() == [n.encode() for n in names]
+    assert from_proto(to_proto(np.array([b"a", b"b"]))).tolist() == [b"a", b"b"]
+    flag = from_proto(pb.TensorProto.FromString(tf.make_tensor_proto(np.array(True)).SerializeToString()))
+    assert flag.shape == () and flag.item() is True
+    assert from_proto(to_proto(np.array(False))).item() is False
+    with pytest.raises(TypeError, match="str or bytes"):
+        to_proto(np.array([1, "a"], dtype=object))

@@ -32,7 +32,7 @@ ResolvedOpt = Annotated[
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print("[bold red]error:[/]", escape(message), highlight=False, markup=True)
+    err.print("[bold red]error:[/]", escape(message), highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -1,5 +1,5 @@
-"""``fmtune predict``: classify image files, or a sample of the test set, with a served model, and
-show the answer as a table."""
+"""``fmtune predict``: classify image files, or a sample of the test set, with any served model, and
+show the answer as a table, with the class names the model serves."""
 
 from __future__ import annotations
 
@@ -13,20 +13,24 @@ from rich.table import Table
 from fmtune.cli.common import fail
 
 POINT_AT_DATA = "point fmtune predict at the folder of the IDX files with --data-dir DIR or FMTUNE_DATA_DIR=DIR"
+NO_NAMES = "version {version} serves no class names (no fmtune_card signature): classes are shown by id"
 
 
 def predict_cmd(
-    images: Annotated[list[Path] | None, typer.Argument(help="PNG or JPEG files")] = None,
+    images: Annotated[
+        list[Path] | None, typer.Argument(help="image files (PNG, JPEG, ...) of any size: converted to the model's")
+    ] = None,
     target: Annotated[str, typer.Option(help="gRPC HOST:PORT, or REST http://HOST:PORT")] = "localhost:8500",
     sample: Annotated[int, typer.Option(min=0, help="classify N random test-set images instead")] = 0,
     model_name: Annotated[str, typer.Option(help="served model name")] = "fmtune",
     dataset: Annotated[
-        str | None, typer.Option(help="dataset for class names and --sample (default: the latest experiment's)")
+        str | None, typer.Option(help="IDX dataset for --sample (default: the latest experiment's data, any kind)")
     ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
-            "--data-dir", help="dataset directory (else FMTUNE_DATA_DIR, else where the latest experiment found it)"
+            "--data-dir",
+            help="IDX dataset directory for --sample (else FMTUNE_DATA_DIR, else where the latest experiment found it)",
         ),
     ] = None,
     workdir: Annotated[Path, typer.Option(help="where experiments are kept (to find their dataset)")] = Path("runs"),
@@ -37,7 +41,7 @@ def predict_cmd(
         bool | None,
         typer.Option(
             "--invert/--no-invert",
-            help="make images light-on-dark (255 - x) as the model expects (default: only those with a light border)",
+            help="send images as 255 - x (default: those with a light border, if the model's dataset is light on dark)",
             show_default=False,
         ),
     ] = None,
@@ -70,16 +74,19 @@ def predict_cmd(
         fail(f"{exc}\n{POINT_AT_DATA}")
     except (FmtuneClientError, data.DatasetError) as exc:
         fail(str(exc))
-    table = Table(title=f"{model_name} v{answer.predictions[0].model_version} at {target}")
-    truth = answer.truth
+    version = answer.predictions[0].model_version
+    table = Table(title=f"{model_name} v{version} at {target}")
+    truth, correct = answer.truth, answer.correct
     for column in ["source", "predicted", "confidence", *(["true label"] if truth else [])]:
         table.add_column(column, justify="right" if column == "confidence" else "left")
     for i, (source, p) in enumerate(zip(answer.sources, answer.predictions, strict=True)):
-        mark = [f"{truth[i]}{'' if truth[i] == p.class_name else ' ✗'}"] if truth else []
-        shown = f"{source} (inverted)" if answer.inverted[i] else source
+        mark = [f"{truth[i]}{'' if correct[i] else ' ✗'}"] if truth else []
+        shown = f"{source} (inverted)" if p.inverted else source
         table.add_row(shown, p.class_name, f"{p.confidence:.3f}", *mark)
     console = Console()
     console.print(table)
+    if not answer.named:
+        console.print(NO_NAMES.format(version=version), highlight=False)
     inverted = answer.inverted
     if inverted.any():
         why = "forced by --invert" if invert else "light background: the model expects light on dark"
@@ -88,5 +95,4 @@ def predict_cmd(
             highlight=False,
         )
     if truth:
-        right = sum(t == p.class_name for t, p in zip(truth, answer.predictions, strict=True))
-        console.print(f"{right}/{len(truth)} correct", highlight=False)
+        console.print(f"{sum(correct)}/{len(truth)} correct", highlight=False)

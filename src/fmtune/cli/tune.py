@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -24,10 +23,13 @@ from fmtune.cli.common import (
     setup_logging,
 )
 from fmtune.cli.results import show_results
-from fmtune.layout import ExperimentDir
+from fmtune.config import ExperimentConfig
 from fmtune.run import experiment
 from fmtune.tuning import roles
 from fmtune.tuning.roles import Role
+
+if TYPE_CHECKING:
+    from fmtune.data import Dataset
 
 
 def duration_minutes(text: str) -> float:
@@ -56,6 +58,16 @@ def tune(
     data_dir: DataDirOpt = None,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, max=64, help="worker processes")] = 2,
     name: Annotated[str | None, typer.Option(help="experiment name")] = None,
+    hypermodel: Annotated[
+        str | None,
+        typer.Option(help="your model: module:attr or path/to/file.py:attr (config: search.hypermodel)"),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", help="your images: a folder of class folders, an .npz, or a module:function loader (config: data)"
+        ),
+    ] = None,
     workdir: Annotated[Path | None, typer.Option(help="where experiments are kept")] = None,
     model_repo: Annotated[Path | None, typer.Option(help="model repository for the export")] = None,
     max_trials: Annotated[int | None, typer.Option(help="trials in the search")] = None,
@@ -74,7 +86,8 @@ def tune(
 ) -> None:
     """Run the whole pipeline on this machine: coordinator + N workers as local processes."""
     setup_logging()
-    started_at = time.time()  # the budget covers everything from here
+    from fmtune.data.source import source_from_text
+
     cfg = resolve(
         preset,
         file,
@@ -85,54 +98,63 @@ def tune(
             "workdir": workdir,
             "model_repo": model_repo,
             "search.max_trials": max_trials,
+            "search.hypermodel": hypermodel,
+            "data": source_from_text(data) if data else None,
             "budget_minutes": budget,
         },
     )
-    from fmtune import data
-    from fmtune.dashboard import placement
-    from fmtune.run.local import LocalCluster
-    from fmtune.tuning.roles import free_port
+    from fmtune.dashboard.placement import PlacementError
+    from fmtune.run.launch import prepare_local
 
+    dataset = checked_dataset(cfg)
     try:
-        dataset = cfg.load_dataset()
-    except data.DatasetError as exc:
-        fail(str(exc))
-    try:
-        config_path = experiment.prepare(cfg, fresh)
-    except experiment.ConfigChanged as exc:
+        launch = prepare_local(cfg, workers, fresh=fresh, port=port, max_restarts=max_restarts)
+    except (experiment.ConfigChanged, PlacementError) as exc:
         fail(str(exc), 2)
-    from fmtune.run.budget import started_at as budget_start
-
-    budget_start(ExperimentDir(cfg.experiment_dir).budget, clock=lambda: started_at)
-    threads = max(1, (os.cpu_count() or 1) // workers)
     err.print(
-        f"experiment [bold]{escape(cfg.name)}[/] in {escape(str(cfg.experiment_dir))}: {cfg.dataset} from "
+        f"experiment [bold]{escape(cfg.name)}[/] in {escape(str(cfg.experiment_dir))}: {cfg.dataset_name} from "
         f"{escape(str(dataset.source))}, "
-        f"{cfg.search.algorithm} over {cfg.search.family}, {cfg.search.max_trials} trials, "
+        f"{cfg.search.algorithm} over {cfg.search.model}, {cfg.search.max_trials} trials, "
         f"{workers} workers",
         highlight=False,
     )
-    try:
-        board = placement.pinned()
-    except placement.PlacementError as exc:
-        fail(str(exc), 2)
-    cluster = LocalCluster(
-        config_path,
-        cfg.experiment_dir,
-        workers,
-        port or free_port(),
-        threads_per_worker=threads,
-        max_restarts=max_restarts,
-        extra_env=board,
-    )
-    if board.get(placement.HOST_VAR):
-        err.print(f"dashboard: http://{board[placement.HOST_VAR]}:{board[placement.PORT_VAR]}/", highlight=False)
-    code = cluster.run(progress_total=cfg.search.max_trials)
+    if launch.dashboard:
+        err.print(f"dashboard: {launch.dashboard}", highlight=False)
+    code = launch.run()
     if code == 130:
         fail("interrupted", 130)
     if code != 0:
         fail(f"the coordinator exited with code {code}", code if 0 < code < 256 else 1)
     show_results(cfg.experiment_dir, top=5)
+
+
+def checked_dataset(cfg: ExperimentConfig) -> Dataset:
+    """The experiment's data and model, checked before anything starts or is written: exit 2 on a
+    dataset or a model plugin that cannot work, with one line saying why."""
+    from fmtune.data import DatasetError
+
+    try:
+        dataset = cfg.load_dataset()
+    except DatasetError as exc:
+        fail(str(exc), 2)
+    from fmtune.models.checks import check_search  # TensorFlow: only once the data is known good
+    from fmtune.models.plugins import PluginError
+
+    try:
+        check_search(cfg.search, dataset)
+    except PluginError as exc:
+        fail(str(exc), 2)
+    return dataset
+
+
+def _portable(cfg: ExperimentConfig) -> None:
+    """Exit 2 for a model that only this machine can load (a notebook's, pickled by fmtune.tune)."""
+    from fmtune.models.plugins import PluginError, portable
+
+    try:
+        portable(cfg.search.hypermodel)
+    except PluginError as exc:
+        fail(str(exc), 2)
 
 
 def _role(chief: bool, host: str | None, port: int | None, tuner_id: str | None = None) -> Role:
@@ -160,15 +182,19 @@ def coordinator(
     """Run the chief oracle for distributed workers, then retrain and export the best model."""
     setup_logging()
     cfg = resolve(preset or None, file, assignments, data_dir, resolved)
+    if resolved is None:  # a pod: it cannot read a model pickled into a local directory
+        _portable(cfg)
     role = _role(True, host, port)
     os.environ.update(role.env())
+    # A config resolved here (a pod) is checked here; one resolved by `fmtune tune` was checked there.
+    dataset = checked_dataset(cfg) if resolved is None else None
     experiment.publish(cfg)  # the config every worker checks its own against
     from fmtune.data import DatasetError
     from fmtune.deploy import DeployError, GateRefused
     from fmtune.run.coordinator import SearchError, run
 
     try:
-        run(cfg, role, retrain=retrain, deploy=deploy)
+        run(cfg, role, retrain=retrain, deploy=deploy, dataset=dataset)
     except GateRefused as exc:
         err.print("[yellow]not deployed:[/]", escape(str(exc)), highlight=False)
     except (DatasetError, SearchError, DeployError) as exc:
@@ -189,6 +215,8 @@ def worker(
     """Run trials handed out by the coordinator until it says the search is over."""
     setup_logging()
     cfg = resolve(preset or None, file, assignments, data_dir, resolved)
+    if resolved is None:
+        _portable(cfg)
     host, port = None, None
     if oracle:
         host, _, raw_port = oracle.rpartition(":")

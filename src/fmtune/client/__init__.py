@@ -9,12 +9,13 @@ from fmtune.client.errors import (
     ServerError,
     ServerUnavailableError,
 )
-from fmtune.client.types import ModelMetadata, Prediction, TensorSpec, VersionStatus
+from fmtune.client.types import ModelInfo, ModelMetadata, Prediction, TensorSpec, VersionStatus
 
 __all__ = [
     "FmtuneClient",
     "FmtuneClientError",
     "InvalidInputError",
+    "ModelInfo",
     "ModelMetadata",
     "ModelNotFoundError",
     "Prediction",

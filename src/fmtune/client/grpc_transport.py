@@ -8,10 +8,10 @@ import grpc
 import numpy as np
 
 from fmtune.client import errors
-from fmtune.client.transport import RawPrediction, Transport
+from fmtune.client.transport import CARD_SIGNATURE, RawCard, RawPrediction, Transport, card_image, scalar_bool
 from fmtune.client.types import ModelMetadata, TensorSpec, VersionStatus
 from fmtune.wire import serving_pb2 as pb
-from fmtune.wire.contract import INPUT, MAX_MESSAGE_BYTES, SIGNATURE
+from fmtune.wire.contract import CLASS_NAMES, DARK_BACKGROUND, INPUT, MAX_MESSAGE_BYTES, SIGNATURE
 from fmtune.wire.tensors import dtype_name, from_proto, to_proto
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -33,8 +33,8 @@ def model_spec(name: str, version: int | None, signature: str = "") -> pb.ModelS
     return spec
 
 
-def predict_request(name: str, batch: np.ndarray, version: int | None) -> pb.PredictRequest:
-    request = pb.PredictRequest(model_spec=model_spec(name, version, SIGNATURE))
+def predict_request(name: str, batch: np.ndarray, version: int | None, signature: str = SIGNATURE) -> pb.PredictRequest:
+    request = pb.PredictRequest(model_spec=model_spec(name, version, signature))
     request.inputs[INPUT].CopyFrom(to_proto(batch))
     return request
 
@@ -86,6 +86,18 @@ class GrpcTransport(Transport):
         except (KeyError, TypeError, ValueError) as exc:
             raise errors.ServerError(f"{self.target}: unexpected predict response ({exc})") from None
         return RawPrediction(probabilities, class_ids, int(response.model_spec.version.value))
+
+    def card(self, version: int, image_shape: tuple[int, ...], timeout: float) -> RawCard:
+        request = predict_request(self.model_name, card_image(image_shape), version, CARD_SIGNATURE)
+        response = self._call(self._predict, request, timeout)
+        try:
+            names = response.outputs[CLASS_NAMES]
+            if names.dtype != pb.DT_STRING:
+                raise TypeError(f"class_names is {dtype_name(names.dtype)}, not DT_STRING")
+            dark = scalar_bool(from_proto(response.outputs[DARK_BACKGROUND]), DARK_BACKGROUND)
+            return RawCard([name.decode("utf-8") for name in names.string_val], dark)
+        except (KeyError, TypeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            raise errors.ServerError(f"{self.target}: unexpected {CARD_SIGNATURE} response ({exc})") from None
 
     def status(self, version: int | None, timeout: float) -> list[VersionStatus]:
         request = pb.GetModelStatusRequest(model_spec=model_spec(self.model_name, version))

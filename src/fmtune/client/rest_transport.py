@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from typing import Any
 
@@ -11,9 +12,9 @@ import orjson
 
 from fmtune import jsonio
 from fmtune.client import errors
-from fmtune.client.transport import RawPrediction, Transport
+from fmtune.client.transport import CARD_SIGNATURE, RawCard, RawPrediction, Transport, card_image, scalar_bool
 from fmtune.client.types import ModelMetadata, TensorSpec, VersionStatus
-from fmtune.wire.contract import INPUT, SIGNATURE
+from fmtune.wire.contract import CLASS_NAMES, DARK_BACKGROUND, INPUT, SIGNATURE
 
 VERSION_CACHE_SECONDS = 1.0
 _ERRORS: dict[int, type[errors.FmtuneClientError]] = {
@@ -22,6 +23,15 @@ _ERRORS: dict[int, type[errors.FmtuneClientError]] = {
     503: errors.ServerUnavailableError,
     504: errors.RequestTimeoutError,
 }
+
+
+def _text(value: Any) -> str:
+    """A DT_STRING element as TF Serving writes it in JSON: a string, or ``{"b64": ...}``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("b64"), str):
+        return base64.b64decode(value["b64"], validate=True).decode("utf-8")
+    raise TypeError(f"a class name is {type(value).__name__}, not a string")
 
 
 def _spec(info: dict[str, Any]) -> TensorSpec:
@@ -57,7 +67,8 @@ class RestTransport(Transport):
             payload = {"error": response.text[:200]}
         if response.status_code != 200:
             cls = _ERRORS.get(response.status_code, errors.ServerError)
-            raise cls(f"{self.target} (REST) HTTP {response.status_code}: {payload.get('error', payload)}")
+            said = payload.get("error", payload) if isinstance(payload, dict) else payload
+            raise cls(f"{self.target} (REST) HTTP {response.status_code}: {said}")
         return payload
 
     def _served_version(self, timeout: float) -> int:
@@ -93,6 +104,26 @@ class RestTransport(Transport):
             np.asarray(outputs["class_id"], dtype=np.int64),
             pinned,
         )
+
+    def card(self, version: int, image_shape: tuple[int, ...], timeout: float) -> RawCard:
+        # The columnar format: TF Serving's row format needs every output to have a batch dimension.
+        body = orjson.dumps(
+            {"signature_name": CARD_SIGNATURE, "inputs": {INPUT: card_image(image_shape)}},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+        payload = self._request("POST", self._url(version, ":predict"), timeout, body)
+        outputs = payload.get("outputs") if isinstance(payload, dict) else None
+        try:
+            if not isinstance(outputs, dict) or not isinstance(outputs.get(CLASS_NAMES), list):
+                raise TypeError(f"no {CLASS_NAMES} list in its outputs")
+            dark = np.asarray(outputs[DARK_BACKGROUND])
+            if dark.dtype != np.bool_:
+                raise TypeError(f"{DARK_BACKGROUND} is {dark.dtype}, not a boolean")
+            return RawCard([_text(v) for v in outputs[CLASS_NAMES]], scalar_bool(dark, DARK_BACKGROUND))
+        except (KeyError, TypeError, ValueError) as exc:  # bad base64 and UTF-8 are ValueErrors
+            raise errors.ServerError(
+                f"{self.target}: unexpected {CARD_SIGNATURE} response {str(payload)[:200]} ({exc})"
+            ) from None
 
     def status(self, version: int | None, timeout: float) -> list[VersionStatus]:
         payload = self._request("GET", self._url(version), timeout)

@@ -111,3 +111,20 @@ class DataSourceConfig(BaseModel):
             return self.loader.rpartition(":")[2]
         assert self.path is not None  # the validator requires one or the other
         return self.path.stem if self.kind == "npz" else self.path.resolve().name
+
+
+def source_from_text(text: str) -> dict[str, str]:
+    """``--data``'s value as a ``data`` section: a folder of class folders, an .npz file, or a
+    ``module:function`` loader (``path/to/file.py:function`` too).
+
+    >>> source_from_text("pictures/"), source_from_text("x.npz")
+    ({'kind': 'folder', 'path': 'pictures/'}, {'kind': 'npz', 'path': 'x.npz'})
+    >>> source_from_text("my_data:load")
+    {'kind': 'loader', 'loader': 'my_data:load'}
+    """
+    if text.endswith(".npz"):
+        return {"kind": "npz", "path": text}
+    module, _, attr = text.rpartition(":")
+    if module and attr.isidentifier() and not Path(text).exists():
+        return {"kind": "loader", "loader": text}
+    return {"kind": "folder", "path": text}

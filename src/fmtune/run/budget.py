@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fmtune.files import replace
-from fmtune.training import typical_epoch
+from fmtune.pacing import typical_epoch
 from fmtune.tuning.bookkeeping import Book
 
 log = logging.getLogger("fmtune")

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fmtune import data, export, results, training
+from fmtune import data, export, results, run_state, training
 from fmtune.config import ExperimentConfig
 from fmtune.dashboard import server as dashboard_server
 from fmtune.export import ModelCard, publish
@@ -39,7 +39,9 @@ class SearchError(RuntimeError):
     """The search could not produce a usable best trial."""
 
 
-def serve_oracle(oracle: FmtuneOracle, role: Role, token: str, state: StateWriter | None = None) -> None:
+def serve_oracle(
+    oracle: FmtuneOracle, role: Role, token: str, state: StateWriter | None = None, fixed_space: bool = True
+) -> None:
     """Serve until the search is over and every worker has been told so, reaping silent workers,
     and stopping the search when no worker comes for ``worker_wait_seconds``."""
     # What is loaded by now (TensorFlow and Keras: millions of objects) is never garbage: frozen,
@@ -49,7 +51,7 @@ def serve_oracle(oracle: FmtuneOracle, role: Role, token: str, state: StateWrite
     oracle.start_background()
     server, creators = None, None
     try:
-        server, creators = servicer.start(oracle, role.address, token)
+        server, creators = servicer.start(oracle, role.address, token, fixed_space)
         log.info(
             "oracle listening on %s (%s, %s trials), for callers with the experiment's token",
             role.address,
@@ -94,23 +96,31 @@ def run(
     *,
     retrain: bool = True,
     deploy: Path | None = None,
+    dataset: data.Dataset | None = None,
 ) -> Results:
-    """Search, then (unless told not to) retrain the best trial, evaluate and export it."""
+    """Search, then (unless told not to) retrain the best trial, evaluate and export it
+    (``dataset``: the experiment's, if already loaded)."""
     kt_internals.install()
     experiment = ExperimentDir(cfg.experiment_dir)
-    dataset = cfg.load_dataset()
+    dataset = dataset or cfg.load_dataset()
     log.info(
         "coordinator: experiment %s (config %s), %s from %s, %s search over %s, %d trials",
         cfg.name,
         cfg.digest(),
-        cfg.dataset,
+        cfg.dataset_name,
         dataset.source,
         cfg.search.algorithm,
-        cfg.search.family,
+        cfg.search.model,
         cfg.search.max_trials,
     )
+    earlier = run_state.load(cfg.experiment_dir)
+    if earlier is not None and earlier.data_fingerprint not in (None, dataset.fingerprint):
+        raise SearchError(
+            f"the data changed since experiment {cfg.name} began (fingerprint {earlier.data_fingerprint[:12]} "
+            f"then, {dataset.fingerprint[:12]} now): start it afresh (--fresh) or under another --name"
+        )
     started_at = budget_start(experiment.budget)
-    tuner = FmtuneTuner(cfg, experiment.oracle)
+    tuner = FmtuneTuner(cfg, dataset, experiment.oracle)
     oracle: FmtuneOracle = tuner.oracle
     oracle.verbose = 0
     budget = None
@@ -131,7 +141,7 @@ def run(
             budget.remaining() / 60,
         )
     tuner.save()
-    state = StateWriter(cfg, oracle, budget, deploys=deploy is not None)
+    state = StateWriter(cfg, oracle, budget, dataset.fingerprint, deploys=deploy is not None)
     with dashboard_server.for_coordinator(cfg.experiment_dir):
         try:
             return _run(cfg, role, dataset, oracle, budget, state, retrain, deploy, started_at)
@@ -169,7 +179,9 @@ def _run(
     if oracle.search_over():
         log.info("search already finished (%d trials); skipping to retraining", len(oracle.trials))
     else:
-        serve_oracle(oracle, role, auth.coordinator_token(cfg.experiment_dir), state)
+        # fmtune's families declare their whole space when built; a user's may add to it later.
+        fixed = cfg.search.hypermodel is None
+        serve_oracle(oracle, role, auth.coordinator_token(cfg.experiment_dir), state, fixed_space=fixed)
     tuning_seconds = time.monotonic() - started
     timing["search"] = tuning_seconds
     if budget is not None:
@@ -185,12 +197,13 @@ def _run(
     best = oracle.get_best_trials(1)
     record = Results(
         experiment=cfg.name,
-        dataset=cfg.dataset,
-        family=cfg.search.family,
+        dataset=cfg.dataset_name,
+        family=cfg.search.model,
         algorithm=cfg.search.algorithm,
         objective=cfg.search.objective,
         max_trials=cfg.search.max_trials,
         config_digest=cfg.digest(),
+        data_fingerprint=dataset.fingerprint,
         trials=frozen_trials(oracle),
         best_trial_id=best[0].trial_id if best else None,
         best_hyperparameters=active_values(best[0].hyperparameters) if best else None,
@@ -238,9 +251,13 @@ def retrain_and_export(
     model, retrained = training.retrain(cfg, record.best_hyperparameters, dataset, deadline)
     card = ModelCard(
         model_name=cfg.model_name,
-        dataset=cfg.dataset,
-        class_names=list(dataset.spec.class_names),
-        family=cfg.search.family,
+        dataset=cfg.dataset_name,
+        class_names=list(dataset.class_names),
+        input_shape=list(dataset.input_shape),
+        dark_background=dataset.dark_background,
+        flip_invariant=dataset.flip_invariant,
+        fingerprint=dataset.fingerprint,
+        family=cfg.search.model,
         hyperparameters=record.best_hyperparameters,
         val_metrics=retrained.holdout_metrics,
         test_metrics={"accuracy": retrained.test_accuracy, "loss": retrained.test_loss},
@@ -261,7 +278,7 @@ def retrain_and_export(
         images = dataset.test.images[:SMOKE_IMAGES]
         version = deploy_version(
             DeployConfig.load(deploy),
-            lambda: export.stage(model, cfg.model_repo, cfg.model_name, warmup_images=warmup),
+            lambda: export.stage(model, cfg.model_repo, card, warmup_images=warmup),
             card,
             images,
             model.predict(images, verbose=0),

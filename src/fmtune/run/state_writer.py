@@ -125,18 +125,26 @@ class StateWriter:
     or less often when a write costs more than MAX_TIME_SHARE of that (and at once when the phase
     changes)."""
 
-    def __init__(self, cfg: ExperimentConfig, oracle: FmtuneOracle, budget: Budget | None, deploys: bool = False):
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        oracle: FmtuneOracle,
+        budget: Budget | None,
+        data_fingerprint: str | None = None,
+        deploys: bool = False,
+    ):
         self.oracle, self.budget = oracle, budget
         self.deploys = deploys
         tolerance = cfg.fault_tolerance
         self.state = RunState(
             experiment=cfg.name,
             config_digest=cfg.digest(),
+            data_fingerprint=data_fingerprint,
             max_trials=cfg.search.max_trials,
             objective=cfg.search.objective.name,
             direction=cfg.search.objective.direction,
-            dataset=cfg.dataset,
-            family=cfg.search.family,
+            dataset=cfg.dataset_name,
+            family=cfg.search.model,
             algorithm=cfg.search.algorithm,
             epochs_per_trial=cfg.search.epochs,
             lease_seconds=tolerance.lease_seconds,

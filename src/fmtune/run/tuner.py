@@ -18,8 +18,9 @@ import keras_tuner as kt
 
 from fmtune import layout
 from fmtune.config import ExperimentConfig
-from fmtune.hypermodels import hypermodel
+from fmtune.data import Dataset
 from fmtune.layout import ExperimentDir
+from fmtune.models import plugins
 from fmtune.text import format_metrics, format_values, last_line
 from fmtune.tuning import auth
 from fmtune.tuning.algorithms import make_oracle
@@ -33,7 +34,7 @@ log = logging.getLogger("fmtune")
 class FmtuneTuner(TunerHooks):
     """Reports every epoch to the oracle (so the coordinator sees progress) and logs it."""
 
-    def __init__(self, cfg: ExperimentConfig, directory: Path, checkpoints: bool = False):
+    def __init__(self, cfg: ExperimentConfig, dataset: Dataset, directory: Path, checkpoints: bool = False):
         """``checkpoints``: a worker, which continues a Hyperband trial from another's weights."""
         self.cfg = cfg
         self.experiment = ExperimentDir(cfg.experiment_dir) if checkpoints else None
@@ -41,7 +42,7 @@ class FmtuneTuner(TunerHooks):
         self._trial_started = 0.0
         super().__init__(
             oracle=make_oracle(cfg.search, cfg.fault_tolerance, cfg.seed),
-            hypermodel=hypermodel(cfg.search.family, cfg.search.hyperparameters),
+            hypermodel=plugins.for_search(cfg.search, dataset.input_shape, dataset.num_classes),
             directory=str(directory),
             project_name=layout.PROJECT,
             overwrite=False,

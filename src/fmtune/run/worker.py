@@ -63,11 +63,11 @@ def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
         role.address,
         cfg.name,
         cfg.digest(),
-        cfg.dataset,
+        cfg.dataset_name,
         len(train),
         len(dataset.val),
     )
-    tuner = FmtuneTuner(cfg, ExperimentDir(cfg.experiment_dir).worker(role.tuner_id), checkpoints=True)
+    tuner = FmtuneTuner(cfg, dataset, ExperimentDir(cfg.experiment_dir).worker(role.tuner_id), checkpoints=True)
     try:
         tuner.search(
             train.images,

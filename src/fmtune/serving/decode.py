@@ -126,7 +126,10 @@ def json_array(value: Any, spec: Any, name: str, may_hold_bools: bool = True) ->
     rank = spec.shape.rank
     depth = _depth(value)
     if rank is not None and depth != rank:
-        raise invalid(f"input '{name}' is a list nested {depth} deep; the signature expects rank {rank}")
+        raise invalid(
+            f"input '{name}' is a list nested {depth} deep; the signature expects rank {rank} "
+            f"(shape {spec.shape.as_list()})"
+        )
     try:
         array = np.asarray(value)
     except (ValueError, TypeError, OverflowError, RecursionError):

@@ -27,15 +27,24 @@ STATE_NAMES = {START: "START", LOADING: "LOADING", AVAILABLE: "AVAILABLE", UNLOA
 
 @dataclass(frozen=True)
 class Signature:
-    """A loaded signature with what every request is checked against, read from TensorFlow once."""
+    """A loaded signature with what every request is checked against, read from TensorFlow once.
+
+    ``batched``: every input and output has a leading batch dimension of any size, so requests can
+    be stacked into one run and its outputs split back by rows. Not so for ``fmtune_card``, whose
+    outputs are one ``[K]`` and one scalar whatever the batch: those requests run alone.
+    """
 
     fn: Any
     inputs: dict[str, Any]  # name -> tf.TensorSpec
     outputs: tuple[str, ...]
+    batched: bool = False
 
     @classmethod
     def of(cls, fn: Any) -> Signature:
-        return cls(fn, dict(fn.structured_input_signature[1]), tuple(sorted(fn.structured_outputs)))
+        inputs, outputs = dict(fn.structured_input_signature[1]), fn.structured_outputs
+        specs = [*inputs.values(), *outputs.values()]
+        batched = all(s.shape.rank is not None and s.shape.rank >= 1 and s.shape[0] is None for s in specs)
+        return cls(fn, inputs, tuple(sorted(outputs)), batched)
 
 
 @dataclass

@@ -1,10 +1,11 @@
 """TF Serving's REST API: model status, metadata, and predict in the row and columnar formats.
 
-JSON in and out of the data plane, whose typed errors become HTTP statuses here (``HTTP_STATUS``)
-with TF Serving's ``{"error": ...}`` body. Work per connection is bounded: a fixed pool of threads
-serves connections (one more is refused with 503), sockets time out when idle or stalled, a POST
-needs a Content-Length under the limit, and a body is read in full before the request is answered,
-or else the connection is closed, so no unread bytes are ever taken for the next request.
+JSON in and out of the data plane (outputs written by ``rest_outputs``), whose typed errors become
+HTTP statuses here (``HTTP_STATUS``) with TF Serving's ``{"error": ...}`` body. Work per connection
+is bounded: a fixed pool of threads serves connections (one more is refused with 503), sockets time
+out when idle or stalled, a POST needs a Content-Length under the limit, and a body is read in full
+before the request is answered, or else the connection is closed, so no unread bytes are ever taken
+for the next request.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
-import numpy as np
 from google.protobuf import json_format
 
 from fmtune import jsonio
-from fmtune.serving import decode
+from fmtune.serving import decode, rest_outputs
 from fmtune.serving.dataplane import DataPlane, Target
 from fmtune.serving.errors import Kind, ServingError, invalid
 from fmtune.serving.models import ModelManager
@@ -91,11 +91,6 @@ def _parse(body: bytes) -> Any:
         raise invalid("JSON Parse error: nested too deeply") from None
 
 
-def _encode(payload: Any, outputs: dict[str, np.ndarray]) -> bytes:
-    """NaN and infinity written as TF Serving writes them."""
-    return jsonio.dumps(payload, finite=all(np.isfinite(v).all() for v in outputs.values() if v.dtype.kind == "f"))
-
-
 def predict_json(dataplane: DataPlane, target: Target, body: bytes) -> bytes:
     """The response body to a predict request."""
     request = _parse(body)
@@ -118,20 +113,7 @@ def predict_json(dataplane: DataPlane, target: Target, body: bytes) -> bytes:
         else functools.partial(decode.columns, inputs=request["inputs"], bools=bools)
     )
     outputs = dataplane.predict(target, signature, inputs).outputs.result()
-    return _encode(_row_payload(outputs) if row else _columnar_payload(outputs), outputs)
-
-
-def _row_payload(outputs: dict[str, np.ndarray]) -> Any:
-    if len(outputs) == 1:
-        return {"predictions": next(iter(outputs.values())).tolist()}
-    count = len(next(iter(outputs.values())))
-    return {"predictions": [{k: v[i].tolist() for k, v in outputs.items()} for i in range(count)]}
-
-
-def _columnar_payload(outputs: dict[str, np.ndarray]) -> Any:
-    if len(outputs) == 1:
-        return {"outputs": next(iter(outputs.values())).tolist()}
-    return {"outputs": {k: v.tolist() for k, v in outputs.items()}}
+    return rest_outputs.body(outputs, row)
 
 
 def _target(match: re.Match[str]) -> Target:

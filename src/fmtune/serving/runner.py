@@ -32,7 +32,7 @@ class _Job:
     signature: Signature
     inputs: Mapping[str, np.ndarray]
     output_filter: tuple[str, ...]
-    key: tuple[Any, ...]
+    key: tuple[Any, ...] | None  # None: runs alone
     done: Future[dict[str, np.ndarray]] = field(default_factory=Future)
 
     @property
@@ -63,7 +63,10 @@ class Runner:
         signature = servable.signature(name)
         outputs = tuple(output_filter)
         signatures.check(signature, inputs, outputs)
-        job = _Job(signature, inputs, outputs, _merge_key(servable, name, inputs, outputs))
+        # A signature whose outputs are not one row per input row runs each request alone: a batch
+        # of K requests could not be told from one request's ``[K]`` output.
+        key = _merge_key(servable, name, inputs, outputs) if signature.batched else None
+        job = _Job(signature, inputs, outputs, key)
         self._queue.put(job)
         return job.done
 

@@ -35,7 +35,7 @@ def path_in(version_dir: Path) -> Path:
 
 
 def write(version_dir: Path, images: np.ndarray) -> Path:
-    """Records for one image and for the whole batch of ``images`` (uint8, N x 28 x 28)."""
+    """Records for one image and for the whole batch of ``images`` (uint8, of the model's shape)."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 

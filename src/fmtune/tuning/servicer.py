@@ -76,9 +76,13 @@ class Servicer(service_grpc().OracleServicer):  # type: ignore[misc]
     meanwhile.
     """
 
-    def __init__(self, oracle: FmtuneOracle, creators: futures.Executor | None = None):
+    def __init__(self, oracle: FmtuneOracle, creators: futures.Executor | None = None, fixed_space: bool = True):
+        """``fixed_space``: the hypermodel declares its whole space when built (fmtune's families);
+        a user's may declare more as trials run (in a loop over layers, or in its fit), as Keras
+        Tuner allows, and the values of what it adds are checked against what it declared."""
         self.oracle = oracle
         self._creators = creators
+        self._fixed = fixed_space
         # The space the hypermodel declared; a chief with none yet takes the first worker's.
         self._declared: list[Any] = list(oracle.hyperparameters.space)
         self._hyperparameters: dict[str, Any] = {}  # trial id -> its values as a proto, made once
@@ -94,10 +98,11 @@ class Servicer(service_grpc().OracleServicer):  # type: ignore[misc]
     async def UpdateSpace(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         _caller(context)
         update = kt.HyperParameters.from_proto(request.hyperparameters)
-        if self._declared:
+        if self._declared and self._fixed:
             checks.space_within(self._declared, update.space)
         self.oracle.update_space(update)
-        self._declared = self._declared or list(self.oracle.hyperparameters.space)
+        if not self._declared or not self._fixed:
+            self._declared = list(self.oracle.hyperparameters.space)
         return service_messages().UpdateSpaceResponse()
 
     @refusing
@@ -170,8 +175,13 @@ class Servicer(service_grpc().OracleServicer):  # type: ignore[misc]
             raise checks.RequestError(f"a trial cannot end as {status}")
         if stored is None or proto.hyperparameters != self._hyperparameters.get(proto.trial_id):
             trial = Trial.from_proto(proto)
-            checks.space_within(self._declared or self.oracle.hyperparameters.space, trial.hyperparameters.space)
-            checks.values_in_space(self._declared or self.oracle.hyperparameters.space, trial.hyperparameters.values)
+            space = list(self._declared or self.oracle.hyperparameters.space)
+            if self._fixed:
+                checks.space_within(space, trial.hyperparameters.space)
+            else:
+                known = {hp.name for hp in space}
+                space += [hp for hp in trial.hyperparameters.space if hp.name not in known]
+            checks.values_in_space(space, trial.hyperparameters.values)
             return trial
         return Trial(stored.hyperparameters, trial_id=proto.trial_id, status=status)
 
@@ -200,16 +210,16 @@ class Servicer(service_grpc().OracleServicer):  # type: ignore[misc]
 
 
 def start(
-    oracle: FmtuneOracle, address: str, token: str | None = None
+    oracle: FmtuneOracle, address: str, token: str | None = None, fixed_space: bool = True
 ) -> tuple[AioServer, futures.Executor | None]:
     """Serve the oracle at ``address``, to callers with ``token`` if one is given; returns the
-    server and the creators' pool to shut down."""
+    server and the creators' pool to shut down. ``fixed_space``: see ``Servicer``."""
     creators = (
         futures.ThreadPoolExecutor(CREATE_THREADS, thread_name_prefix="oracle-create")
         if oracle.create_may_wait
         else None
     )
-    servicer = Servicer(oracle, creators)
+    servicer = Servicer(oracle, creators, fixed_space)
     register = service_grpc().add_OracleServicer_to_server
     interceptors = [auth.TokenCheck(token)] if token else []
     server = AioServer(lambda s: register(servicer, s), address, name="oracle-rpc", interceptors=interceptors)

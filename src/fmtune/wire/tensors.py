@@ -43,10 +43,14 @@ def dtype_name(code: int) -> str:
 
 
 def to_proto(array: np.ndarray, message: type[Any] = pb.TensorProto) -> Any:
-    """Raw little-endian bytes in ``tensor_content``, as TensorFlow writes numeric tensors.
+    """Raw little-endian bytes in ``tensor_content``, as TensorFlow writes numeric tensors; strings
+    (str, bytes or an object array of either) one per ``string_val``, as it writes those.
 
     ``message`` may be TensorFlow's own TensorProto class: its fields and dtype codes are the same.
     """
+    array = np.asarray(array)
+    if array.dtype.kind in "OSU":
+        return _strings_to_proto(array, message)
     array = np.ascontiguousarray(array)
     if array.dtype not in _DTYPES:
         raise TypeError(f"dtype {array.dtype} has no TensorProto encoding here")
@@ -57,7 +61,38 @@ def to_proto(array: np.ndarray, message: type[Any] = pb.TensorProto) -> Any:
     return proto
 
 
+def _strings_to_proto(array: np.ndarray, message: type[Any]) -> Any:
+    values = [item.encode() if isinstance(item, str) else item for item in array.ravel().tolist()]
+    if not all(isinstance(item, bytes) for item in values):
+        raise TypeError("an object array has a TensorProto encoding here only if it holds str or bytes")
+    proto = message(dtype=pb.DT_STRING)
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    proto.string_val.extend(values)
+    return proto
+
+
+def _strings_from_proto(proto: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """An object array of ``bytes``: TensorFlow's strings are bytes, whatever their encoding."""
+    values = list(proto.string_val)
+    count = math.prod(shape)
+    if len(values) == 1 and count != 1:  # TensorFlow's shorthand: one value filling the whole tensor
+        values = values * count
+    if len(values) != count:
+        raise ValueError(f"tensor holds {len(values)} strings for shape {shape}")
+    array = np.empty(count, dtype=object)
+    array[:] = values
+    return array.reshape(shape)
+
+
 def from_proto(proto: Any) -> np.ndarray:
+    """A TensorProto as an array; a string tensor as an object array of ``bytes``."""
+    if proto.dtype == pb.DT_STRING:
+        shape = tuple(d.size for d in proto.tensor_shape.dim)
+        # One reference per element at the least, so that is what the limit bounds.
+        if any(size < 0 for size in shape) or math.prod(shape) * np.dtype(object).itemsize > MAX_MESSAGE_BYTES:
+            raise ValueError(f"tensor shape {list(shape)} is negative or too large to decode")
+        return _strings_from_proto(proto, shape)
     if proto.dtype not in NUMPY:
         raise TypeError(f"cannot decode a {dtype_name(proto.dtype)} tensor")
     dtype = NUMPY[proto.dtype]

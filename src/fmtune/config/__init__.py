@@ -14,19 +14,38 @@ import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import Field, NonNegativeInt, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from fmtune import spaces
-from fmtune.spaces import SPEC_TAGS, Family, HyperParameterSpec
+from fmtune.config.sections import (
+    AshaConfig,
+    FaultTolerance,
+    MedianStoppingConfig,
+    Objective,
+    RetrainConfig,
+    SearchConfig,
+)
+from fmtune.data.source import DataSourceConfig
+from fmtune.spaces import SPEC_TAGS
 from fmtune.spaces import Strict as _Strict
+
+__all__ = [
+    "AshaConfig",
+    "ConfigError",
+    "ExperimentConfig",
+    "FaultTolerance",
+    "MedianStoppingConfig",
+    "Objective",
+    "RetrainConfig",
+    "SearchConfig",
+]
 
 if TYPE_CHECKING:
     from fmtune.data import Dataset
 
-Algorithm = Literal["bayesian", "random", "hyperband", "grid"]
 PRESETS = ("quick", "standard", "mnist")
 ENV_PREFIX = "FMTUNE_"
 
@@ -39,124 +58,6 @@ class ConfigError(ValueError):
         super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
 
 
-class Objective(_Strict):
-    name: str = "val_accuracy"
-    direction: Literal["max", "min"] = "max"
-
-
-class AshaConfig(_Strict):
-    """Asynchronous successive halving (Li et al., "A System for Massively Parallel Hyperparameter
-    Tuning", MLSys 2020): a trial goes on past rung k (epoch ``grace_epochs * reduction_factor**k``)
-    only if it is in the top ``1/reduction_factor`` of the trials that reached that rung so far."""
-
-    enabled: bool = False
-    reduction_factor: int = Field(default=3, ge=2, description="eta: one in this many trials goes on at each rung")
-    grace_epochs: PositiveInt = Field(default=1, description="the first rung: epochs every trial gets")
-
-
-class SearchConfig(_Strict):
-    family: Family = "mlp"
-    algorithm: Algorithm = "bayesian"
-    max_trials: PositiveInt = 10
-    epochs: PositiveInt = Field(default=10, description="epochs per trial (hyperband: max epochs)")
-    executions_per_trial: PositiveInt = 1
-    early_stopping_patience: NonNegativeInt = Field(
-        default=3, description="in-trial early stopping on the objective; 0 turns it off"
-    )
-    objective: Objective = Objective()
-    train_samples: PositiveInt | None = Field(
-        default=None, description="train trials on a stratified subset of this size (cheaper trials)"
-    )
-    hyperparameters: dict[str, HyperParameterSpec] = Field(
-        default_factory=dict, description="overrides of the family's default ranges"
-    )
-    hyperband_factor: int = Field(default=3, ge=2)
-    asha: AshaConfig = AshaConfig()
-
-    @field_validator("hyperparameters", mode="before")
-    @classmethod
-    def _expand_shorthand(cls, raw: Any) -> Any:
-        if isinstance(raw, dict):
-            return {name: spaces.shorthand_spec(spec) for name, spec in raw.items()}
-        return raw
-
-
-class MedianStoppingConfig(_Strict):
-    """Katib's medianstop: stop a trial whose best objective so far is worse than the median of the
-    completed trials' running averages at the same epoch."""
-
-    enabled: bool = False
-    min_trials: PositiveInt = Field(default=3, description="completed trials needed before it stops any")
-    start_step: NonNegativeInt = Field(default=1, description="first epoch (0-based) at which it may stop a trial")
-
-
-class FaultTolerance(_Strict):
-    heartbeat_seconds: float = Field(default=5.0, gt=0, description="how often a worker says it is alive")
-    lease_seconds: float = Field(
-        default=60.0, gt=0, description="a worker silent this long loses its trial to the queue"
-    )
-    coordinator_timeout_seconds: float = Field(
-        default=300.0, gt=0, description="a worker gives up after the coordinator is unreachable this long"
-    )
-    max_retries_per_trial: NonNegativeInt = Field(default=1, description="re-runs of a trial that raised")
-    max_consecutive_failures: PositiveInt = Field(default=3, description="failed trials in a row that stop the search")
-    worker_wait_seconds: float = Field(
-        default=900.0,
-        gt=0,
-        description="the coordinator stops the search with an error when no worker has called for this long "
-        "while no trial is running and trials remain",
-    )
-    median_stopping: MedianStoppingConfig = MedianStoppingConfig()
-
-    @model_validator(mode="after")
-    def _lease_outlives_heartbeats(self) -> FaultTolerance:
-        if self.lease_seconds < 3 * self.heartbeat_seconds:
-            raise ValueError(
-                f"lease_seconds ({self.lease_seconds:g}) must be at least 3 heartbeats ({3 * self.heartbeat_seconds:g})"
-            )
-        return self
-
-
-class RetrainConfig(_Strict):
-    enabled: bool = True
-    schedule: Literal["plateau", "cosine"] = Field(
-        default="plateau",
-        description="plateau: early stopping on a holdout, halving the learning rate on plateaus; "
-        "cosine: a warm-up then a cosine decay to zero over the epochs (as many as the budget leaves)",
-    )
-    max_epochs: PositiveInt = 40
-    patience: NonNegativeInt = 3
-    holdout_fraction: float = Field(
-        default=0.05, ge=0, lt=0.5, description="slice of train+val kept aside (early stopping needs one)"
-    )
-    reduce_lr_patience: NonNegativeInt = Field(
-        default=2, description="halve the learning rate after this many flat epochs; 0 turns it off"
-    )
-    warmup_epochs: float = Field(default=1.0, ge=0, description="cosine: epochs of linear warm-up")
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    augment: list[Literal["flip", "shift", "erase"]] = Field(
-        default=[],
-        description="random changes to the retraining images: 'flip' (left-right, for mirror-symmetric "
-        "classes such as clothes, not digits), 'shift' (up to 2 pixels each way), 'erase' (a random "
-        "rectangle blanked)",
-    )
-    test_time_flip: bool = Field(
-        default=False, description="the exported model averages its predictions for the image and its mirror"
-    )
-    budget_share: float = Field(
-        default=0.5, gt=0, lt=1, description="with a budget: at least this share is kept for retraining and export"
-    )
-    min_epochs: PositiveInt = Field(
-        default=5, description="with a budget: the search leaves time for at least this many retraining epochs"
-    )
-
-    @model_validator(mode="after")
-    def _holdout_for_early_stopping(self) -> RetrainConfig:
-        if self.schedule == "plateau" and (self.patience or self.reduce_lr_patience) and not self.holdout_fraction:
-            raise ValueError("holdout_fraction must be > 0: the plateau schedule watches a holdout")
-        return self
-
-
 class ExperimentConfig(_Strict):
     name: str = Field(default="fmtune", pattern=r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
     dataset: str = Field(
@@ -165,6 +66,10 @@ class ExperimentConfig(_Strict):
         description="fashion_mnist, mnist, or a dataset declared by a dataset.json in data_dir",
     )
     data_dir: Path | None = None
+    data: DataSourceConfig | None = Field(
+        default=None,
+        description="where the images come from (kind: folder, npz, loader or idx); unset: 'dataset' in data_dir",
+    )
     download: bool = Field(default=True, description="download the dataset as Keras does if absent")
     seed: int = 42
     val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
@@ -182,14 +87,21 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _search_fits_family(self) -> ExperimentConfig:
-        from fmtune.data import DatasetError, resolve_spec
+        from fmtune.data import DatasetError, check_source, resolve_spec
 
-        problems = spaces.check_overrides(self.search.family, self.search.hyperparameters)
+        problems = []
+        if self.search.hypermodel is None:
+            problems += spaces.check_overrides(self.search.family, self.search.hyperparameters)
+        elif self.search.hyperparameters:
+            problems.append("search.hyperparameters: only for the built-in families (your hypermodel declares its own)")
         try:
-            resolve_spec(self.dataset, self.data_dir)
+            if self.data is None:
+                resolve_spec(self.dataset, self.data_dir)
+            else:
+                check_source(self.data)
         except DatasetError as exc:
-            problems.append(f"dataset: {exc}")
-        if self.search.algorithm == "grid":
+            problems.append(f"{'data' if self.data else 'dataset'}: {exc}")
+        if self.search.algorithm == "grid" and self.search.hypermodel is None:  # a plugin's space is its own
             problems += _grid_problems(self.search)
         if self.search.asha.enabled and self.fault_tolerance.median_stopping.enabled:
             problems.append("search.asha: choose one early-stopping rule, ASHA or median stopping, not both")
@@ -203,10 +115,17 @@ class ExperimentConfig(_Strict):
     def experiment_dir(self) -> Path:
         return self.workdir / self.name
 
+    @property
+    def dataset_name(self) -> str:
+        """The dataset's name for logs, records and model cards."""
+        return self.data.display_name() if self.data is not None else self.dataset
+
     def load_dataset(self) -> Dataset:
         """The experiment's dataset, with its fixed-seed validation split."""
         from fmtune import data
 
+        if self.data is not None:
+            return data.load_source(self.data, self.seed)
         return data.load(
             self.dataset, self.data_dir, val_fraction=self.val_fraction, seed=self.seed, download=self.download
         )
@@ -327,17 +246,24 @@ def load(
 ) -> ExperimentConfig:
     """Build the experiment from its layers, lowest first: a preset, a YAML file, the environment,
     ``--set KEY=VALUE`` assignments (read as YAML), then dedicated flags (typed values by dotted
-    key; None means the flag was not given)."""
-    raw: dict[str, Any] = preset(preset_name) if preset_name else {}
+    key; None means the flag was not given).
+
+    A preset's ``search.hyperparameters`` narrow its built-in family's space; with the user's own
+    ``search.hypermodel`` from a later layer they are left out (the hypermodel declares its own)."""
+    raw: dict[str, Any] = {}
     if file is not None:
-        raw = _merge(raw, read_file(file))
+        raw = read_file(file)
     raw = _merge(raw, env_overrides(os.environ if environ is None else environ))
     for text in assignments or []:
         set_path(raw, *parse_assignment(text))
     for key, value in (flags or {}).items():
         if value is not None:
             set_path(raw, key, value)
-    return validate(raw)
+    base = preset(preset_name) if preset_name else {}
+    search = raw.get("search")
+    if isinstance(search, dict) and search.get("hypermodel") and isinstance(base.get("search"), dict):
+        base["search"] = {k: v for k, v in base["search"].items() if k != "hyperparameters"}
+    return validate(_merge(base, raw))
 
 
 def load_resolved(file: Path) -> ExperimentConfig:

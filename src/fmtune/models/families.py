@@ -1,8 +1,10 @@
-"""Keras Tuner HyperModels for the mlp, cnn and deep_cnn families.
+"""The built-in model families (mlp, cnn, deep_cnn, vgg): Keras Tuner HyperModels, and plugins
+like any user's (``fmtune.models.plugins``).
 
-Every model takes raw uint8 images ``(N, 28, 28)`` and normalises inside the graph, so the exported
-model serves the same bytes it was trained on. Batch size is a tuned hyperparameter (applied in
-``fit``), as in the seed project that subclassed the Bayesian tuner for it.
+Every model takes raw uint8 images of the data's shape, ``(H, W)`` or ``(H, W, C)``, and normalises
+inside the graph, so the exported model serves the same bytes it was trained on. The MLP flattens
+any shape; the CNNs take H x W x C. Batch size is a tuned hyperparameter (applied in ``fit``), as
+in the seed project that subclassed the Bayesian tuner for it.
 
 The spaces themselves (each family's defaults, and the config's overrides of them) are declared
 in ``fmtune.spaces``.
@@ -10,24 +12,29 @@ in ``fmtune.spaces``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from fmtune.data import NUM_CLASSES
+import keras
+import keras_tuner
+
 from fmtune.spaces import Choice, FloatRange, HyperParameterSpec, IntRange, resolved_specs, spec_for, spec_values
 
-if TYPE_CHECKING:
-    import keras
-    import keras_tuner
 
-
-class FamilyHyperModel:
+class FamilyHyperModel(keras_tuner.HyperModel):
     """Shared plumbing: declaring hyperparameters from specs, compiling, batch size in fit."""
 
     family = ""
 
-    def __init__(self, overrides: Mapping[str, HyperParameterSpec] | None = None):
+    def __init__(
+        self,
+        overrides: Mapping[str, HyperParameterSpec] | None = None,
+        input_shape: Sequence[int] = (28, 28),
+        num_classes: int = 10,
+    ):
+        super().__init__(name=self.family)
         self.specs = resolved_specs(self.family, overrides or {})
+        self.input_shape, self.num_classes = tuple(input_shape), num_classes
 
     def declare(self, hp: keras_tuner.HyperParameters, name: str) -> Any:
         spec = spec_for(self.specs, name)
@@ -41,12 +48,10 @@ class FamilyHyperModel:
         return hp.Fixed(name, spec.value)
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
-        import keras
-
         self.declare(hp, "batch_size")
-        inputs = keras.Input(shape=(28, 28), dtype="uint8", name="image")
+        inputs = keras.Input(shape=self.input_shape, dtype="uint8", name="image")
         x = keras.layers.Rescaling(1.0 / 255.0, name="normalise")(inputs)
-        outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(self.body(hp, x))
+        outputs = keras.layers.Dense(self.num_classes, activation="softmax", name="probabilities")(self.body(hp, x))
         model = keras.Model(inputs, outputs, name=self.family)
         model.compile(
             optimizer=keras.optimizers.Adam(self.declare(hp, "learning_rate")),
@@ -68,8 +73,6 @@ class MLP(FamilyHyperModel):
     family = "mlp"
 
     def body(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
-        import keras
-
         layer_counts = spec_values(self.specs["num_layers"])
         num_layers = self.declare(hp, "num_layers")
         x = keras.layers.Flatten()(x)
@@ -91,9 +94,19 @@ class MLP(FamilyHyperModel):
 BN_MOMENTUM = 0.9
 
 
-def _conv_bn_relu(x: Any, filters: int, kernel: int, l2: float = 0.0) -> Any:
-    import keras
+def _as_image(x: Any, input_shape: tuple[int, ...]) -> Any:
+    """Grayscale (H, W) images as (H, W, 1), for the convolutions."""
+    return keras.layers.Reshape((*input_shape, 1))(x) if len(input_shape) == 2 else x
 
+
+def _pool(x: Any) -> Any:
+    """Halve the image, while it has pixels to halve (small images, such as 8x8 digits, run out
+    before the deeper blocks do)."""
+    height, width = x.shape[1], x.shape[2]
+    return keras.layers.MaxPooling2D()(x) if min(height, width) >= 2 else x
+
+
+def _conv_bn_relu(x: Any, filters: int, kernel: int, l2: float = 0.0) -> Any:
     reg = keras.regularizers.L2(l2) if l2 else None
     x = keras.layers.Conv2D(filters, kernel, padding="same", use_bias=False, kernel_regularizer=reg)(x)
     x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
@@ -106,15 +119,13 @@ class CNN(FamilyHyperModel):
     family = "cnn"
 
     def body(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
-        import keras
-
         kernel = self.declare(hp, "kernel_size")
         l2 = self.declare(hp, "l2")
         dropout = self.declare(hp, "dropout")
-        x = keras.layers.Reshape((28, 28, 1))(x)
+        x = _as_image(x, self.input_shape)
         for block in range(2):
             x = _conv_bn_relu(x, self.declare(hp, f"filters_{block}"), kernel, l2)
-            x = keras.layers.MaxPooling2D()(x)
+            x = _pool(x)
         x = keras.layers.Flatten()(x)
         x = keras.layers.Dropout(dropout)(x)
         x = keras.layers.Dense(
@@ -129,16 +140,14 @@ class DeepCNN(FamilyHyperModel):
     family = "deep_cnn"
 
     def body(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
-        import keras
-
         conv_layers = int(self.declare(hp, "conv_layers"))
         filters = self.declare(hp, "filters")
         dropout = self.declare(hp, "dropout")
-        x = keras.layers.Reshape((28, 28, 1))(x)
+        x = _as_image(x, self.input_shape)
         for block in range(max(1, conv_layers // 2)):
             for _ in range(2 if conv_layers > 1 else 1):
                 x = _conv_bn_relu(x, filters * 2**block, 3)
-            x = keras.layers.MaxPooling2D()(x)
+            x = _pool(x)
             x = keras.layers.Dropout(dropout / 2)(x)
         x = keras.layers.Flatten()(x)
         x = keras.layers.Dense(self.declare(hp, "units"), activation="relu")(x)
@@ -152,16 +161,14 @@ class VGG(FamilyHyperModel):
     family = "vgg"
 
     def body(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
-        import keras
-
         blocks = int(self.declare(hp, "blocks"))
         width = int(self.declare(hp, "width"))
         dropout = self.declare(hp, "dropout")
-        x = keras.layers.Reshape((28, 28, 1))(x)
+        x = _as_image(x, self.input_shape)
         for block in range(blocks):
             for _ in range(2):
                 x = _conv_bn_relu(x, width * 2**block, 3)
-            x = keras.layers.MaxPooling2D()(x)
+            x = _pool(x)
             x = keras.layers.Dropout(dropout / 2)(x)
         x = keras.layers.Flatten()(x)
         x = keras.layers.Dense(self.declare(hp, "units"), use_bias=False)(x)
@@ -171,26 +178,3 @@ class VGG(FamilyHyperModel):
 
 
 FAMILIES: dict[str, type[FamilyHyperModel]] = {"mlp": MLP, "cnn": CNN, "deep_cnn": DeepCNN, "vgg": VGG}
-
-
-def hypermodel(family: str, overrides: Mapping[str, HyperParameterSpec] | None = None) -> Any:
-    """A keras_tuner.HyperModel for the family (the class is mixed in lazily to keep imports light)."""
-    import keras_tuner
-
-    cls = type(FAMILIES[family].__name__, (FAMILIES[family], keras_tuner.HyperModel), {})
-    model = cls(overrides)
-    keras_tuner.HyperModel.__init__(model, name=family)
-    return model
-
-
-def build_from_values(
-    family: str, values: Mapping[str, Any], overrides: Mapping[str, HyperParameterSpec] | None = None
-) -> tuple[Any, Any]:
-    """Build (model, hp) for fixed values, e.g. the best trial's, for retraining."""
-    import keras_tuner
-
-    hp = keras_tuner.HyperParameters()
-    hm = hypermodel(family, overrides)
-    hm.build(hp)  # declare the space
-    hp.values.update({k: v for k, v in values.items() if not k.startswith("tuner/")})
-    return hm.build(hp), hp

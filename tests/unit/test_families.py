@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from fmtune import config, data
-from fmtune.hypermodels import build_from_values, hypermodel
+from fmtune.config import SearchConfig
 from fmtune.layout import ExperimentDir
+from fmtune.models.families import FAMILIES
+from fmtune.models.plugins import build_from_values
 from fmtune.run.tuner import FmtuneTuner
 from fmtune.spaces import DEFAULTS
 
@@ -21,7 +23,7 @@ def tiny(synthetic_dir: Path) -> data.Dataset:
 
 @pytest.mark.parametrize("family", sorted(DEFAULTS))
 def test_each_family_trains_a_step_on_uint8_images(family: str, tiny: data.Dataset) -> None:
-    hm = hypermodel(family)
+    hm = FAMILIES[family]()
     hp = kt.HyperParameters()
     model = hm.build(hp)
     assert model.inputs[0].dtype == "uint8" and tuple(model.inputs[0].shape) == (None, 28, 28)
@@ -31,6 +33,18 @@ def test_each_family_trains_a_step_on_uint8_images(family: str, tiny: data.Datas
     probabilities = model.predict(tiny.test.images[:3], verbose=0)
     assert probabilities.shape == (3, 10)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(DEFAULTS))
+@pytest.mark.parametrize(("shape", "classes"), [((8, 8), 10), ((32, 32, 3), 3), ((12, 20, 1), 2)])
+def test_each_family_takes_any_image_shape_and_class_count(
+    family: str, shape: tuple[int, ...], classes: int
+) -> None:
+    hp = kt.HyperParameters()
+    model = FAMILIES[family](input_shape=shape, num_classes=classes).build(hp)
+    assert tuple(model.inputs[0].shape) == (None, *shape) and model.inputs[0].dtype == "uint8"
+    images = np.random.default_rng(0).integers(0, 256, (2, *shape), dtype=np.uint8)
+    assert model.predict(images, verbose=0).shape == (2, classes)
 
 
 def test_mlp_depth_follows_num_layers() -> None:
@@ -45,7 +59,7 @@ def test_mlp_depth_follows_num_layers() -> None:
         "learning_rate": 1e-3,
         "batch_size": 32,
     }
-    model, hp = build_from_values("mlp", values)
+    model, hp = build_from_values(SearchConfig(), values, (28, 28), 10)
     dense = [layer.units for layer in model.layers if layer.__class__.__name__ == "Dense"]
     assert dense == [64, 128, 192, 10]
     assert hp.get("batch_size") == 32
@@ -56,7 +70,7 @@ def test_overrides_narrow_the_space() -> None:
         "quick", None, ["search.hyperparameters.units=[96]", "search.hyperparameters.num_layers=1"], environ={}
     )
     hp = kt.HyperParameters()
-    hypermodel("mlp", cfg.search.hyperparameters).build(hp)
+    FAMILIES["mlp"](cfg.search.hyperparameters).build(hp)
     assert hp.values["units_0"] == 96 and hp.values["num_layers"] == 1
     assert "units_1" not in hp.values  # layers that can never be active are not declared
 
@@ -77,7 +91,7 @@ def test_grid_enumerates_exactly_the_declared_grid(tiny: data.Dataset, tmp_path:
         ],
         environ={},
     )
-    tuner = FmtuneTuner(cfg, tmp_path)
+    tuner = FmtuneTuner(cfg, tiny, tmp_path)
     tuner.search(
         tiny.train.images[:200],
         tiny.train.labels[:200],
@@ -114,7 +128,7 @@ def test_each_algorithm_searches(algorithm: str, tiny: data.Dataset, tmp_path: P
         ],
         environ={},
     )
-    tuner = FmtuneTuner(cfg, ExperimentDir(cfg.experiment_dir).worker("tuner0"), checkpoints=True)
+    tuner = FmtuneTuner(cfg, tiny, ExperimentDir(cfg.experiment_dir).worker("tuner0"), checkpoints=True)
     tuner.search(
         tiny.train.images[:200],
         tiny.train.labels[:200],

@@ -1,0 +1,1 @@
+"""Models: the built-in families and the user's plugins, loaded, built and checked one way."""

@@ -1,0 +1,216 @@
+"""Model plugins: the user's ``build_model(hp)`` or Keras Tuner ``HyperModel``, and the built-in
+families, all loaded and built the same way.
+
+A plugin is named ``package.module:attr`` or ``path/to/file.py:attr`` (``search.hypermodel``); the
+built-in families are ``fmtune.models.families:MLP`` and so on (``search.family``). A plugin defined
+where no worker can import it (a notebook's ``__main__``) is shipped by value instead:
+``pickle:path/to/model.pkl``, written by ``fmtune.tune()`` with cloudpickle into the experiment's
+directory, which only processes that see that directory (the local ones) can load. The attribute
+is one of:
+
+- a function ``build_model(hp)`` returning a compiled ``keras.Model`` (Keras Tuner's convention);
+- a ``keras_tuner.HyperModel`` subclass (made with no arguments) or instance, whose
+  ``fit(hp, model, *args, **kwargs)`` Keras Tuner honours, so it can tune the batch size.
+
+A function or a class that takes ``input_shape`` and ``num_classes`` keyword arguments gets the
+data's, so one builder serves several datasets. Models are fed the images as they are stored and
+served: uint8, ``(N, H, W)`` for grayscale or ``(N, H, W, C)``. Normalisation belongs in the model
+(``keras.layers.Rescaling(1 / 255)`` as its first layer, or a ``Lambda``), so that it is part of the
+exported graph and serving takes raw images whatever the model expects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import pickle
+import re
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner
+
+from fmtune.config import SearchConfig
+
+BUILT_IN = "fmtune.models.families"
+FAMILY_CLASSES = {"mlp": "MLP", "cnn": "CNN", "deep_cnn": "DeepCNN", "vgg": "VGG"}
+SHAPE_ARGUMENTS = ("input_shape", "num_classes")
+PICKLED = "pickle:"
+FORMS = "'package.module:attr', 'path/to/file.py:attr' or 'pickle:path/to/model.pkl'"
+# Keras wraps an error in a preamble and a list of the call's arguments, and bolds the message.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_KERAS_BOLD = re.compile(r"\x1b\[1m(.*?)\x1b\[0m", re.DOTALL)
+_ARRAY_DUMP = re.compile(r"\[[\[\]\d.,eE+\-\s]*\]\]")
+MAX_REASON = 300
+
+
+class PluginError(ValueError):
+    """A model plugin cannot be loaded, built or used with the data; the message says why in one line."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, however long or decorated the message (Keras's are several
+    lines with the input's values in them): the error line must fit a terminal and a log line.
+
+    >>> one_line(ValueError("Exception encountered.\\n\\n\\x1b[1mbad [[0. 0.]]] shape\\x1b[0m\\n\\nArguments..."))
+    'ValueError: bad ... shape'
+    """
+    text = str(exc)
+    bold = _KERAS_BOLD.search(text)
+    text = _ARRAY_DUMP.sub("...", _ANSI.sub("", bold.group(1) if bold else text))
+    text = " ".join(text.split())
+    if len(text) > MAX_REASON:
+        text = text[: MAX_REASON - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def kind_of(thing: Any) -> str:
+    """What ``thing`` is, for a message: 'an int', 'a NoneType'."""
+    name = type(thing).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def portable(name: str | None) -> None:
+    """Refuse a plugin shipped by value (``pickle:``) where processes do not share a directory: a
+    coordinator that resolved its own config is a pod, and so are its workers."""
+    if name is not None and name.startswith(PICKLED):
+        raise PluginError(
+            f"search.hypermodel {name}: a model pickled by fmtune.tune() runs only in local processes; on "
+            "Kubernetes the code must be importable in the pods: an image FROM fmtune's, or "
+            "--set-file model.source=..."
+        )
+
+
+def plugin_name(search: SearchConfig) -> str:
+    """The plugin a search uses: the user's, else its built-in family's."""
+    return search.hypermodel or f"{BUILT_IN}:{FAMILY_CLASSES[search.family]}"
+
+
+def load_attr(name: str) -> Any:
+    """The attribute ``name`` points at: ``module:attr``, ``path/to/file.py:attr``, or the object
+    pickled at ``pickle:path``."""
+    if name.startswith(PICKLED):
+        return _unpickle(name, Path(name.removeprefix(PICKLED)))
+    target, _, attr = name.rpartition(":")
+    if not target or not attr:
+        raise PluginError(f"{name}: expected {FORMS}")
+    module = _load_file(name, Path(target)) if target.endswith(".py") else _import(name, target)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise PluginError(f"{name}: {target} has no attribute '{attr}'") from None
+    except Exception as exc:  # a module's __getattr__ may raise anything
+        raise PluginError(f"{name}: getting {attr} from {target} raised {one_line(exc)}") from exc
+
+
+def _unpickle(name: str, path: Path) -> Any:
+    """A pickled plugin, loaded with pickle (cloudpickle's output needs only cloudpickle installed).
+    Like importing a module, this runs code: the file is the user's own, written by fmtune.tune()."""
+    if not path.is_file():
+        raise PluginError(f"{name}: no such file {path}")
+    try:
+        with path.open("rb") as f:
+            return pickle.load(f)
+    except (Exception, SystemExit) as exc:
+        raise PluginError(f"{name}: unpickling {path} raised {one_line(exc)}") from exc
+
+
+def _import(name: str, module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise PluginError(f"{name}: no module named '{exc.name}' (is it on PYTHONPATH?)") from None
+        raise PluginError(f"{name}: importing {module} raised {one_line(exc)}") from exc
+    except (Exception, SystemExit) as exc:
+        raise PluginError(f"{name}: importing {module} raised {one_line(exc)}") from exc
+
+
+def _load_file(name: str, path: Path) -> Any:
+    if not path.is_file():
+        raise PluginError(f"{name}: no such file {path}")
+    module_name = f"fmtune_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # so that pickling and Keras can find its functions again
+    try:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:
+        del sys.modules[module_name]
+        raise PluginError(f"{name}: importing {path} raised {one_line(exc)}") from exc
+    return module
+
+
+def _shape_kwargs(func: Callable[..., Any], input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
+    """The data's shape and class count, for the keyword arguments ``func`` accepts."""
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return {}
+    takes_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    given = {"input_shape": input_shape, "num_classes": num_classes}
+    return {k: v for k, v in given.items() if takes_any or k in parameters}
+
+
+class FunctionHyperModel(keras_tuner.HyperModel):
+    """A ``build_model(hp)`` function as a HyperModel (Keras Tuner wraps functions the same way)."""
+
+    def __init__(self, build_model: Callable[..., Any], kwargs: Mapping[str, Any]):
+        super().__init__(name=getattr(build_model, "__name__", "build_model"))
+        self.build_model, self.kwargs = build_model, dict(kwargs)
+
+    def build(self, hp: keras_tuner.HyperParameters) -> Any:
+        return self.build_model(hp, **self.kwargs)
+
+
+def hypermodel(
+    name: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    overrides: Mapping[str, Any] | None = None,
+    found: Any = None,
+) -> keras_tuner.HyperModel:
+    """The HyperModel ``name`` points at, for data of ``input_shape`` with ``num_classes`` classes
+    (``overrides``: the config's changes to a built-in family's space; ``found``: the attribute
+    itself, when the caller holds it already, e.g. a notebook's function before it is pickled)."""
+    shape = tuple(input_shape)
+    if found is None:
+        found = load_attr(name)
+    wanted = "a build_model(hp) function or a keras_tuner.HyperModel (class or instance)"
+    if isinstance(found, keras_tuner.HyperModel):
+        return found
+    if isinstance(found, type) and issubclass(found, keras_tuner.HyperModel):
+        kwargs = _shape_kwargs(found, shape, num_classes)
+        if name.startswith(f"{BUILT_IN}:"):
+            kwargs["overrides"] = overrides
+        try:
+            return found(**kwargs)
+        except (Exception, SystemExit) as exc:
+            raise PluginError(f"{name}: making {found.__name__}() raised {one_line(exc)}") from exc
+    if isinstance(found, type):
+        raise PluginError(f"{name}: the class {found.__name__} is not a keras_tuner.HyperModel; expected {wanted}")
+    if isinstance(found, keras.Model):
+        raise PluginError(f"{name}: a keras.Model, built once; expected {wanted} that builds one per trial")
+    if callable(found):
+        return FunctionHyperModel(found, _shape_kwargs(found, shape, num_classes))
+    raise PluginError(f"{name}: {kind_of(found)}, not {wanted}")
+
+
+def for_search(search: SearchConfig, input_shape: Sequence[int], num_classes: int) -> keras_tuner.HyperModel:
+    return hypermodel(plugin_name(search), input_shape, num_classes, search.hyperparameters)
+
+
+def build_from_values(
+    search: SearchConfig, values: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
+) -> tuple[Any, keras_tuner.HyperParameters]:
+    """Build (model, hp) for fixed values, e.g. the best trial's, for retraining."""
+    hp = keras_tuner.HyperParameters()
+    hm = for_search(search, input_shape, num_classes)
+    hm.build(hp)  # declare the space
+    hp.values.update({k: v for k, v in values.items() if not k.startswith("tuner/")})
+    return hm.build(hp), hp

@@ -1,0 +1,133 @@
+"""How retraining paces its epochs: each epoch's metrics and time, a warm-up and cosine learning
+rate, and a plan of how many epochs fit before a deadline (``EpochPlan``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import keras
+
+from fmtune.text import format_metrics
+from fmtune.trials import Epoch
+
+log = logging.getLogger("fmtune")
+
+
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch, for terminals and ``kubectl logs``."""
+
+    def __init__(self, label: str, epochs: int):
+        super().__init__()
+        self.label, self.epochs = label, epochs
+        self.history: list[Epoch] = []
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self._started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        metrics: dict[str, float | None] = {k: float(v) for k, v in (logs or {}).items()}
+        self.history.append(Epoch(epoch=epoch, metrics=metrics))
+        self.seconds.append(time.monotonic() - self._started)
+        log.info(
+            "%s epoch %d/%d: %s (%.1fs)", self.label, epoch + 1, self.epochs, format_metrics(metrics), self.seconds[-1]
+        )
+
+
+def cosine_rate(step: int, base: float, warmup_steps: int, total_steps: int) -> float:
+    """The learning rate at ``step``: linear warm-up to ``base``, then cosine decay to zero.
+
+    >>> [round(cosine_rate(s, 1.0, 2, 6), 3) for s in range(7)]
+    [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0]
+    """
+    if step < warmup_steps:
+        return base * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class WarmupCosine(keras.callbacks.Callback):
+    """Sets the optimiser's learning rate before every batch (``cosine_rate``); ``total_steps`` may
+    be changed once the plan is known (``EpochPlan``)."""
+
+    def __init__(self, base: float, warmup_steps: int, total_steps: int):
+        super().__init__()
+        self.base, self.warmup_steps, self.total_steps = base, warmup_steps, total_steps
+        self.step = 0
+
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        rate = cosine_rate(self.step, self.base, self.warmup_steps, self.total_steps)
+        self.model.optimizer.learning_rate.assign(rate)
+        self.step += 1
+
+
+def typical_epoch(seconds: Iterable[float]) -> float | None:
+    """The typical cost of an epoch among ``seconds``: their median (None for none).
+
+    >>> typical_epoch([4.0, 4.2, 3.9, 9.0])
+    4.1
+    """
+    values = list(seconds)
+    return statistics.median(values) if values else None
+
+
+class EpochPlan(keras.callbacks.Callback):
+    """Ends training after the planned epochs: ``max_epochs``, or under a deadline as many as fit
+    before it with ``reserve_epochs`` (the final evaluation, in epochs) to spare.
+
+    The plan is made after the first epoch and made again after the second, whose cost leaves out
+    the model's build and tracing. After that it is checked at every epoch against the recent
+    epochs' median cost and only shortened, so that a host that slows down still gets a schedule
+    that decays to its end, and the learning rate never rises again. An epoch that would end past
+    the deadline is not begun."""
+
+    def __init__(
+        self,
+        max_epochs: int,
+        deadline: float | None,
+        schedule: WarmupCosine | None,
+        steps_per_epoch: int,
+        reserve_epochs: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ):
+        super().__init__()
+        self.max_epochs, self.deadline, self.schedule, self.clock = max_epochs, deadline, schedule, clock
+        self.steps_per_epoch, self.reserve_epochs = steps_per_epoch, reserve_epochs
+        self.planned = max_epochs
+        self._started = 0.0
+        self._seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self._started = self.clock()
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        now = self.clock()
+        self._seconds.append(now - self._started)
+        if self.deadline is not None:  # a plan with no room for another epoch ends at this one
+            recent = typical_epoch(self._seconds[1:][-3:] or self._seconds)
+            assert recent is not None
+            self._plan(epoch, now, self.deadline, recent)
+        if epoch + 1 >= self.planned:
+            self.model.stop_training = True
+
+    def _plan(self, epoch: int, now: float, deadline: float, cost: float) -> None:
+        fits = int((deadline - now) / cost - self.reserve_epochs)
+        planned = max(epoch + 1, min(self.max_epochs, epoch + 1 + fits))
+        if epoch >= 2 and planned >= self.planned:  # from here on, only shortened
+            return
+        self.planned = planned
+        if self.schedule is not None:
+            self.schedule.total_steps = self.planned * self.steps_per_epoch
+        log.info(
+            "retrain: epoch %d took %.1fs; %d epoch(s) in all fit in the %.0fs left",
+            epoch + 1,
+            self._seconds[-1],
+            self.planned,
+            deadline - now,
+        )

@@ -1,0 +1,70 @@
+"""The seed-style examples in examples/, each run end to end on real 8x8 digits written out as a
+folder of class folders: search, retraining, export, and predictions from the exported model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..conftest import REPO_ROOT
+from ..datasets import write_digits_folder
+from .helpers import run
+
+EXAMPLES = {
+    "bayesian_mlp.py:BatchSizeMLP": ["search.algorithm=bayesian"],
+    "grid_dense.py:build_model": ["search.algorithm=grid"],
+    "two_conv_cnn.py:build_model": ["search.algorithm=random"],
+    "mnist_deep_cnn.py:build_model": ["search.algorithm=random"],
+}
+# Small and short: two trials of one epoch each, one retraining epoch, no time budget.
+SHORT = [
+    "budget_minutes=null",
+    "search.asha.enabled=false",
+    "search.max_trials=2",
+    "search.epochs=1",
+    "search.early_stopping_patience=0",
+    "retrain.max_epochs=1",
+    "retrain.schedule=plateau",
+    "retrain.holdout_fraction=0.05",
+]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("digits")
+    write_digits_folder(root)
+    return root
+
+
+@pytest.mark.parametrize("plugin", sorted(EXAMPLES))
+def test_an_example_runs_end_to_end_on_digits(plugin: str, digits: Path, tmp_path: Path) -> None:
+    sets = [arg for assignment in [*SHORT, *EXAMPLES[plugin]] for arg in ("--set", assignment)]
+    argv = [
+        sys.executable,
+        "-m",
+        "fmtune",
+        "tune",
+        "--hypermodel",
+        str(REPO_ROOT / "examples" / plugin),
+        "--data",
+        str(digits),
+        *sets,
+        "--workdir",
+        str(tmp_path / "runs"),
+        "--model-repo",
+        str(tmp_path / "models"),
+        "--name",
+        "example",
+        "--workers",
+        "1",
+    ]
+    done = run(argv, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = json.loads((tmp_path / "runs" / "example" / "results.json").read_text())
+    assert len(record["trials"]) == 2 and record["test_accuracy"] is not None
+    card = json.loads((tmp_path / "models" / "fmtune" / "1" / "fmtune.json").read_text())
+    assert card["class_names"] == [str(d) for d in range(10)]
+    assert card["signature"]["inputs"]["image"]["shape"] == [None, 8, 8]
