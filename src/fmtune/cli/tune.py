@@ -99,7 +99,8 @@ def tune(
             "model_repo": model_repo,
             "search.max_trials": max_trials,
             "search.hypermodel": hypermodel,
-            "data": source_from_text(data) if data else None,
+            # Dotted, so that `--set data.image_size=...` and the like still apply beside it.
+            **{f"data.{key}": value for key, value in (source_from_text(data) if data else {}).items()},
             "budget_minutes": budget,
         },
     )
