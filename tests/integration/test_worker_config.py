@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from fmtune import config
+from fmtune.run import experiment
 
 from .helpers import free_ports, role_env, run
 
@@ -25,10 +26,14 @@ def argv(command: str, tmp_path: Path, *assignments: str) -> list[str]:
 def test_a_worker_whose_config_differs_from_the_coordinators_exits_2_saying_why(tmp_path: Path) -> None:
     (port,) = free_ports(1)
     nothing_here = {"KERAS_HOME": str(tmp_path / "keras")}  # no cached mnist either
-    # The coordinator publishes its config first, then stops: its dataset is nowhere here.
+    # A coordinator checks its data and model before it publishes anything: its dataset is nowhere here.
     chief = run(argv("coordinator", tmp_path), tmp_path, extra_env={**role_env("chief", port), **nothing_here})
-    assert chief.returncode == 1 and "mnist: files not found" in chief.stderr, chief.stdout[-2000:] + chief.stderr
-    published = config.load_resolved(tmp_path / "runs" / "pods" / "config.yaml")
+    assert chief.returncode == 2 and "mnist: files not found" in chief.stderr, chief.stdout[-2000:] + chief.stderr
+    path = tmp_path / "runs" / "pods" / "config.yaml"
+    assert not path.exists()
+    # What one with its data publishes (the same call, on the config it resolves).
+    experiment.publish(config.load("quick", None, sets(tmp_path), environ={}, flags={"data_dir": tmp_path}))
+    published = config.load_resolved(path)
     environ = {**role_env("tuner0", port), **nothing_here}
     mine = ["search.max_trials=7", "fault_tolerance.coordinator_timeout_seconds=1"]
     done = run(argv("worker", tmp_path, *mine), tmp_path, extra_env=environ)

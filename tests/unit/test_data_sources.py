@@ -158,9 +158,9 @@ def test_the_idx_source_is_the_idx_loader(synthetic_dir: Path) -> None:
     ds = load_source(source, seed=3)
     same = data.load(SYNTHETIC, synthetic_dir.parent, seed=3, download=False)
     assert ds.fingerprint == same.fingerprint and ds.input_shape == (28, 28) and ds.num_classes == 10
-    assert ds.dark_background and not ds.flip_invariant  # a manifest's defaults: the MNIST family's
-    flipped = load_source(source.model_copy(update={"flip_invariant": True}), seed=3)
-    assert flipped.flip_invariant and flipped.fingerprint == ds.fingerprint
+    assert ds.dark_background and ds.flip_invariant  # as the test manifest declares (tests/conftest.py)
+    unflipped = load_source(source.model_copy(update={"flip_invariant": False}), seed=3)
+    assert not unflipped.flip_invariant and unflipped.fingerprint == ds.fingerprint
     assert data.DATASETS["fashion_mnist"].flip_invariant and not data.DATASETS["mnist"].flip_invariant
     data.check_source(source)
 
