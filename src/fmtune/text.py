@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# Keras wraps an error in a preamble and a list of the call's arguments, and bolds the message.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_KERAS_BOLD = re.compile(r"\x1b\[1m(.*?)\x1b\[0m", re.DOTALL)
+_ARRAY_DUMP = re.compile(r"\[[\[\]\d.,eE+\-\s]*\]\]")
+MAX_REASON = 300
+
 
 
 def format_values(values: dict[str, Any]) -> str:
@@ -33,3 +41,19 @@ def last_line(message: str | None, default: str = "") -> str:
     """
     lines = (message or "").strip().splitlines()
     return lines[-1] if lines else default
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, however long or decorated the message (Keras's are several
+    lines with the input's values in them): the error line must fit a terminal and a log line.
+
+    >>> one_line(ValueError("Exception encountered.\\n\\n\\x1b[1mbad [[0. 0.]]] shape\\x1b[0m\\n\\nArguments..."))
+    'ValueError: bad ... shape'
+    """
+    text = str(exc)
+    bold = _KERAS_BOLD.search(text)
+    text = _ARRAY_DUMP.sub("...", _ANSI.sub("", bold.group(1) if bold else text))
+    text = " ".join(text.split())
+    if len(text) > MAX_REASON:
+        text = text[: MAX_REASON - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -267,8 +267,8 @@ def test_a_loader_that_raises_keeps_its_traceback(tmp_path: Path) -> None:
         ("fmtune_no_such_module:load", "no module named 'fmtune_no_such_module'"),
         ("fmtune.no_such_module:load", "no module named 'fmtune.no_such_module'"),
         ("nowhere/loaders.py:load", "no such file nowhere/loaders.py"),
-        ("{tmp}/broken.py:load", "importing {tmp}/broken.py failed: ZeroDivisionError"),
-        ("{tmp}/needs.py:load", "importing {tmp}/needs.py failed: ModuleNotFoundError"),
+        ("{tmp}/broken.py:load", "importing {tmp}/broken.py raised ZeroDivisionError"),
+        ("{tmp}/needs.py:load", "importing {tmp}/needs.py raised ModuleNotFoundError"),
     ],
 )
 def test_a_loader_that_cannot_be_imported_is_named(target: str, words: str, tmp_path: Path) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from .conftest import finish
+from .conftest import oracle_for as plain_oracle
 from .conftest import short_lease_oracle as oracle_for
 
 
@@ -119,3 +121,33 @@ def test_bayesian_suggestions_follow_trials_that_asha_stopped(tmp_path: Path, mo
         oracle.stop_background()
     assert suggested.status == "RUNNING", f"no suggestion after {waited:.1f}s"
     assert waited < 30
+
+
+def test_bayesian_search_over_a_space_with_nothing_to_tune_runs_its_one_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A user's model with fixed values alone: no suggestion is asked for or made, and the search
+    ends once the one configuration has run."""
+    import keras_tuner as kt
+
+    space = kt.HyperParameters()
+    space.Fixed("units", 32)
+    oracle: Any = plain_oracle(tmp_path, "search.algorithm=bayesian", "search.max_trials=10", space=space)
+
+    def never(*args: Any) -> None:
+        raise AssertionError("a suggestion was wanted in a space with nothing to tune")
+
+    monkeypatch.setattr(oracle.suggestions, "take", never)
+    monkeypatch.setattr(oracle.suggestions.suggester, "picks", never)
+    oracle.start_background()
+    try:
+        statuses = []
+        for _ in range(5):
+            trial = oracle.create_trial("tuner0")
+            statuses.append(trial.status)
+            if trial.status == "RUNNING":
+                finish(oracle, trial, "tuner0", 0.5)
+    finally:
+        oracle.stop_background()
+    assert statuses[0] == "RUNNING" and "STOPPED" in statuses
+    assert oracle.search_over()

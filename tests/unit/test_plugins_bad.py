@@ -20,11 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fmtune import text
 from fmtune.config import Objective, SearchConfig
 from fmtune.data import DataSourceConfig, load_source
 from fmtune.models import plugins
 from fmtune.models.checks import check, check_search
-from fmtune.models.plugins import PluginError, one_line
+from fmtune.models.plugins import PluginError
+from fmtune.text import one_line
 
 PACKAGE = "fmtune_plugin_corpus"
 IMAGES = np.zeros((2, 8, 8), np.uint8)  # grayscale 8x8, as the digits are
@@ -241,7 +243,7 @@ def test_a_file_that_cannot_be_imported_is_named(file: str, source: str | None, 
     if source is not None:
         path.write_text(source)
     message = refusal(f"{path}:build_model")
-    assert words.format(path=path) in message and len(message) < 2 * plugins.MAX_REASON + len(str(path)), message
+    assert words.format(path=path) in message and len(message) < 2 * text.MAX_REASON + len(str(path)), message
 
 
 def test_a_pickled_plugin_is_named_when_missing_or_unreadable(tmp_path: Path) -> None:
@@ -356,4 +358,4 @@ def test_one_line_keeps_what_keras_says_and_drops_the_rest() -> None:
         == "ValueError: Invalid input shape for input ... with name 'x'. Expected shape (None, 8, 8, 3)"
     )
     assert one_line(SystemExit()) == "SystemExit"
-    assert len(one_line(RuntimeError("y" * 5000))) == len("RuntimeError: ") + plugins.MAX_REASON
+    assert len(one_line(RuntimeError("y" * 5000))) == len("RuntimeError: ") + text.MAX_REASON

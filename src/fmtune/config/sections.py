@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveInt, field_validator, model_validator
@@ -12,6 +13,7 @@ from fmtune.spaces import Family, HyperParameterSpec
 from fmtune.spaces import Strict as _Strict
 
 Algorithm = Literal["bayesian", "random", "hyperband", "grid"]
+PICKLED = "pickle:"  # a hypermodel pickled by fmtune.tune() from a notebook: pickle:<path>
 
 
 class Objective(_Strict):
@@ -55,8 +57,13 @@ class SearchConfig(_Strict):
 
     @property
     def model(self) -> str:
-        """What the search tunes, for records and logs: the user's hypermodel, else the family."""
-        return self.hypermodel or self.family
+        """What the search tunes, for records and logs: the user's hypermodel (a notebook's by its
+        own name, not its pickle's path), else the family."""
+        if self.hypermodel is None:
+            return self.family
+        if self.hypermodel.startswith(PICKLED):  # <experiment dir>/<name>-<content hash>.pkl
+            return f"{PurePath(self.hypermodel).stem.rpartition('-')[0] or 'hypermodel'} (from a notebook)"
+        return self.hypermodel
 
     @field_validator("hyperparameters", mode="before")
     @classmethod

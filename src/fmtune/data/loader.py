@@ -8,15 +8,10 @@ back as a DatasetError naming the loader, with the original exception chained fo
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from fmtune import usercode
 from fmtune.data.checks import checked_class_names, dataset_from_arrays
 from fmtune.data.npz import KEYS
 from fmtune.data.source import DataSourceConfig
@@ -40,14 +35,13 @@ def load_loader(source: DataSourceConfig, seed: int) -> Dataset:
 
 def resolve(target: str) -> Callable[[], Any]:
     """The function a ``module:function`` or ``file.py:function`` target names."""
-    module_part, _, attr = target.rpartition(":")
     where = f"loader '{target}'"
-    module = _from_file(Path(module_part), where) if _is_path(module_part) else _from_module(module_part, where)
-    if not hasattr(module, attr):
-        raise DatasetError(f"{where}: {module_part} has no attribute '{attr}'")
-    function = getattr(module, attr)
+    try:
+        function = usercode.load(target)
+    except usercode.UserCodeError as exc:
+        raise DatasetError(f"{where}: {exc}") from exc.__cause__
     if not callable(function):
-        raise DatasetError(f"{where}: {module_part}.{attr} is a {type(function).__name__}, not a function")
+        raise DatasetError(f"{where}: {target} is a {type(function).__name__}, not a function")
     return function
 
 
@@ -75,36 +69,3 @@ def _shape_of(result: Any) -> str:
         inner = ", ".join(type(p).__name__ for p in result[:4])
         return f"a {type(result).__name__} of {len(result)} ({inner}{', ...' if len(result) > 4 else ''})"
     return f"a {type(result).__name__}"
-
-
-def _is_path(module_part: str) -> bool:
-    return module_part.endswith(".py") or "/" in module_part or "\\" in module_part
-
-
-def _from_module(name: str, where: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
-            raise DatasetError(f"{where}: no module named '{exc.name}' (is it on PYTHONPATH?)") from None
-        raise DatasetError(f"{where}: importing {name} failed: {type(exc).__name__}: {exc}") from exc
-    except (Exception, SystemExit) as exc:
-        raise DatasetError(f"{where}: importing {name} failed: {type(exc).__name__}: {exc}") from exc
-
-
-def _from_file(path: Path, where: str) -> ModuleType:
-    """Import a file under a name of its own: two loaders in files of the same name do not clash."""
-    if not path.is_file():
-        raise DatasetError(f"{where}: no such file {path}")
-    name = "fmtune_loader_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise DatasetError(f"{where}: {path} is not a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickling look their module up here
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        del sys.modules[name]
-        raise DatasetError(f"{where}: importing {path} failed: {type(exc).__name__}: {exc}") from exc
-    return module

@@ -17,7 +17,8 @@ import numpy as np
 
 from fmtune.config import SearchConfig
 from fmtune.data import Dataset
-from fmtune.models.plugins import PluginError, hypermodel, kind_of, one_line, plugin_name
+from fmtune.models.plugins import PluginError, hypermodel, kind_of, plugin_name
+from fmtune.text import one_line
 
 
 def check_search(search: SearchConfig, dataset: Dataset, found: Any = None, label: str | None = None) -> keras.Model:

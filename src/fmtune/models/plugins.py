@@ -21,12 +21,8 @@ exported graph and serving takes raw images whatever the model expects.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import pickle
-import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,38 +30,18 @@ from typing import Any
 import keras
 import keras_tuner
 
-from fmtune.config import SearchConfig
+from fmtune import usercode
+from fmtune.config.sections import PICKLED, SearchConfig
+from fmtune.text import one_line
 
 BUILT_IN = "fmtune.models.families"
 FAMILY_CLASSES = {"mlp": "MLP", "cnn": "CNN", "deep_cnn": "DeepCNN", "vgg": "VGG"}
 SHAPE_ARGUMENTS = ("input_shape", "num_classes")
-PICKLED = "pickle:"
 FORMS = "'package.module:attr', 'path/to/file.py:attr' or 'pickle:path/to/model.pkl'"
-# Keras wraps an error in a preamble and a list of the call's arguments, and bolds the message.
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_KERAS_BOLD = re.compile(r"\x1b\[1m(.*?)\x1b\[0m", re.DOTALL)
-_ARRAY_DUMP = re.compile(r"\[[\[\]\d.,eE+\-\s]*\]\]")
-MAX_REASON = 300
 
 
 class PluginError(ValueError):
     """A model plugin cannot be loaded, built or used with the data; the message says why in one line."""
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: message`` on one line, however long or decorated the message (Keras's are several
-    lines with the input's values in them): the error line must fit a terminal and a log line.
-
-    >>> one_line(ValueError("Exception encountered.\\n\\n\\x1b[1mbad [[0. 0.]]] shape\\x1b[0m\\n\\nArguments..."))
-    'ValueError: bad ... shape'
-    """
-    text = str(exc)
-    bold = _KERAS_BOLD.search(text)
-    text = _ARRAY_DUMP.sub("...", _ANSI.sub("", bold.group(1) if bold else text))
-    text = " ".join(text.split())
-    if len(text) > MAX_REASON:
-        text = text[: MAX_REASON - 3] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def kind_of(thing: Any) -> str:
@@ -98,13 +74,10 @@ def load_attr(name: str) -> Any:
     target, _, attr = name.rpartition(":")
     if not target or not attr:
         raise PluginError(f"{name}: expected {FORMS}")
-    module = _load_file(name, Path(target)) if target.endswith(".py") else _import(name, target)
     try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise PluginError(f"{name}: {target} has no attribute '{attr}'") from None
-    except Exception as exc:  # a module's __getattr__ may raise anything
-        raise PluginError(f"{name}: getting {attr} from {target} raised {one_line(exc)}") from exc
+        return usercode.load(name)
+    except usercode.UserCodeError as exc:
+        raise PluginError(f"{name}: {exc}") from exc.__cause__
 
 
 def _unpickle(name: str, path: Path) -> Any:
@@ -117,33 +90,6 @@ def _unpickle(name: str, path: Path) -> Any:
             return pickle.load(f)
     except (Exception, SystemExit) as exc:
         raise PluginError(f"{name}: unpickling {path} raised {one_line(exc)}") from exc
-
-
-def _import(name: str, module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
-            raise PluginError(f"{name}: no module named '{exc.name}' (is it on PYTHONPATH?)") from None
-        raise PluginError(f"{name}: importing {module} raised {one_line(exc)}") from exc
-    except (Exception, SystemExit) as exc:
-        raise PluginError(f"{name}: importing {module} raised {one_line(exc)}") from exc
-
-
-def _load_file(name: str, path: Path) -> Any:
-    if not path.is_file():
-        raise PluginError(f"{name}: no such file {path}")
-    module_name = f"fmtune_plugin_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # so that pickling and Keras can find its functions again
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        del sys.modules[module_name]
-        raise PluginError(f"{name}: importing {path} raised {one_line(exc)}") from exc
-    return module
 
 
 def _shape_kwargs(func: Callable[..., Any], input_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:

@@ -18,7 +18,8 @@ import numpy as np
 
 from fmtune.data import DatasetError
 from fmtune.files import replace
-from fmtune.models.plugins import PluginError, one_line
+from fmtune.models.plugins import PluginError
+from fmtune.text import one_line
 
 
 def arrays(data: tuple[Any, ...]) -> dict[str, np.ndarray]:

@@ -57,9 +57,12 @@ class FmtuneBayesianOracle(FmtuneOracle, kt.oracles.BayesianOptimizationOracle):
         return trial.score if trial.status == Status.COMPLETED else None
 
     def _wants_suggestion(self, tuner_id: str, completed: int) -> bool:
-        """Racy reads, re-checked under the lock: a suggestion taken in vain is given back."""
+        """Racy reads, re-checked under the lock: a suggestion taken in vain is given back. A space
+        with nothing to tune (a user's model with fixed values alone) has nothing to suggest: its
+        one configuration comes from the random phase, and the search ends when it repeats."""
         return (
             tuner_id not in self.ongoing_trials
+            and bool(self.nonfixed_space())
             and self.control.may_create(len(self.trials), len(self.retry_queue))
             and completed >= self._initial_points()
         )
@@ -118,5 +121,5 @@ class FmtuneBayesianOracle(FmtuneOracle, kt.oracles.BayesianOptimizationOracle):
             y=sign * np.array(scores, dtype=float),
             pending=np.array(pending).reshape(-1, dimensions),
             workers=len(self.tuner_ids),
-            enough=len(completed) >= self._initial_points(),
+            enough=dimensions > 0 and len(completed) >= self._initial_points(),  # see _wants_suggestion
         )
