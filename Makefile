@@ -50,6 +50,7 @@ lock: ## refresh the locks in requirements/ (UPGRADE=1: newest allowed releases)
 	.venv-lock/bin/uv pip compile pyproject.toml --extra all $(LOCK_FLAGS) -c $(LOCK) -o requirements/all.txt
 	.venv-lock/bin/uv pip compile pyproject.toml --extra client $(LOCK_FLAGS) -c $(LOCK) -o requirements/client.txt
 	.venv-lock/bin/uv pip compile requirements/gpu.in $(LOCK_FLAGS) -c requirements/all.txt -o requirements/gpu.txt
+	.venv-lock/bin/uv pip compile pyproject.toml --extra bench $(LOCK_FLAGS) -c $(LOCK) -o requirements/bench.txt
 
 # Fashion-MNIST without a download: DATA_DIR or FMTUNE_DATA_DIR if set, else Debian's dataset package.
 data: ## Fashion-MNIST from DATA_DIR or FMTUNE_DATA_DIR, else Debian's dataset package
@@ -91,8 +92,14 @@ test-slow: install ## the slow tests (image build, long runs)
 
 # Benchmarks write reports/*.json and reports/*.md.
 # Hours on 2 CPU cores (the accuracy part trains three presets); each part can also run alone.
-bench: install data ## the benchmarks into reports/ (hours on 2 cores)
-	$(BIN)/python -m tests.bench.accuracy
+BENCH_STAMP := $(VENV)/.bench-$(shell cat requirements/bench.txt | cksum | cut -d' ' -f1)
+$(BENCH_STAMP): $(STAMP) requirements/bench.txt
+	$(BIN)/python -m pip install --quiet --progress-bar off --require-hashes -r requirements/bench.txt
+	rm -f $(VENV)/.bench-* && touch $@
+
+bench: install $(BENCH_STAMP) data ## the benchmarks into reports/ (hours on 2 cores)
+	$(BIN)/python -m tests.bench.accuracy --baselines --shorter
+	$(BIN)/python -m tests.bench.elpv
 	$(BIN)/python -m tests.bench.serving
 	$(BIN)/python -m tests.bench.capacity
 	$(BIN)/python -m tests.bench.efficiency

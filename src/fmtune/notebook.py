@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from pydantic import BaseModel
 
 from fmtune import config as config_mod
+from fmtune.config.sections import PICKLED
 from fmtune.data.source import DataSourceConfig, source_from_text
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ Arrays = tuple[tuple[Any, Any], tuple[Any, Any]]
 # Stand in for a notebook's model and arrays while the config is resolved: a loader's target is
 # checked without importing it, and the files' paths are only known once the experiment's is.
 _ARRAYS_PLACEHOLDER = {"kind": "loader", "loader": "fmtune.notebook:arrays_placeholder"}
-PICKLED = "pickle:"  # as fmtune.models.plugins.PICKLED, which imports Keras
 _PICKLE_PLACEHOLDER = f"{PICKLED}hypermodel.pkl"
 
 
@@ -109,7 +109,8 @@ def tune(
         flags["budget_minutes"] = minutes
     pickled = shipping.pickled(build_model) if build_model is not None and not isinstance(build_model, str) else None
     arrays = shipping.arrays(data) if isinstance(data, tuple) else None
-    cfg = _resolve(preset, flags, nulls, _PICKLE_PLACEHOLDER if pickled else build_model, _source(data, class_names))
+    hypermodel = _PICKLE_PLACEHOLDER if pickled else build_model
+    cfg = _resolve(preset, flags, nulls, hypermodel, _source(data, class_names), experiment.seed_for(fresh))
     cfg = _with_inputs(cfg, None if pickled is None else (shipping.file_label(build_model), pickled), arrays)
     dataset = _dataset(cfg, arrays)
     if pickled is not None:
@@ -179,7 +180,12 @@ def _settings(settings: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 def _resolve(
-    preset: str | None, flags: dict[str, Any], nulls: list[str], hypermodel: str | None, source: dict[str, Any]
+    preset: str | None,
+    flags: dict[str, Any],
+    nulls: list[str],
+    hypermodel: str | None,
+    source: dict[str, Any],
+    seed: Callable[[ExperimentConfig], int],
 ) -> ExperimentConfig:
     data = {k: v for k, v in source.items() if v is not None}
     return config_mod.load(
@@ -187,6 +193,7 @@ def _resolve(
         None,
         [f"{key}=null" for key in nulls],
         flags={**flags, "search.hypermodel": hypermodel, "data": data},
+        seed=seed,
     )
 
 

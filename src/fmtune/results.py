@@ -41,12 +41,16 @@ class Results(BaseModel):
     objective: Objective
     max_trials: int
     config_digest: str
+    seed: int | None = None
     data_fingerprint: str | None = None
     trials: list[TrialRecord]
     best_trial_id: str | None
     best_hyperparameters: dict[str, Any] | None
     tuning_seconds: float
     budget_minutes: float | None = None
+    retrain_epoch_estimate: float | None = Field(
+        default=None, description="what the budget expected a retraining epoch to cost when the search closed (s)"
+    )
     timing: dict[str, float] = Field(
         default_factory=dict, description="where the wall time went: startup, search, retrain, export, total (s)"
     )

@@ -193,7 +193,9 @@ def test_the_same_config_and_seed_give_the_same_trials_and_accuracy(slower_data:
         argv = tune(
             slower_data,
             workdir,
-            *asha_sets("search.algorithm=bayesian", "search.max_trials=6", "budget_minutes=null", "search.epochs=3"),
+            *asha_sets(
+                "search.algorithm=bayesian", "search.max_trials=6", "budget_minutes=null", "search.epochs=3", "seed=7"
+            ),
             workers=1,
         )
         done = run(argv, workdir, timeout=300)

@@ -62,6 +62,8 @@ def test_a_function_defined_in_the_caller_is_tuned_and_exported(tmp_path: Path) 
     assert (result.model_path / "saved_model.pb").is_file()
     record = result.results()
     assert len(record.trials) == 2 and all(t.status == "COMPLETED" for t in record.trials)
+    assert record.family == "build_model (from a notebook)"  # its name in records and logs, not its pickle's path
+    assert record.seed is not None  # drawn for the new experiment, and recorded
     config = yaml.safe_load((result.experiment_dir / "config.yaml").read_text())
     pickled = Path(config["search"]["hypermodel"].removeprefix("pickle:"))
     assert config["search"]["hypermodel"].startswith("pickle:") and pickled.parent == result.experiment_dir

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from fmtune.run.budget import Budget, parse_duration, started_at, trial_epoch_costs
+from fmtune.run.budget import (
+    PARALLEL_EXPONENT,
+    VALIDATION_COST,
+    Budget,
+    epoch_scale,
+    parse_duration,
+    started_at,
+    trial_epoch_costs,
+)
 
 from .conftest import Clock, oracle_for
 
@@ -89,3 +97,22 @@ def test_durations(text: str, minutes: float) -> None:
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+def test_no_more_is_kept_than_the_most_epochs_retraining_may_run(tmp_path: Path) -> None:
+    """A reserve beyond ``retrain.max_epochs`` would be left unused: the search has it instead."""
+    budget = Budget(600, 0.0, 0.5, min_epochs=5, max_epochs=20, clock=lambda: 0.0)
+    assert budget.reserve() == 300  # nothing measured: the share
+    budget.epoch_costs = lambda: [5.0, 5.0]
+    assert budget.reserve() == 20 * 5 + 30  # 40 s of the share would outlast 20 epochs
+    budget.epoch_costs = lambda: [50.0]
+    assert budget.reserve() == 300  # 20 epochs would not fit in the share: the share
+    budget.epoch_costs = lambda: [100.0]
+    assert budget.reserve() == 5 * 100 + 30  # the fewest epochs are kept whatever the share
+
+
+def test_the_scale_counts_validation_and_threads() -> None:
+    assert epoch_scale((1000, 0), (4000, 0), (2, 2)) == 4.0  # images alone
+    validated = epoch_scale((1000, 3000), (4000, 0), (2, 2))
+    assert validated == pytest.approx(4000 / (1000 + 3000 * VALIDATION_COST))
+    assert epoch_scale((1000, 0), (4000, 0), (1, 2)) == pytest.approx(4.0 / 2**PARALLEL_EXPONENT)

@@ -146,3 +146,41 @@ def test_no_config_published_in_time_means_no_coordinator(tmp_path: Path) -> Non
         f"the coordinator did not answer within 3s: no config published at {cfg.experiment_dir / 'config.yaml'} "
         f"(is a coordinator running for experiment 'exp' in {cfg.workdir}?)"
     )
+
+
+def seeded(tmp_path: Path, seed: object, *assignments: str) -> ExperimentConfig:
+    args = [f"workdir={tmp_path / 'runs'}", "name=exp", *assignments]
+    return config.load("quick", None, args, environ={}, seed=seed)  # type: ignore[arg-type]
+
+
+def test_a_new_experiment_draws_its_own_seed_and_a_resumed_one_keeps_it(tmp_path: Path) -> None:
+    first = seeded(tmp_path, experiment.seed_for())
+    others = {seeded(tmp_path / str(i), experiment.seed_for()).seed for i in range(5)}
+    assert len(others | {first.seed}) > 1  # new experiments differ (2**31 seeds: equal ones are a failure)
+    experiment.prepare(first)
+    assert seeded(tmp_path, experiment.seed_for()).seed == first.seed  # resumed: the seed it began with
+    assert seeded(tmp_path, experiment.seed_for()).digest() == first.digest()
+    fresh = {seeded(tmp_path, experiment.seed_for(fresh=True)).seed for _ in range(3)}
+    assert fresh - {first.seed}  # --fresh starts over, with a new seed
+
+
+def test_a_seed_set_in_any_layer_is_kept(tmp_path: Path) -> None:
+    assert seeded(tmp_path, experiment.seed_for(), "seed=7").seed == 7
+    assert config.load("quick", None, ["seed=0"], environ={}, seed=lambda cfg: 99).seed == 0
+    assert config.load("quick", None, [], environ={"FMTUNE_SEED": "5"}, seed=lambda cfg: 99).seed == 5
+    assert config.load("quick", None, [], environ={}).seed == 42  # no seed source: the default
+
+
+def test_a_worker_takes_the_seed_its_coordinator_published(tmp_path: Path) -> None:
+    coordinators = seeded(tmp_path, lambda cfg: 1234)
+    fake = FakeTime(lambda n: n == 4 and experiment.publish(coordinators))
+    mine = seeded(tmp_path, experiment.published_seed(clock=fake.clock, sleep=fake.sleep))
+    assert mine.seed == 1234 and fake.slept == 4
+    experiment.await_published(mine, clock=fake.clock, sleep=fake.sleep)  # the same config: no mismatch
+
+
+def test_a_worker_without_a_seed_gives_up_when_nothing_is_published(tmp_path: Path) -> None:
+    fake = FakeTime()
+    with pytest.raises(ConfigNotPublished, match="the coordinator did not answer within 2s"):
+        seeded(tmp_path, experiment.published_seed(timeout=2, clock=fake.clock, sleep=fake.sleep))
+    assert 2 <= fake.now < 2.5

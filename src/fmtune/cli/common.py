@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -61,15 +62,18 @@ def resolve(
     data_dir: Path | None = None,
     resolved: Path | None = None,
     flags: dict[str, Any] | None = None,
+    seed: Callable[[ExperimentConfig], int] | None = None,
 ) -> ExperimentConfig:
     """The experiment: from a resolved file alone, or from preset, file, environment, ``--set`` and
-    dedicated flags (typed, by dotted key); exit 2 if invalid."""
+    dedicated flags (typed, by dotted key; ``seed``: where a seed no layer sets comes from, see
+    ``config.load``); exit 2 if invalid."""
     try:
         if resolved is not None:
             if preset or file or assignments or data_dir:
                 raise ConfigError(["--resolved: give it alone, without --preset, --config, --set or --data-dir"])
             return config_mod.load_resolved(resolved)
-        return config_mod.load(preset or None, file, assignments, flags={**(flags or {}), "data_dir": data_dir})
+        flags = {**(flags or {}), "data_dir": data_dir}
+        return config_mod.load(preset or None, file, assignments, flags=flags, seed=seed)
     except ConfigError as exc:
         err.print("[bold red]invalid configuration:[/]", highlight=False)
         for problem in exc.problems:

@@ -48,7 +48,7 @@ def show_config(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Print the resolved experiment config as YAML (and validate it)."""
-    print(resolve(preset, file, assignments, data_dir).to_yaml(), end="")
+    print(resolve(preset, file, assignments, data_dir, seed=experiment.seed_for()).to_yaml(), end="")
 
 
 def tune(
@@ -103,6 +103,7 @@ def tune(
             **{f"data.{key}": value for key, value in (source_from_text(data) if data else {}).items()},
             "budget_minutes": budget,
         },
+        seed=experiment.seed_for(fresh),
     )
     from fmtune.dashboard.placement import PlacementError
     from fmtune.run.launch import prepare_local
@@ -179,10 +180,13 @@ def coordinator(
     port: Annotated[int | None, typer.Option(help="oracle port (env KERASTUNER_ORACLE_PORT)")] = None,
     retrain: Annotated[bool, typer.Option(help="retrain, evaluate and export the best trial")] = True,
     deploy: Annotated[Path | None, typer.Option(help="deploy.yaml: deploy to TF Serving on Kubernetes")] = None,
+    worker_threads: Annotated[
+        int, typer.Option(min=0, help="a worker's TensorFlow threads, for the budget (0: as many as here)")
+    ] = 0,
 ) -> None:
     """Run the chief oracle for distributed workers, then retrain and export the best model."""
     setup_logging()
-    cfg = resolve(preset or None, file, assignments, data_dir, resolved)
+    cfg = resolve(preset or None, file, assignments, data_dir, resolved, seed=experiment.seed_for())
     if resolved is None:  # a pod: it cannot read a model pickled into a local directory
         _portable(cfg)
     role = _role(True, host, port)
@@ -195,7 +199,7 @@ def coordinator(
     from fmtune.run.coordinator import SearchError, run
 
     try:
-        run(cfg, role, retrain=retrain, deploy=deploy, dataset=dataset)
+        run(cfg, role, retrain=retrain, deploy=deploy, dataset=dataset, worker_threads=worker_threads)
     except GateRefused as exc:
         err.print("[yellow]not deployed:[/]", escape(str(exc)), highlight=False)
     except (DatasetError, SearchError, DeployError) as exc:
@@ -215,9 +219,6 @@ def worker(
 ) -> None:
     """Run trials handed out by the coordinator until it says the search is over."""
     setup_logging()
-    cfg = resolve(preset or None, file, assignments, data_dir, resolved)
-    if resolved is None:
-        _portable(cfg)
     host, port = None, None
     if oracle:
         host, _, raw_port = oracle.rpartition(":")
@@ -225,6 +226,12 @@ def worker(
             fail(f"--oracle must be HOST:PORT, got '{oracle}'", 2)
         port = int(raw_port)
     role = _role(False, host.strip("[]") if host else None, port, tuner_id)
+    try:  # a seed no layer sets is the one the coordinator drew
+        cfg = resolve(preset or None, file, assignments, data_dir, resolved, seed=experiment.published_seed())
+    except experiment.ConfigNotPublished as exc:
+        fail(f"worker {role.tuner_id} gives up: {exc}", 3)
+    if resolved is None:
+        _portable(cfg)
     from fmtune.data import DatasetError
     from fmtune.devices import DeviceError
     from fmtune.run.worker import run

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +71,12 @@ class ExperimentConfig(_Strict):
         description="where the images come from (kind: folder, npz, loader or idx); unset: 'dataset' in data_dir",
     )
     download: bool = Field(default=True, description="download the dataset as Keras does if absent")
-    seed: int = 42
+    seed: int = Field(
+        default=42,
+        ge=0,
+        description="the run's random seed; set in no layer, `fmtune tune` draws one for each new experiment "
+        "and keeps it for its resumes",
+    )
     val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     budget_minutes: float | None = Field(
         default=None,
@@ -243,10 +248,13 @@ def load(
     assignments: list[str] | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
+    seed: Callable[[ExperimentConfig], int] | None = None,
 ) -> ExperimentConfig:
     """Build the experiment from its layers, lowest first: a preset, a YAML file, the environment,
     ``--set KEY=VALUE`` assignments (read as YAML), then dedicated flags (typed values by dotted
-    key; None means the flag was not given).
+    key; None means the flag was not given). When no layer sets the seed, ``seed`` gives it from
+    the experiment (``run.experiment.seed_for``: a resumed run's own, else a new one); without it,
+    the default.
 
     A preset's ``search.hyperparameters`` narrow its built-in family's space; with the user's own
     ``search.hypermodel`` from a later layer they are left out (the hypermodel declares its own)."""
@@ -263,7 +271,11 @@ def load(
     search = raw.get("search")
     if isinstance(search, dict) and search.get("hypermodel") and isinstance(base.get("search"), dict):
         base["search"] = {k: v for k, v in base["search"].items() if k != "hyperparameters"}
-    return validate(_merge(base, raw))
+    merged = _merge(base, raw)
+    cfg = validate(merged)
+    if seed is not None and "seed" not in merged:
+        cfg = cfg.model_copy(update={"seed": seed(cfg)})
+    return cfg
 
 
 def load_resolved(file: Path) -> ExperimentConfig:

@@ -5,9 +5,10 @@ The budget begins once per experiment, at its first start (``fmtune tune`` befor
 anything; on Kubernetes the first coordinator start), and that start is kept in the experiment
 directory (``budget.json``), so a restarted coordinator or a resumed run keeps the same deadline.
 
-The search closes when only the reserve is left: at least ``retrain.budget_share`` of the budget,
-and at least ``retrain.min_epochs`` epochs of retraining at the cost the search measured (a trial's
-epoch, scaled from its training set to the retraining set) and FINISH_SECONDS for the test
+The search closes when only the reserve is left: ``retrain.budget_share`` of the budget, but no
+less than ``retrain.min_epochs`` epochs of retraining and no more than ``retrain.max_epochs`` (time
+kept beyond those would go unused), each at the cost the search measured (a trial's epoch, scaled
+to the retraining's images and threads: ``epoch_scale``), and FINISH_SECONDS for the test
 evaluation and the export. Retraining then sizes its epochs to the time that really remains, up
 to ``retrain_deadline``, which keeps EXPORT_SECONDS for the export and the exit.
 """
@@ -29,6 +30,11 @@ log = logging.getLogger("fmtune")
 # The figures behind them ("export" in each run's timing) are in reports/accuracy.md.
 FINISH_SECONDS = 30.0
 EXPORT_SECONDS = 10.0
+# An image's forward pass alone (a trial's validation) against a training step's forward and backward.
+VALIDATION_COST = 1 / 3
+# An epoch on k times the threads runs about k**PARALLEL_EXPONENT times faster: measured from the
+# trials' and the retraining's epochs in reports/accuracy.md ("retraining-epoch estimate").
+PARALLEL_EXPONENT = 0.8
 
 
 def no_costs() -> list[float]:
@@ -41,7 +47,7 @@ class Budget:
     ``epoch_costs`` gives the trial epochs measured so far that best predict a retraining epoch,
     and ``epoch_scale`` a retraining epoch's images over a trial epoch's.
 
-    >>> budget = Budget(600, started_at=0.0, retrain_share=0.5, min_epochs=5, clock=lambda: 100.0)
+    >>> budget = Budget(600, started_at=0.0, retrain_share=0.5, min_epochs=5, max_epochs=20, clock=lambda: 100.0)
     >>> budget.remaining()
     500.0
     >>> budget.search_deadline()  # nothing measured yet: the share decides
@@ -49,6 +55,9 @@ class Budget:
     >>> budget.epoch_costs = lambda: [80.0, 80.0]
     >>> budget.search_deadline()  # 5 epochs of 80 s and the finish do not fit in 300
     170.0
+    >>> budget.epoch_costs = lambda: [5.0]
+    >>> budget.search_deadline()  # 20 epochs of 5 s and the finish need less than the share
+    470.0
     """
 
     def __init__(
@@ -57,12 +66,13 @@ class Budget:
         started_at: float,
         retrain_share: float,
         min_epochs: int,
+        max_epochs: int | None = None,
         epoch_costs: Callable[[], list[float]] = no_costs,
         epoch_scale: float = 1.0,
         clock: Callable[[], float] = time.time,
     ):
         self.seconds, self.started_at = seconds, started_at
-        self.retrain_share, self.min_epochs = retrain_share, min_epochs
+        self.retrain_share, self.min_epochs, self.max_epochs = retrain_share, min_epochs, max_epochs
         self.epoch_costs, self.epoch_scale = epoch_costs, epoch_scale
         self.clock = clock
 
@@ -88,15 +98,30 @@ class Budget:
 
     def reserve(self) -> float:
         """Seconds kept for retraining and export."""
+        share = self.retrain_share * self.seconds
         epoch = self.retrain_epoch_estimate()
-        planned = self.min_epochs * epoch + FINISH_SECONDS if epoch else 0.0
-        return max(self.retrain_share * self.seconds, planned)
+        if not epoch:
+            return share
+        if self.max_epochs is not None:
+            share = min(share, self.max_epochs * epoch + FINISH_SECONDS)
+        return max(share, self.min_epochs * epoch + FINISH_SECONDS)
 
     def search_deadline(self) -> float:
         return self.deadline - self.reserve()
 
     def search_open(self) -> bool:
         return self.clock() < self.search_deadline()
+
+
+def epoch_scale(trial: tuple[int, int], retrain: tuple[int, int], threads: tuple[int, int]) -> float:
+    """A retraining epoch's cost over a trial epoch's: ``trial`` and ``retrain`` are (images
+    trained on, images validated on) per epoch, ``threads`` the (trial, retraining) threads.
+
+    >>> round(epoch_scale((15000, 6000), (60000, 0), (1, 2)), 2)  # standard on 2 cores, 2 workers
+    2.03
+    """
+    work = (retrain[0] + VALIDATION_COST * retrain[1]) / (trial[0] + VALIDATION_COST * trial[1])
+    return work / (threads[1] / threads[0]) ** PARALLEL_EXPONENT
 
 
 def started_at(path: Path, clock: Callable[[], float] = time.time) -> float:

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fmtune import data, export, results, run_state, training
+from fmtune import data, devices, export, results, run_state, training
 from fmtune.config import ExperimentConfig
 from fmtune.dashboard import server as dashboard_server
 from fmtune.export import ModelCard, publish
 from fmtune.layout import ExperimentDir
 from fmtune.results import Results
-from fmtune.run.budget import Budget, trial_epoch_costs
+from fmtune.run.budget import Budget, epoch_scale, trial_epoch_costs
 from fmtune.run.budget import started_at as budget_start
 from fmtune.run.state_writer import StateWriter
 from fmtune.run.tuner import FmtuneTuner
@@ -90,6 +90,18 @@ def finished_before(cfg: ExperimentConfig) -> Results | None:
     return previous
 
 
+def retrain_epoch_scale(cfg: ExperimentConfig, dataset: data.Dataset, worker_threads: int) -> float:
+    """A retraining epoch's cost over a trial epoch's, from the images each trains and validates on
+    and their threads (retraining has all of this process's)."""
+    threads = devices.tensorflow_threads()
+    retrain_images = training.retrain_samples(cfg, dataset)
+    return epoch_scale(
+        (len(training.trial_split(cfg, dataset)), len(dataset.val)),
+        (retrain_images, len(dataset.train) + len(dataset.val) - retrain_images),
+        (worker_threads or threads, threads),
+    )
+
+
 def run(
     cfg: ExperimentConfig,
     role: Role,
@@ -97,9 +109,11 @@ def run(
     retrain: bool = True,
     deploy: Path | None = None,
     dataset: data.Dataset | None = None,
+    worker_threads: int = 0,
 ) -> Results:
     """Search, then (unless told not to) retrain the best trial, evaluate and export it
-    (``dataset``: the experiment's, if already loaded)."""
+    (``dataset``: the experiment's, if already loaded; ``worker_threads``: a worker's TensorFlow
+    threads, 0 if as many as this process has, for the budget's retraining-epoch estimate)."""
     kt_internals.install()
     experiment = ExperimentDir(cfg.experiment_dir)
     dataset = dataset or cfg.load_dataset()
@@ -130,8 +144,9 @@ def run(
             started_at,
             cfg.retrain.budget_share,
             cfg.retrain.min_epochs,
+            cfg.retrain.max_epochs,
             epoch_costs=trial_epoch_costs(oracle.book),
-            epoch_scale=training.retrain_samples(cfg, dataset) / len(training.trial_split(cfg, dataset)),
+            epoch_scale=retrain_epoch_scale(cfg, dataset, worker_threads),
         )
         oracle.control.search_open = budget.search_open
         log.info(
@@ -203,12 +218,14 @@ def _run(
         objective=cfg.search.objective,
         max_trials=cfg.search.max_trials,
         config_digest=cfg.digest(),
+        seed=cfg.seed,
         data_fingerprint=dataset.fingerprint,
         trials=frozen_trials(oracle),
         best_trial_id=best[0].trial_id if best else None,
         best_hyperparameters=active_values(best[0].hyperparameters) if best else None,
         tuning_seconds=tuning_seconds,
         budget_minutes=cfg.budget_minutes,
+        retrain_epoch_estimate=None if budget is None else budget.retrain_epoch_estimate(),
         timing=timing,
     )
     retraining = retrain and cfg.retrain.enabled

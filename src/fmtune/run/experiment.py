@@ -11,6 +11,7 @@ trials of a different experiment.
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -48,14 +49,56 @@ def published(cfg: ExperimentConfig) -> Path:
     return ExperimentDir(cfg.experiment_dir).config
 
 
-def _digest_at(path: Path) -> str | None:
-    """The digest of the config at ``path``; None if there is none, or none that loads."""
+def _config_at(path: Path) -> ExperimentConfig | None:
+    """The config at ``path``; None if there is none, or none that loads."""
     if not path.is_file():
         return None
     try:
-        return config_mod.load_resolved(path).digest()
+        return config_mod.load_resolved(path)
     except ConfigError:
         return None
+
+
+def _digest_at(path: Path) -> str | None:
+    found = _config_at(path)
+    return None if found is None else found.digest()
+
+
+def new_seed() -> int:
+    return secrets.randbelow(2**31)
+
+
+def seed_for(fresh: bool = False) -> Callable[[ExperimentConfig], int]:
+    """Where the seed of a run that sets none comes from (``config.load(seed=...)``): a new one for
+    a new experiment, so that runs differ where they should; the experiment's own (its
+    ``config.yaml``) when it is resumed, so that it resumes under the same config."""
+
+    def seed(cfg: ExperimentConfig) -> int:
+        kept = None if fresh else _config_at(published(cfg))
+        return new_seed() if kept is None else kept.seed
+
+    return seed
+
+
+def published_seed(
+    timeout: float | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Callable[[ExperimentConfig], int]:
+    """A worker's seed when its layers set none: the one its coordinator drew and published,
+    waited for as ``await_published`` waits (ConfigNotPublished if none comes)."""
+
+    def seed(cfg: ExperimentConfig) -> int:
+        limit = cfg.fault_tolerance.coordinator_timeout_seconds if timeout is None else timeout
+        deadline = clock() + limit
+        while (theirs := _config_at(published(cfg))) is None:
+            if clock() >= deadline:
+                raise not_published(cfg, limit)
+            sleep(max(0.0, min(POLL_SECONDS, deadline - clock())))
+        return theirs.seed
+
+    return seed
 
 
 def prepare(cfg: ExperimentConfig, fresh: bool = False) -> Path:
@@ -135,6 +178,13 @@ def _check(cfg: ExperimentConfig, path: Path) -> tuple[bool, str | None]:
     return True, mismatch(cfg, theirs, path)
 
 
+def not_published(cfg: ExperimentConfig, waited: float) -> ConfigNotPublished:
+    return ConfigNotPublished(
+        f"the coordinator did not answer within {waited:g}s: no config published at {published(cfg)} "
+        f"(is a coordinator running for experiment '{cfg.name}' in {cfg.workdir}?)"
+    )
+
+
 def await_published(
     cfg: ExperimentConfig,
     timeout: float | None = None,
@@ -158,10 +208,7 @@ def await_published(
         if clock() >= deadline:
             if why is not None:
                 raise ConfigMismatch(why)
-            raise ConfigNotPublished(
-                f"the coordinator did not answer within {limit:g}s: no config published at {path} "
-                f"(is a coordinator running for experiment '{cfg.name}' in {cfg.workdir}?)"
-            )
+            raise not_published(cfg, limit)
         if (found, why) != said:
             said = (found, why)
             if why is None:
