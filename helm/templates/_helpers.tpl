@@ -264,3 +264,47 @@ revision, so any upgrade (this change among others) runs new pods that mount the
 checksum/model-source: {{ .Values.model.source | sha256sum }}
 {{- end -}}
 {{- end -}}
+
+{{/* TF Serving's thread pools: serving.threads, else the CPU limit rounded up ("2", 1.5, "1500m"),
+else 1 with no limit. */}}
+{{- define "fmtune.servingThreads" -}}
+{{- $threads := int .Values.serving.threads -}}
+{{- if eq $threads 0 -}}
+{{- $cpu := toString (dig "limits" "cpu" "1" .Values.serving.resources) -}}
+{{- if hasSuffix "m" $cpu -}}
+{{- $threads = div (add (trimSuffix "m" $cpu | int) 999) 1000 -}}
+{{- else -}}
+{{- $threads = ceil (float64 $cpu) | int -}}
+{{- end -}}
+{{- end -}}
+{{- max $threads 1 -}}
+{{- end -}}
+
+{{/* The coordinator's first step: runs/ and models/ exist and are writable by the pods' user,
+before hours of search. A volume whose driver does not apply fsGroup (NFS, GKE Filestore) keeps a
+root-owned root, where neither can be made, and the kubelet makes a missing subPath as root. */}}
+{{- define "fmtune.volumeCheck" -}}
+- name: volume-check
+  image: {{ include "fmtune.image" .Values.image }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command:
+    - /bin/sh
+    - -c
+    - >-
+      for tree in runs models; do
+      mkdir -p "/volume/$tree" 2>/dev/null && [ -w "/volume/$tree" ] && continue;
+      echo "fmtune: $tree/ on the volume {{ include "fmtune.claimName" . }} cannot be made or written by uid $(id -u) gid $(id -g):
+      its storage driver does not apply fsGroup (NFS, GKE Filestore), or a pod made it as root.
+      Give the volume's root (or runs/ and models/) to $(id -u):$(id -g) once, e.g. chown from a root pod
+      (README, Kubernetes: storage)." >&2;
+      exit 1;
+      done
+  resources:
+    requests: {cpu: 10m, memory: 16Mi}
+    limits: {cpu: 100m, memory: 64Mi}
+  securityContext:
+    {{- include "fmtune.containerSecurityContext" . | nindent 4 }}
+  volumeMounts:
+    - name: data
+      mountPath: /volume
+{{- end -}}

@@ -49,9 +49,10 @@ class DeployConfig(BaseModel):
     record_configmap: str
     component_selector: str
     grpc_port: int = 8500
-    replicas: int = Field(default=1, ge=1, description="serving pods to scale to when serving is at zero")
     gate_tolerance: float = Field(default=0.005, ge=0, le=1)
-    timeout_seconds: float = Field(default=600, gt=0)
+    timeout_seconds: float = Field(
+        default=600, gt=0, description="for every serving pod to load a new version (chart: deployTimeoutSeconds)"
+    )
     poll_seconds: float = Field(default=2, gt=0)
 
     @classmethod
@@ -80,13 +81,12 @@ class DeploymentRecord(BaseModel):
 
 
 class Cluster(ABC):
-    """What the deployer needs from Kubernetes, and nothing more (see the chart's Role)."""
+    """What the deployer needs from Kubernetes, and nothing more (see the chart's Role). It reads
+    the serving Deployment's replicas and never writes them: they are the chart's (serving.replicas),
+    and a second writer would conflict with Helm 4's server-side apply."""
 
     @abstractmethod
     def replicas(self) -> int: ...
-
-    @abstractmethod
-    def scale(self, replicas: int) -> None: ...
 
     @abstractmethod
     def serving_addresses(self) -> list[str]:
@@ -181,14 +181,6 @@ class KubernetesCluster(Cluster):
         )
         return int(scale.spec.replicas or 0) if scale.spec else 0
 
-    def scale(self, replicas: int) -> None:
-        self._call(
-            f"scale {self._deployment}",
-            lambda: self.apps.patch_namespaced_deployment_scale(
-                self.cfg.deployment, self.cfg.namespace, {"spec": {"replicas": replicas}}
-            ),
-        )
-
     def serving_addresses(self) -> list[str]:
         pods = self._call(
             "list the serving pods",
@@ -263,9 +255,14 @@ class Deployer:
             discard(staging)
             self._warn("DeploymentRefused", refusal)
             raise GateRefused(refusal)
+        try:
+            wanted = self._serving_replicas()
+        except BaseException:
+            discard(staging)
+            raise
         version, path = commit(staging, card)
         try:
-            pods = self._verify(version, images, expected)
+            pods = self._verify(version, wanted, images, expected)
         except Exception as exc:
             unpublish(path)
             message = f"version {version} rolled back: {exc}"
@@ -295,13 +292,21 @@ class Deployer:
         except Exception as exc:
             log.warning("could not record the %s event: %s", reason, exc)
 
-    def _verify(self, version: int, images: np.ndarray, expected: np.ndarray) -> int:
+    def _serving_replicas(self) -> int:
+        """The serving pods the chart asked for, which must all load the new version; none is an error
+        (the deployer does not scale: the replicas are the chart's)."""
         wanted = self.cluster.replicas()
         if wanted == 0:
-            # The chart starts serving at zero, since TF Serving cannot become ready without a model.
-            wanted = self.cfg.replicas
-            log.info("serving is scaled to zero: scaling %s to %d", self.cfg.deployment, wanted)
-            self.cluster.scale(wanted)
+            message = (
+                f"deployment {self.cfg.namespace}/{self.cfg.deployment} is scaled to 0: no pod could load and "
+                "check the new version; scale it up (the chart's serving.replicas), then deploy again (fmtune deploy)"
+            )
+            self._warn("DeploymentRefused", message)
+            raise DeployError(message)
+        return wanted
+
+    def _verify(self, version: int, wanted: int, images: np.ndarray, expected: np.ndarray) -> int:
+        """Wait until ``wanted`` serving pods have ``version`` AVAILABLE, then check their answers."""
         deadline = self.clock() + self.cfg.timeout_seconds
         while True:
             addresses = self.cluster.serving_addresses()

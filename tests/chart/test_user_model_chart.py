@@ -118,7 +118,7 @@ def test_the_coordinator_and_every_worker_mount_it_read_only_on_pythonpath(compo
     assert env(spec)["PYTHONPATH"] == PLUGINS
     checksum = hashlib.sha256(SOURCE.encode()).hexdigest()
     assert metadata["annotations"]["checksum/model-source"] == checksum
-    assert job(docs, component)["spec"]["template"]["spec"]["containers"][0]["image"] == "fmtune:0.1.0"
+    assert job(docs, component)["spec"]["template"]["spec"]["containers"][0]["image"] == "localhost/fmtune:0.1.0"
 
 
 def test_only_the_pods_that_run_the_model_get_it(source_file: Path) -> None:

@@ -11,7 +11,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm"
-VALUES = {"default": [], "gpu": [ROOT / "k8s/values/gpu.yaml"], "large": [ROOT / "k8s/values/large.yaml"]}
+VALUES = {
+    "default": [],
+    "gpu": [ROOT / "k8s/values/gpu.yaml"],
+    "gke-gpu": [ROOT / "k8s/values/gpu.yaml", ROOT / "k8s/values/gke-gpu.yaml"],
+    "large": [ROOT / "k8s/values/large.yaml"],
+}
 RENDERED = ROOT / "k8s/rendered/default.yaml"
 KUBERNETES_VERSIONS = ["1.29.0", "1.33.0", "1.37.0"]
 

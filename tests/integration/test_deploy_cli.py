@@ -60,9 +60,11 @@ def test_an_unreachable_cluster_is_a_clear_error_and_nothing_stays_published(tmp
     (port,) = free_ports(1)
     code, out, err = deploy(tmp_path, exported, kube.kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{port}"))
     assert code == 1, out[-3000:] + err[-3000:]
-    assert f"error: version 1 rolled back: cannot reach the Kubernetes API at http://127.0.0.1:{port}" in err
+    # The serving replicas are read before anything is published: nothing to roll back, nothing staged.
+    assert f"error: cannot reach the Kubernetes API at http://127.0.0.1:{port} to read the scale" in err
     assert "Traceback" not in out + err
     assert export.versions(tmp_path / "models" / "fmtune") == []
+    assert not list((tmp_path / "models" / "fmtune").glob(".staging*"))
 
 
 def test_without_a_kubeconfig_it_stops_before_writing_anything(tmp_path: Path, exported: Path) -> None:

@@ -26,15 +26,9 @@ class FakeCluster(Cluster):
         self._replicas, self.pods = replicas, pods
         self.records: dict[str, str] = {}
         self.events: list[tuple[str, str, bool]] = []
-        self.scaled: list[int] = []
 
     def replicas(self) -> int:
         return self._replicas
-
-    def scale(self, replicas: int) -> None:
-        self.scaled.append(replicas)
-        self._replicas = replicas
-        self.pods = replicas
 
     def serving_addresses(self) -> list[str]:
         return [f"10.0.0.{i}:8500" for i in range(self.pods)]
@@ -167,19 +161,23 @@ def test_gate_refuses_a_worse_model_unless_forced(tmp_path: Path) -> None:
     assert deployer(cluster, FakeCheck()).deploy(staged(tmp_path), card(0.5), IMAGES, EXPECTED, force=True).version == 3
 
 
-def test_scales_up_from_zero(tmp_path: Path) -> None:
+def test_serving_scaled_to_zero_is_refused_before_anything_is_published(tmp_path: Path) -> None:
+    """The replicas are the chart's: the deployer does not scale (Cluster has no way to), so an
+    operator's zero is a clear error, and the staged version never becomes visible."""
     cluster = FakeCluster(replicas=0, pods=0)
-    deployer(cluster, FakeCheck()).deploy(staged(tmp_path), card(0.9), IMAGES, EXPECTED)
-    assert cluster.scaled == [1]
+    staging = staged(tmp_path)
+    with pytest.raises(DeployError, match=r"fmtune-serving is scaled to 0: .*serving\.replicas"):
+        deployer(cluster, FakeCheck()).deploy(staging, card(0.9), IMAGES, EXPECTED)
+    assert not staging.exists() and export.versions(tmp_path / "fmtune") == []
+    assert cluster.events[-1][0] == "DeploymentRefused" and cluster.events[-1][2]
+    assert not hasattr(Cluster, "scale")
 
 
-def test_scales_up_from_zero_to_the_configured_replicas(tmp_path: Path) -> None:
-    cluster = FakeCluster(replicas=0, pods=0)
-    cfg = CFG.model_copy(update={"replicas": 3})
-    record = Deployer(cfg, cluster, FakeCheck(), sleep=lambda _: None).deploy(
+def test_every_replica_the_chart_asked_for_must_load_the_version(tmp_path: Path) -> None:
+    record = deployer(FakeCluster(replicas=3, pods=3), FakeCheck()).deploy(
         staged(tmp_path), card(0.9), IMAGES, EXPECTED
     )
-    assert cluster.scaled == [3] and record.pods == 3
+    assert record.pods == 3
 
 
 def test_wrong_predictions_roll_back_to_the_previous_version(served: Loopback, exports: tuple[Path, Path]) -> None:
@@ -219,4 +217,4 @@ def test_deploy_config_reads_the_charts_file(tmp_path: Path) -> None:
     path.write_text(chart_deploy_yaml())
     cfg = DeployConfig.load(path)
     assert (cfg.deployment, cfg.record_configmap, cfg.grpc_port) == ("fmtune-serving", "fmtune-deployments", 8500)
-    assert cfg.replicas == 1
+    assert cfg.timeout_seconds == 600  # the chart's coordinator.deployTimeoutSeconds

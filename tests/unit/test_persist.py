@@ -142,7 +142,7 @@ def test_restart_keeps_trials_in_flight_with_their_workers(tmp_path: Path) -> No
     assert resumed.trials[done.trial_id].status == "COMPLETED"
 
 
-def test_the_record_and_the_abort_reason_survive_a_restart(tmp_path: Path) -> None:
+def test_the_record_survives_a_restart_and_an_abort_is_retried(tmp_path: Path) -> None:
     clock = Clock()
     oracle = oracle_for(tmp_path, "fault_tolerance.lease_seconds=30", clock=clock)
     trial = oracle.create_trial("tuner0")
@@ -154,10 +154,53 @@ def test_the_record_and_the_abort_reason_survive_a_restart(tmp_path: Path) -> No
     oracle.abort("out of patience")
     resumed = oracle_for(tmp_path, "fault_tolerance.lease_seconds=30", clock=clock)
     resumed.reload()
-    assert resumed.control.abort_reason == "out of patience"
+    assert resumed.control.abort_reason is None  # the next start tries again
     attempt = resumed.book.attempt(trial.trial_id)
     assert attempt.worker == "tuner1" and attempt.started_at == 1031.0 and attempt.ended_at is None
     assert attempt.epoch_seconds == [4.0] and attempt.reported_at == 1035.0
     assert attempt.requeues == [("tuner0", 1031.0)]  # a tuple again, as JSON keeps lists
     assert resumed.holder(trial.trial_id) == "tuner1"
-    assert resumed.create_trial("tuner2").status == "STOPPED"  # aborted: nothing new is handed out
+    assert resumed.create_trial("tuner2").status == "RUNNING"
+
+
+def test_a_search_stopped_by_the_worker_wait_goes_on_when_the_next_start_sees_workers(tmp_path: Path) -> None:
+    """Workers Pending past the worker wait (a GPU node scaling up, a CPU request no node has) stop
+    the search; the restarted coordinator must not find it over for ever, whatever the next start
+    changed (an upgrade of workers.resources leaves the experiment's config as it was)."""
+    from fmtune.run.coordinator import serve_oracle
+    from fmtune.tuning.roles import Role, free_port
+
+    waits = "fault_tolerance.worker_wait_seconds=0.3"
+    first = oracle_for(tmp_path, waits)
+    serve_oracle(first, Role("chief", "127.0.0.1", free_port()), token="t")  # no worker ever comes
+    assert first.control.abort_reason is not None and first.search_over()
+    again = oracle_for(tmp_path, waits)
+    again.reload()
+    assert again.control.abort_reason is None and not again.search_over()
+    for i in range(3):  # now the workers run
+        finish(again, again.create_trial(f"tuner{i}"), f"tuner{i}", 0.5 + i / 10)
+    assert again.search_over() and again.control.abort_reason is None
+    assert again.create_trial("tuner0").status == "STOPPED"
+
+
+def test_after_a_failure_streak_the_next_start_runs_trials_and_stops_again_if_they_still_fail(tmp_path: Path) -> None:
+    settings = ("fault_tolerance.max_retries_per_trial=0", "fault_tolerance.max_consecutive_failures=2")
+    oracle = oracle_for(tmp_path, *settings, "search.max_trials=10")
+
+    def fail(target: Any, caller: str) -> None:
+        trial = target.create_trial(caller)
+        trial.status, trial.message = "FAILED", "Traceback...\nMemoryError: out of memory"
+        target.end_trial_from(caller, trial)
+
+    fail(oracle, "tuner0")
+    fail(oracle, "tuner0")
+    assert oracle.control.abort_reason is not None
+    fixed = oracle_for(tmp_path, *settings, "search.max_trials=10")  # e.g. more memory for the workers
+    fixed.reload()
+    finish(fixed, fixed.create_trial("tuner0"), "tuner0", 0.7)
+    assert fixed.control.abort_reason is None and not fixed.search_over()
+    still = oracle_for(tmp_path, *settings, "search.max_trials=10")  # a cause that is not gone
+    still.reload()
+    fail(still, "tuner0")
+    fail(still, "tuner0")
+    assert still.control.abort_reason == "2 trials failed in a row; the last one: MemoryError: out of memory"

@@ -1,6 +1,7 @@
 """The oracle's state on disk: its files, written through the ``Persister`` once one runs, and
 fmtune's own record (``fmtune.tuning.bookkeeping``) and abort reason kept in oracle.json beside
-Keras Tuner's state, so that a restarted coordinator resumes where the last one stopped."""
+Keras Tuner's state, so that a restarted coordinator resumes where the last one stopped. An abort
+ends that start only: the next one (a restarted pod, an upgrade) tries again."""
 
 from __future__ import annotations
 
@@ -86,6 +87,11 @@ class PersistedOracle(OracleHooks):
         the queue when that lease runs out. Completed trials are never run again."""
         recover(self.state_dir)
         super().reload()
+        if self.control.abort_reason is not None:
+            # Its cause may be gone (workers that were Pending now run, resources were fixed): the
+            # search goes on, and stops again if the cause is still there.
+            log.warning("the last start stopped the search (%s); this start tries again", self.control.abort_reason)
+            self.control.abort_reason = None
         for trial in self.trials.values():
             self.book.note(trial)
         resumed = self._resumed
