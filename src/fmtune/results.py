@@ -41,6 +41,7 @@ class Results(BaseModel):
     objective: Objective
     max_trials: int
     config_digest: str
+    outcome_digest: str | None = None  # ExperimentConfig.outcome_digest: what decides the outcome
     seed: int | None = None
     data_fingerprint: str | None = None
     trials: list[TrialRecord]

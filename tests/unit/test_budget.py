@@ -81,11 +81,23 @@ def test_the_reserve_grows_with_what_retraining_costs(tmp_path: Path) -> None:
 
 def test_the_start_is_kept_from_the_first_start(tmp_path: Path) -> None:
     path = tmp_path / "budget.json"
-    assert started_at(path, clock=lambda: 100.0) == 100.0  # the first start keeps its time
-    assert started_at(path, clock=lambda: 500.0) == 100.0  # a restart finds it
-    assert json.loads(path.read_text()) == {"started_at": 100.0}
+    assert started_at(path, "a", clock=lambda: 100.0) == 100.0  # the first start keeps its time
+    assert started_at(path, "a", clock=lambda: 500.0) == 100.0  # a restart finds it
+    assert json.loads(path.read_text()) == {"started_at": 100.0, "outcome": "a"}
     path.write_text("{not json")
-    assert started_at(path, clock=lambda: 700.0) == 700.0  # unreadable: begins again, and says so
+    assert started_at(path, "a", clock=lambda: 700.0) == 700.0  # unreadable: begins again, and says so
+    path.write_text("[1]")
+    assert started_at(path, "a", clock=lambda: 750.0) == 750.0
+
+
+def test_a_config_that_changes_the_outcome_gets_a_budget_of_its_own(tmp_path: Path) -> None:
+    """Raising max_trials on a finished experiment must run the new trials, not end at once."""
+    path = tmp_path / "budget.json"
+    started_at(path, "a", clock=lambda: 100.0)
+    assert started_at(path, "b", clock=lambda: 5000.0) == 5000.0
+    assert started_at(path, "b", clock=lambda: 6000.0) == 5000.0  # and keeps it from then on
+    path.write_text(json.dumps({"started_at": 42.0}))  # written before the digest was kept
+    assert started_at(path, "b", clock=lambda: 7000.0) == 42.0
 
 
 @pytest.mark.parametrize(("text", "minutes"), [("60m", 60.0), ("1.5h", 90.0), ("90s", 1.5), ("4", 4.0)])

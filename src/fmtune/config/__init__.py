@@ -137,11 +137,19 @@ class ExperimentConfig(_Strict):
 
     def digest(self) -> str:
         """A short hash of the settings that define the experiment."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _hash(self.model_dump(mode="json"))
+
+    def outcome_digest(self) -> str:
+        """A short hash of the settings that decide what the experiment produces: how it copes with
+        faults (waits, leases, retries) is left out, so that changing only that does not retrain."""
+        return _hash(self.model_dump(mode="json", exclude={"fault_tolerance"}))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _hash(dump: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _grid_problems(search: SearchConfig) -> list[str]:

@@ -124,17 +124,23 @@ def epoch_scale(trial: tuple[int, int], retrain: tuple[int, int], threads: tuple
     return work / (threads[1] / threads[0]) ** PARALLEL_EXPONENT
 
 
-def started_at(path: Path, clock: Callable[[], float] = time.time) -> float:
-    """When the experiment's budget began: the time kept at ``path`` (``ExperimentDir.budget``),
-    or now, kept there, if this is its first start."""
+def started_at(path: Path, outcome: str, clock: Callable[[], float] = time.time) -> float:
+    """When the experiment's budget began: the time kept at ``path`` (``ExperimentDir.budget``)
+    for the config whose outcome digest is ``outcome``, or now, kept there, if this is its first
+    start under that config. A config that changes what the experiment produces (more trials, a
+    lifted budget) gets a budget of its own: anchored at the first start, its search would end at
+    once; one that changes only how faults are handled keeps the running one."""
     try:
-        return float(json.loads(path.read_text())["started_at"])
+        kept = json.loads(path.read_text())
+        if kept.get("outcome") in (outcome, None):  # None: kept before the digest was
+            return float(kept["started_at"])
+        log.info("the experiment's config changed since its budget began: a new budget starts now")
     except FileNotFoundError:
         pass
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("%s is unreadable (%s): the budget starts again now", path, exc)
     now = clock()
-    replace(path, json.dumps({"started_at": now}).encode(), sync=True)
+    replace(path, json.dumps({"started_at": now, "outcome": outcome}).encode(), sync=True)
     return now
 
 

@@ -78,15 +78,22 @@ def serve_oracle(
 
 
 def finished_before(cfg: ExperimentConfig) -> Results | None:
-    """The results of an earlier run of this very config that exported its model: running it
-    again (a restarted pod, an upgrade that changed nothing) must not retrain and publish again."""
+    """The results of an earlier run of this config that exported its model: running it again (a
+    restarted pod, an upgrade that changed nothing, or only how faults are handled) must not
+    retrain and publish again. Found under an equivalent config, they are recorded as this one's."""
     path = ExperimentDir(cfg.experiment_dir).results
     try:
         previous = results.load(path) if path.is_file() else None
     except (OSError, ValueError):
         return None
-    if previous is None or previous.config_digest != cfg.digest() or previous.exported_version is None:
+    if previous is None or previous.exported_version is None:
         return None
+    if previous.config_digest == cfg.digest():
+        return previous
+    if previous.outcome_digest != cfg.outcome_digest():
+        return None
+    previous = previous.model_copy(update={"config_digest": cfg.digest()})
+    results.save(previous, cfg.experiment_dir)
     return previous
 
 
@@ -133,7 +140,7 @@ def run(
             f"the data changed since experiment {cfg.name} began (fingerprint {earlier.data_fingerprint[:12]} "
             f"then, {dataset.fingerprint[:12]} now): start it afresh (--fresh) or under another --name"
         )
-    started_at = budget_start(experiment.budget)
+    started_at = budget_start(experiment.budget, cfg.outcome_digest())
     tuner = FmtuneTuner(cfg, dataset, experiment.oracle)
     oracle: FmtuneOracle = tuner.oracle
     oracle.verbose = 0
@@ -179,7 +186,8 @@ def _run(
     previous = finished_before(cfg)
     if previous is not None:
         log.info(
-            "experiment %s already ran to the end with this config: model %s version %d, test accuracy %.4f; "
+            "experiment %s already ran to the end with this config (or one that differs only in "
+            "fault_tolerance): model %s version %d, test accuracy %.4f; "
             "nothing to do",
             cfg.name,
             cfg.model_name,
@@ -218,6 +226,7 @@ def _run(
         objective=cfg.search.objective,
         max_trials=cfg.search.max_trials,
         config_digest=cfg.digest(),
+        outcome_digest=cfg.outcome_digest(),
         seed=cfg.seed,
         data_fingerprint=dataset.fingerprint,
         trials=frozen_trials(oracle),

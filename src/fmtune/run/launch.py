@@ -62,7 +62,7 @@ def prepare_local(
     config_path = experiment.prepare(cfg, fresh)
     if write_inputs is not None:
         write_inputs(cfg.experiment_dir)
-    budget_start(ExperimentDir(cfg.experiment_dir).budget, clock=lambda: started_at)
+    budget_start(ExperimentDir(cfg.experiment_dir).budget, cfg.outcome_digest(), clock=lambda: started_at)
     cluster = LocalCluster(
         config_path,
         cfg.experiment_dir,
