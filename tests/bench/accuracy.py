@@ -4,9 +4,9 @@ and vanilla Keras Tuner under the same budget.
 Each preset runs several times from fresh (`fmtune tune --preset P --workers 2 --fresh`, its own work
 dir and its own drawn seed each time): search, retraining, test evaluation, export, all within the
 preset's budget. A run is judged on its test accuracy and on the wall time of the whole `fmtune
-tune` process. With --shorter M, one more run under a budget of M minutes. With --baselines N, the
-baselines (tests/bench/baselines.py: the centre of the space with no search, and Optuna) run N
-times each, with the seeds of the preset's last N runs. Vanilla Keras Tuner
+tune` process. With --shorter, one more run under each of the preset's shorter budgets. With
+--baselines, the baselines (tests/bench/baselines.py: the centre of the space with no search, and
+Optuna) run as many times as the preset says, with the seeds of its last runs. Vanilla Keras Tuner
 (tests/bench/vanilla_search.py) searches the same dataset under the same budget in its own process.
 Every run is one at a time: they share the machine's cores.
 
@@ -14,8 +14,8 @@ Then the last run's best configuration is retrained twice more, each in a fresh 
 same seed and epochs (tests/bench/retrain_again.py), and the two test accuracies are compared.
 
 Run with `make bench` (python -m tests.bench.accuracy [--only PRESET] [--runs N] [--more] [--no-vanilla]
-[--no-reproduce] [--baselines N] [--shorter MINUTES]); `--only P --more --runs 0` runs P's vanilla
-side-by-side alone. The report is tests/bench/accuracy_report.py's.
+[--no-reproduce] [--baselines [centre|optuna ...]] [--shorter]); `--only P --more --runs 0` runs P's
+vanilla side-by-side alone. The report is tests/bench/accuracy_report.py's.
 Writes reports/accuracy.json, .md and .png; with --only, the other presets' results from the last
 report are kept, and with --more, the preset's own runs too (the new runs are added to them). The
 datasets are never downloaded.
@@ -151,10 +151,14 @@ def main() -> None:
     parser.add_argument("--no-reproduce", action="store_true", help="skip retraining a best configuration twice")
     parser.add_argument(
         "--baselines",
-        action="store_true",
-        help="after a preset's runs, its baselines (no search, Optuna), with the seeds of its last runs",
+        nargs="*",
+        choices=BASELINES,
+        help="after a preset's runs, its baselines (all, or those named), with the seeds of its last runs",
     )
     parser.add_argument("--shorter", action="store_true", help="one more run at each of a preset's shorter budgets")
+    parser.add_argument(
+        "--data-dir", type=Path, default=default_data_dir(), help="holds fashion-mnist/ and mnist/ (never downloaded)"
+    )
     # For the smoke test: a shorter budget and config overrides for every fmtune run, and a fixed work dir.
     parser.add_argument("--budget", help=argparse.SUPPRESS)
     parser.add_argument("--set", dest="sets", action="append", default=[], help=argparse.SUPPRESS)
@@ -212,8 +216,8 @@ def main() -> None:
             short = run_row(res, wall, launched_at, counted, preset.model_copy(update={"budget_minutes": minutes}))
             entry.setdefault("shorter", []).append(short)
             write(report, args.out)
-        for run in entry["runs"][-preset.baseline_runs :] if args.baselines else []:
-            for method in BASELINES:
+        for run in entry["runs"][-preset.baseline_runs :] if args.baselines is not None else []:
+            for method in args.baselines or BASELINES:
                 print(f"accuracy: {name} {method} baseline, seed {run['seed']}", flush=True)
                 found = run_baseline(method, name, run["seed"], work / name / method, args.data_dir, sets + shortened)
                 entry.setdefault("baselines", {}).setdefault(method, []).append(found)

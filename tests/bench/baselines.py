@@ -159,7 +159,8 @@ def search_worker(args: argparse.Namespace, started: float) -> None:
     from fmtune import devices, training
     from fmtune.models import plugins
     from fmtune.pacing import typical_epoch
-    from fmtune.run.budget import Budget, epoch_scale
+    from fmtune.run.budget import Budget
+    from fmtune.run.coordinator import retrain_epoch_scale
 
     threads = max(1, devices.tensorflow_threads() // args.workers)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -170,7 +171,6 @@ def search_worker(args: argparse.Namespace, started: float) -> None:
     train = training.trial_split(cfg, dataset)
     space = declared_space(cfg, dataset.input_shape, dataset.num_classes)
     later_epochs: list[float] = []  # this worker's epochs after each trial's first, as fmtune's budget uses
-    retrain_images = training.retrain_samples(cfg, dataset)
     assert cfg.budget_minutes is not None
     budget = Budget(
         cfg.budget_minutes * 60,
@@ -179,9 +179,7 @@ def search_worker(args: argparse.Namespace, started: float) -> None:
         cfg.retrain.min_epochs,
         cfg.retrain.max_epochs,
         epoch_costs=lambda: later_epochs,
-        epoch_scale=epoch_scale(
-            (len(train), len(dataset.val)), (retrain_images, 0), (threads, devices.tensorflow_threads())
-        ),
+        epoch_scale=retrain_epoch_scale(cfg, dataset),  # as fmtune's coordinator scales it
     )
     name = cfg.search.objective.name
     the_study = study(cfg, args.journal, args.seed * 1000 + args.worker)

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from fmtune.run.budget import (
-    PARALLEL_EXPONENT,
     VALIDATION_COST,
     Budget,
     epoch_scale,
@@ -123,8 +122,7 @@ def test_no_more_is_kept_than_the_most_epochs_retraining_may_run(tmp_path: Path)
     assert budget.reserve() == 5 * 100 + 30  # the fewest epochs are kept whatever the share
 
 
-def test_the_scale_counts_validation_and_threads() -> None:
-    assert epoch_scale((1000, 0), (4000, 0), (2, 2)) == 4.0  # images alone
-    validated = epoch_scale((1000, 3000), (4000, 0), (2, 2))
-    assert validated == pytest.approx(4000 / (1000 + 3000 * VALIDATION_COST))
-    assert epoch_scale((1000, 0), (4000, 0), (1, 2)) == pytest.approx(4.0 / 2**PARALLEL_EXPONENT)
+def test_the_scale_counts_validation_at_its_cost() -> None:
+    assert epoch_scale((1000, 0), (4000, 0)) == 4.0  # images alone
+    assert epoch_scale((1000, 3000), (4000, 0)) == pytest.approx(4000 / (1000 + 3000 * VALIDATION_COST))
+    assert epoch_scale((1000, 3000), (4000, 3000)) == pytest.approx((4000 + 1000) / (1000 + 1000))

@@ -180,9 +180,6 @@ def coordinator(
     port: Annotated[int | None, typer.Option(help="oracle port (env KERASTUNER_ORACLE_PORT)")] = None,
     retrain: Annotated[bool, typer.Option(help="retrain, evaluate and export the best trial")] = True,
     deploy: Annotated[Path | None, typer.Option(help="deploy.yaml: deploy to TF Serving on Kubernetes")] = None,
-    worker_threads: Annotated[
-        int, typer.Option(min=0, help="a worker's TensorFlow threads, for the budget (0: as many as here)")
-    ] = 0,
 ) -> None:
     """Run the chief oracle for distributed workers, then retrain and export the best model."""
     setup_logging()
@@ -199,7 +196,7 @@ def coordinator(
     from fmtune.run.coordinator import SearchError, run
 
     try:
-        run(cfg, role, retrain=retrain, deploy=deploy, dataset=dataset, worker_threads=worker_threads)
+        run(cfg, role, retrain=retrain, deploy=deploy, dataset=dataset)
     except GateRefused as exc:
         err.print("[yellow]not deployed:[/]", escape(str(exc)), highlight=False)
     except (DatasetError, SearchError, DeployError) as exc:

@@ -8,7 +8,7 @@ directory (``budget.json``), so a restarted coordinator or a resumed run keeps t
 The search closes when only the reserve is left: ``retrain.budget_share`` of the budget, but no
 less than ``retrain.min_epochs`` epochs of retraining and no more than ``retrain.max_epochs`` (time
 kept beyond those would go unused), each at the cost the search measured (a trial's epoch, scaled
-to the retraining's images and threads: ``epoch_scale``), and FINISH_SECONDS for the test
+to the retraining's images: ``epoch_scale``), and FINISH_SECONDS for the test
 evaluation and the export. Retraining then sizes its epochs to the time that really remains, up
 to ``retrain_deadline``, which keeps EXPORT_SECONDS for the export and the exit.
 """
@@ -31,10 +31,9 @@ log = logging.getLogger("fmtune")
 FINISH_SECONDS = 30.0
 EXPORT_SECONDS = 10.0
 # An image's forward pass alone (a trial's validation) against a training step's forward and backward.
+# Retraining's threads get no credit: on the quick preset, a retraining epoch on all the cores cost
+# what a trial epoch on one did, per image (reports/accuracy.md, "How the budget was spent").
 VALIDATION_COST = 1 / 3
-# An epoch on k times the threads runs about k**PARALLEL_EXPONENT times faster: measured from the
-# trials' and the retraining's epochs in reports/accuracy.md ("retraining-epoch estimate").
-PARALLEL_EXPONENT = 0.8
 
 
 def no_costs() -> list[float]:
@@ -113,15 +112,14 @@ class Budget:
         return self.clock() < self.search_deadline()
 
 
-def epoch_scale(trial: tuple[int, int], retrain: tuple[int, int], threads: tuple[int, int]) -> float:
+def epoch_scale(trial: tuple[int, int], retrain: tuple[int, int]) -> float:
     """A retraining epoch's cost over a trial epoch's: ``trial`` and ``retrain`` are (images
-    trained on, images validated on) per epoch, ``threads`` the (trial, retraining) threads.
+    trained on, images validated on) per epoch.
 
-    >>> round(epoch_scale((15000, 6000), (60000, 0), (1, 2)), 2)  # standard on 2 cores, 2 workers
-    2.03
+    >>> round(epoch_scale((15000, 6000), (60000, 0)), 2)  # standard: trials on a subset
+    3.53
     """
-    work = (retrain[0] + VALIDATION_COST * retrain[1]) / (trial[0] + VALIDATION_COST * trial[1])
-    return work / (threads[1] / threads[0]) ** PARALLEL_EXPONENT
+    return (retrain[0] + VALIDATION_COST * retrain[1]) / (trial[0] + VALIDATION_COST * trial[1])
 
 
 def started_at(path: Path, outcome: str, clock: Callable[[], float] = time.time) -> float:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fmtune import data, devices, export, results, run_state, training
+from fmtune import data, export, results, run_state, training
 from fmtune.config import ExperimentConfig
 from fmtune.dashboard import server as dashboard_server
 from fmtune.export import ModelCard, publish
@@ -97,15 +97,12 @@ def finished_before(cfg: ExperimentConfig) -> Results | None:
     return previous
 
 
-def retrain_epoch_scale(cfg: ExperimentConfig, dataset: data.Dataset, worker_threads: int) -> float:
-    """A retraining epoch's cost over a trial epoch's, from the images each trains and validates on
-    and their threads (retraining has all of this process's)."""
-    threads = devices.tensorflow_threads()
+def retrain_epoch_scale(cfg: ExperimentConfig, dataset: data.Dataset) -> float:
+    """A retraining epoch's cost over a trial epoch's, from the images each trains and validates on."""
     retrain_images = training.retrain_samples(cfg, dataset)
     return epoch_scale(
         (len(training.trial_split(cfg, dataset)), len(dataset.val)),
         (retrain_images, len(dataset.train) + len(dataset.val) - retrain_images),
-        (worker_threads or threads, threads),
     )
 
 
@@ -116,11 +113,9 @@ def run(
     retrain: bool = True,
     deploy: Path | None = None,
     dataset: data.Dataset | None = None,
-    worker_threads: int = 0,
 ) -> Results:
     """Search, then (unless told not to) retrain the best trial, evaluate and export it
-    (``dataset``: the experiment's, if already loaded; ``worker_threads``: a worker's TensorFlow
-    threads, 0 if as many as this process has, for the budget's retraining-epoch estimate)."""
+    (``dataset``: the experiment's, if already loaded)."""
     kt_internals.install()
     experiment = ExperimentDir(cfg.experiment_dir)
     dataset = dataset or cfg.load_dataset()
@@ -153,7 +148,7 @@ def run(
             cfg.retrain.min_epochs,
             cfg.retrain.max_epochs,
             epoch_costs=trial_epoch_costs(oracle.book),
-            epoch_scale=retrain_epoch_scale(cfg, dataset, worker_threads),
+            epoch_scale=retrain_epoch_scale(cfg, dataset),
         )
         oracle.control.search_open = budget.search_open
         log.info(

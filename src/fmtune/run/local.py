@@ -115,7 +115,7 @@ class LocalCluster:
         chief = Role(CHIEF, "127.0.0.1", port)
         self.coordinator = Child(
             "coordinator",
-            [*cmd, "coordinator", "--resolved", str(config_path), "--worker-threads", str(threads_per_worker)],
+            [*cmd, "coordinator", "--resolved", str(config_path)],
             {**base, **chief.env()},
         )
         self.workers = [
