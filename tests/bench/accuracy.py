@@ -55,20 +55,27 @@ BASELINES = ("centre", "optuna")  # tests/bench/baselines.py
 
 
 def run_fmtune(preset: str, work: Path, data_dir: Path | None, extra: list[str]) -> tuple[Results, float, float, list]:
-    """One fresh `fmtune tune` in its own work dir: its results, wall time, start time and counted levels."""
+    """One fresh `fmtune tune --preset P` in its own work dir (see ``run_tune``)."""
+    args = ["--preset", preset, "--set", "download=false"]
+    args += ["--data-dir", str(data_dir)] if data_dir is not None else []
+    return run_tune([*args, *extra], work, preset)
+
+
+def run_tune(args: list[str], work: Path, label: str, cwd: Path | None = None) -> tuple[Results, float, float, list]:
+    """One fresh `fmtune tune ARGS --workers 2` in its own work dir: its results, wall time, start
+    time and counted levels (ASHA's rungs and the full length)."""
     from fmtune import config, results
 
-    argv = [sys.executable, "-m", "fmtune", "tune", "--preset", preset, "--workers", "2", "--fresh"]
-    argv += ["--workdir", str(work / "runs"), "--model-repo", str(work / "models"), "--set", "download=false"]
-    argv += ["--data-dir", str(data_dir)] if data_dir is not None else []
+    argv = [sys.executable, "-m", "fmtune", "tune", *args, "--workers", "2", "--fresh"]
+    argv += ["--workdir", str(work / "runs"), "--model-repo", str(work / "models")]
     work.mkdir(parents=True, exist_ok=True)
     log = work / "fmtune.log"
     launched_at, started = time.time(), time.monotonic()
     with log.open("w") as out:
-        code = subprocess.call(argv + extra, stdout=out, stderr=subprocess.STDOUT, env=bench_env())
+        code = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, env=bench_env(), cwd=cwd)
     wall = time.monotonic() - started
     if code != 0:
-        raise SystemExit(f"{preset}: fmtune tune exited {code}; see {log}")
+        raise SystemExit(f"{label}: fmtune tune exited {code}; see {log}")
     (path,) = results.find(work / "runs")
     cfg = config.load_resolved(path.parent / "config.yaml")
     asha = cfg.search.asha

@@ -182,7 +182,7 @@ def search_worker(args: argparse.Namespace, started: float) -> None:
         epoch_scale=retrain_epoch_scale(cfg, dataset),  # as fmtune's coordinator scales it
     )
     name = cfg.search.objective.name
-    the_study = study(cfg, args.journal, args.seed * 1000 + args.worker)
+    the_study = study(cfg, args.journal, (args.seed * 1000 + args.worker) % 2**32)  # numpy's seeds are 32-bit
 
     class Report(keras.callbacks.Callback):
         def __init__(self, trial: Any):
@@ -207,7 +207,7 @@ def search_worker(args: argparse.Namespace, started: float) -> None:
         from fmtune.models.plugins import build_from_values
 
         values = fill(space, lambda hp: suggest(trial, hp))
-        keras.utils.set_random_seed(args.seed * 1_000_003 + trial.number)
+        keras.utils.set_random_seed((args.seed * 1_000_003 + trial.number) % 2**31)
         model, hp = build_from_values(cfg.search, values, dataset.input_shape, dataset.num_classes)
         hypermodel = plugins.for_search(cfg.search, dataset.input_shape, dataset.num_classes)
         report = Report(trial)
