@@ -1,11 +1,13 @@
-"""Sample efficiency: fmtune's Bayesian oracle against vanilla Keras Tuner's on a synthetic objective
-with a known optimum, averaged over seeds.
+"""Sample efficiency: fmtune's Bayesian oracle against vanilla Keras Tuner's and Optuna's TPE on a
+synthetic objective with a known optimum, averaged over seeds; then, with early stopping, fmtune's
+ASHA against Optuna's HyperbandPruner on a multi-fidelity version of it (``tests.bench.multifidelity``).
 
 The objective has the shape of a real search: two continuous parameters on Branin's function, a
 log-scaled learning rate, a stepped integer and a categorical choice; its maximum is -0.397887.
-Both oracles run in-process with the same space, seed and number of random initial points. One
+Every searcher runs in-process with the same space, seed and number of random initial points. One
 worker runs trials one after another; with parallel workers, that many trials are in flight and
-the oldest ends first. Reported: regret (optimum minus best so far) after N trials.
+the oldest ends first (Optuna: ask that many, then tell the oldest and ask again). Reported:
+regret (optimum minus best so far) after N trials.
 
 Run with `make bench` (python -m tests.bench.efficiency). Writes reports/efficiency.json and .md.
 """
@@ -18,9 +20,9 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import keras_tuner as kt
 
@@ -29,6 +31,8 @@ OPTIMUM = -0.397887
 TRIALS = 30
 CHECKPOINTS = (15, 20, 25, 30)
 SEEDS = tuple(range(1, 17))
+# Why Optuna's GPSampler has no row (checked with Optuna 4.9: its first model-based trial fails).
+GP_SAMPLER = "it needs torch (ModuleNotFoundError at its first model-based trial), which is not installed here"
 
 
 def space() -> kt.HyperParameters:
@@ -41,16 +45,26 @@ def space() -> kt.HyperParameters:
     return hp
 
 
-def objective(values: dict[str, Any]) -> float:
-    x1, x2 = values["x1"], values["x2"]
-    branin = (
-        (x2 - 5.1 / (4 * math.pi**2) * x1**2 + 5 / math.pi * x1 - 6) ** 2
-        + 10 * (1 - 1 / (8 * math.pi)) * math.cos(x1)
-        + 10
-    )
+# Keras Tuner's default for its Bayesian oracle (and fmtune's): three random trials per hyperparameter.
+INITIAL_POINTS = 3 * len(space().space)
+
+
+def branin(x1: float, x2: float, fidelity: float = 1.0) -> float:
+    """Branin's function at full fidelity (1); below it, its b, c and t coefficients drift as in
+    Kandasamy et al.'s multi-fidelity Branin (see ``tests.bench.multifidelity``)."""
+    gap = 1.0 - fidelity
+    b = 5.1 / (4 * math.pi**2) - 0.01 * gap
+    c = 5 / math.pi - 0.1 * gap
+    t = 1 / (8 * math.pi) + 0.005 * gap
+    return (x2 - b * x1**2 + c * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
+
+
+def objective(values: dict[str, Any], fidelity: float = 1.0) -> float:
+    """What a trial scores (higher is better); ``fidelity`` below 1 only moves the Branin part."""
     lr_penalty = 2 * (math.log10(values["learning_rate"]) + 2.5) ** 2
     units_penalty = 2 * ((values["units"] - 256) / 256) ** 2
-    return -branin - lr_penalty - units_penalty - (0.0 if values["activation"] == "gelu" else 1.0)
+    activation_penalty = 0.0 if values["activation"] == "gelu" else 1.0
+    return -branin(values["x1"], values["x2"], fidelity) - lr_penalty - units_penalty - activation_penalty
 
 
 def vanilla(seed: int) -> kt.Oracle:
@@ -67,95 +81,233 @@ def fmtune_oracle(seed: int) -> kt.Oracle:
     )
 
 
-def run(make: Callable[[int], kt.Oracle], seed: int, parallel: int) -> tuple[list[float], float]:
-    """Best score after each trial, and seconds spent in create_trial."""
-    oracle = make(seed)
+def in_scratch(oracle: kt.Oracle) -> kt.Oracle:
+    """The oracle, quiet, with its files in a fresh temporary directory."""
     oracle.verbose = 0
-    oracle.set_project_dir(tempfile.mkdtemp(prefix="fmtune-efficiency-"), "p")
-    in_flight: list[Any] = []
-    best, curve, creating = -math.inf, [], 0.0
-    next_worker = 0
-    while len(curve) < TRIALS:
-        while len(in_flight) < parallel and len(oracle.trials) < TRIALS:
-            started = time.perf_counter()
-            trial = oracle.create_trial(f"w{next_worker}")
-            creating += time.perf_counter() - started
-            if trial.status != "RUNNING":
-                break
-            in_flight.append(trial)
-            next_worker += 1
-        trial = in_flight.pop(0)
-        score = objective(trial.hyperparameters.values)
-        oracle.update_trial(trial.trial_id, {"score": score})
+    # Keras Tuner's own tuner calls this private method; fmtune's oracles also offer it as set_project_dir.
+    oracle._set_project_dir(tempfile.mkdtemp(prefix="fmtune-efficiency-"), "p")
+    return oracle
+
+
+def suggest(trial: Any) -> dict[str, Any]:
+    """An Optuna trial's values over ``space()``, read from it so both libraries search the same space."""
+    values: dict[str, Any] = {}
+    for hp in space().space:
+        if isinstance(hp, kt.engine.hyperparameters.Float):
+            values[hp.name] = trial.suggest_float(hp.name, hp.min_value, hp.max_value, log=hp.sampling == "log")
+        elif isinstance(hp, kt.engine.hyperparameters.Int):
+            values[hp.name] = trial.suggest_int(hp.name, hp.min_value, hp.max_value, step=hp.step)
+        else:
+            values[hp.name] = trial.suggest_categorical(hp.name, hp.values)
+    return values
+
+
+def study(sampler: Any, pruner: Any = None, name: str | None = None, start: Sequence[dict[str, Any]] = ()) -> Any:
+    """A quiet Optuna study that maximises (named, because HyperbandPruner picks brackets by name),
+    whose first trials are ``start``."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    created = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner, study_name=name)
+    for values in start:
+        created.enqueue_trial(values)
+    return created
+
+
+def random_points(seed: int, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` random trials Keras Tuner's oracles hand out for ``seed`` (its Bayesian oracle's
+    random start, fmtune's, and fmtune's random search all draw these), for Optuna to start from, so
+    that luck in the random draws counts for neither side."""
+    oracle = kt.oracles.RandomSearchOracle(
+        objective=kt.Objective("score", "max"), max_trials=n, hyperparameters=space(), seed=seed
+    )
+    in_scratch(oracle)
+    return [oracle.create_trial(f"w{i}").hyperparameters.values for i in range(n)]
+
+
+def tpe(seed: int) -> Any:
+    """Optuna's TPE with its defaults, but as many random trials first as the other searchers."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=INITIAL_POINTS)
+
+
+class Searcher(Protocol):
+    def ask(self) -> tuple[Any, dict[str, Any]] | None:
+        """A new trial and its values; None when there is none to give now."""
+
+    def tell(self, trial: Any, score: float) -> None: ...
+
+
+class OracleSearcher:
+    """A Keras Tuner oracle asked as workers ask it: each trial by a new worker."""
+
+    def __init__(self, oracle: kt.Oracle):
+        self.oracle, self.workers = in_scratch(oracle), 0
+
+    def ask(self) -> tuple[Any, dict[str, Any]] | None:
+        trial = self.oracle.create_trial(f"w{self.workers}")
+        if trial.status != "RUNNING":
+            return None
+        self.workers += 1
+        return trial, trial.hyperparameters.values
+
+    def tell(self, trial: Any, score: float) -> None:
+        self.oracle.update_trial(trial.trial_id, {"score": score})
         trial.status = "COMPLETED"
-        oracle.end_trial(trial)
+        self.oracle.end_trial(trial)
+
+
+class StudySearcher:
+    """An Optuna study driven with ask() and tell()."""
+
+    def __init__(self, sampler: Any, start: Sequence[dict[str, Any]] = ()):
+        self.study = study(sampler, start=start)
+
+    def ask(self) -> tuple[Any, dict[str, Any]]:
+        trial = self.study.ask()
+        return trial, suggest(trial)
+
+    def tell(self, trial: Any, score: float) -> None:
+        self.study.tell(trial, score)
+
+
+SEARCHERS: dict[str, Callable[[int], Searcher]] = {
+    "keras-tuner": lambda seed: OracleSearcher(vanilla(seed)),
+    "fmtune": lambda seed: OracleSearcher(fmtune_oracle(seed)),
+    "optuna-tpe": lambda seed: StudySearcher(tpe(seed)),
+    "optuna-tpe, same start": lambda seed: StudySearcher(tpe(seed), random_points(seed, INITIAL_POINTS)),
+}
+RIVALS = ("keras-tuner", "optuna-tpe", "optuna-tpe, same start")  # what fmtune is compared with
+
+
+def run(searcher: Searcher, parallel: int, trials: int = TRIALS) -> tuple[list[float], float]:
+    """Best score after each trial, and seconds spent asking for trials."""
+    in_flight: list[tuple[Any, dict[str, Any]]] = []
+    best, curve, asking, asked = -math.inf, [], 0.0, 0
+    while len(curve) < trials:
+        while len(in_flight) < parallel and asked < trials:
+            started = time.perf_counter()
+            new = searcher.ask()
+            asking += time.perf_counter() - started
+            if new is None:
+                break
+            in_flight.append(new)
+            asked += 1
+        trial, values = in_flight.pop(0)
+        score = objective(values)
+        searcher.tell(trial, score)
         best = max(best, score)
         curve.append(best)
-    return curve, creating
+    return curve, asking
 
 
-def comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per worker count: is fmtune's mean regret no worse at every checkpoint, and on how many seeds."""
+def regret_row(curves: list[list[float]], checkpoints: Sequence[int]) -> dict[str, Any]:
+    """Mean regret at each checkpoint (an index into the curves, from 1), and per seed."""
+    regrets = {n: [OPTIMUM - c[n - 1] for c in curves] for n in checkpoints}
+    return {
+        "seeds": list(SEEDS),
+        **{f"regret_after_{n}": statistics.fmean(r) for n, r in regrets.items()},
+        **{f"regret_after_{n}_per_seed": r for n, r in regrets.items()},
+    }
+
+
+def verdict(ours: dict[str, Any], theirs: dict[str, Any], checkpoints: Sequence[int]) -> dict[str, Any]:
+    """Is our mean regret no worse at every checkpoint; per checkpoint, the seeds where ours is no
+    worse, better and worse; and the checkpoints where our mean is worse."""
+
+    def seeds(better: Callable[[float, float], bool], n: int) -> int:
+        pairs = zip(ours[f"regret_after_{n}_per_seed"], theirs[f"regret_after_{n}_per_seed"], strict=True)
+        return sum(bool(better(a, b)) for a, b in pairs)
+
+    worse_at = [n for n in checkpoints if ours[f"regret_after_{n}"] > theirs[f"regret_after_{n}"]]
+    return {
+        "met": not worse_at,
+        "worse_at": worse_at,
+        "seeds_no_worse": {str(n): seeds(lambda a, b: a <= b, n) for n in checkpoints},
+        "seeds_better": {str(n): seeds(lambda a, b: a < b, n) for n in checkpoints},
+        "seeds_worse": {str(n): seeds(lambda a, b: a > b, n) for n in checkpoints},
+    }
+
+
+def comparisons(rows: list[dict[str, Any]], rival: str) -> list[dict[str, Any]]:
+    """Per worker count: fmtune's ``verdict`` against ``rival``."""
     verdicts = []
     for parallel in sorted({r["parallel_workers"] for r in rows}):
         ours, theirs = (
             next(r for r in rows if r["parallel_workers"] == parallel and r["oracle"] == name)
-            for name in ("fmtune", "keras-tuner")
+            for name in ("fmtune", rival)
         )
-        verdicts.append(
-            {
-                "parallel_workers": parallel,
-                "met": all(ours[f"regret_after_{n}"] <= theirs[f"regret_after_{n}"] for n in CHECKPOINTS),
-                "seeds_no_worse": {
-                    str(n): sum(
-                        bool(a <= b)
-                        for a, b in zip(
-                            ours[f"regret_after_{n}_per_seed"], theirs[f"regret_after_{n}_per_seed"], strict=True
-                        )
-                    )
-                    for n in CHECKPOINTS
-                },
-            }
-        )
+        verdicts.append({"rival": rival, "parallel_workers": parallel, **verdict(ours, theirs, CHECKPOINTS)})
     return verdicts
+
+
+def verdict_line(label: str, v: dict[str, Any], checkpoints: Sequence[int], unit: str = "") -> str:
+    """One verdict as a list item: met or not, and per checkpoint the seeds ours is no worse on."""
+    seeds = ", ".join(f"after {n}{unit}: {v['seeds_no_worse'][str(n)]}/{len(SEEDS)}" for n in checkpoints)
+    return f"- {label}: {'met' if v['met'] else 'NOT met'} ({seeds})."
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("reports"))
     args = parser.parse_args()
+    from tests.bench import multifidelity  # it builds on this module's objective
+
+    began = time.perf_counter()
     rows = []
     for parallel in (1, 4):
-        for name, make in (("keras-tuner", vanilla), ("fmtune", fmtune_oracle)):
+        for name, make in SEARCHERS.items():
             curves, seconds = [], []
             for seed in SEEDS:
-                curve, spent = run(make, seed, parallel)
+                curve, spent = run(make(seed), parallel)
                 curves.append(curve)
                 seconds.append(spent)
-            regrets = {n: [OPTIMUM - c[n - 1] for c in curves] for n in CHECKPOINTS}
             row = {
                 "oracle": name,
                 "parallel_workers": parallel,
-                "seeds": list(SEEDS),
-                **{f"regret_after_{n}": statistics.fmean(r) for n, r in regrets.items()},
-                **{f"regret_after_{n}_per_seed": r for n, r in regrets.items()},
+                **regret_row(curves, CHECKPOINTS),
                 "create_seconds_per_trial": statistics.fmean(seconds) / TRIALS,
             }
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if not k.endswith("per_seed")}), flush=True)
-    verdicts = comparisons(rows)
+    verdicts = [v for rival in RIVALS for v in comparisons(rows, rival)]
+    budget = multifidelity.bench()
+    minutes = (time.perf_counter() - began) / 60
     args.out.mkdir(parents=True, exist_ok=True)
-    report = {"command": COMMAND, "optimum": OPTIMUM, "trials": TRIALS, "rows": rows, "comparison": verdicts}
+    report = {
+        "command": COMMAND,
+        "minutes": minutes,
+        "optimum": OPTIMUM,
+        "trials": TRIALS,
+        "initial_points": INITIAL_POINTS,
+        "rows": rows,
+        "comparison": verdicts,
+        "optuna_gp_sampler": GP_SAMPLER,
+        "multifidelity": budget,
+    }
     (args.out / "efficiency.json").write_text(json.dumps(report, indent=2))
     lines = [
         "# Sample efficiency",
         "",
-        f"Command: `{COMMAND}`. Synthetic objective with a known optimum ({OPTIMUM}): Branin on two "
-        "floats, a log-scaled learning rate, a stepped integer, a categorical; Bayesian optimisation with "
-        f"each oracle's defaults, {TRIALS} trials, mean regret (optimum minus best so far; lower is better) "
-        f"over {len(SEEDS)} seeds ({SEEDS[0]}-{SEEDS[-1]}). Both oracles draw the same random initial points.",
+        f"Command: `{COMMAND}` ({minutes:.1f} min in all on this machine). Synthetic objective with a known "
+        f"optimum ({OPTIMUM}): Branin on two floats, a log-scaled learning rate, a stepped integer, a categorical; "
+        f"{TRIALS} trials, mean regret (optimum minus best so far; lower is better) over {len(SEEDS)} seeds "
+        f"({SEEDS[0]}-{SEEDS[-1]}). Every searcher starts with {INITIAL_POINTS} random trials.",
         "",
-        "| oracle | parallel workers | "
+        "Rows: `keras-tuner` is Keras Tuner's BayesianOptimizationOracle with its defaults (a GP, upper confidence "
+        "bound); `fmtune` is fmtune's Bayesian oracle (a GP, expected improvement), which draws the same random "
+        f"initial points as Keras Tuner's, so the two are equal after {INITIAL_POINTS} trials; `optuna-tpe` is "
+        "Optuna's TPESampler with its defaults but `n_startup_trials` set to match, asked and told through "
+        f"`study.ask()`/`study.tell()`: its random points are its own, so after {INITIAL_POINTS} trials it differs "
+        "from the others by the luck of the draw alone; `optuna-tpe, same start` starts instead from Keras Tuner's "
+        "random points (`study.enqueue_trial`), so it differs from `fmtune` only by what the model suggests. With 4 "
+        "workers, 4 trials are in flight and the oldest ends first; Optuna's TPE, by default (`constant_liar` off), "
+        "ignores the trials in flight. "
+        "Create-trial time is the time to ask for one trial (Optuna: `ask()` and the `suggest_*` calls). "
+        f"No row for Optuna's GPSampler: {GP_SAMPLER}.",
+        "",
+        "| searcher | parallel workers | "
         + " | ".join(f"regret after {n}" for n in CHECKPOINTS)
         + " | create-trial time per trial (s) |",
         "|---|---|" + "---|" * len(CHECKPOINTS) + "---|",
@@ -163,10 +315,21 @@ def main() -> None:
     for r in rows:
         cells = " | ".join(f"{r[f'regret_after_{n}']:.3f}" for n in CHECKPOINTS)
         lines.append(f"| {r['oracle']} | {r['parallel_workers']} | {cells} | {r['create_seconds_per_trial']:.3f} |")
-    lines += ["", "fmtune no worse than Keras Tuner (mean regret), and seeds where fmtune's best is at least as good:"]
-    for v in verdicts:
-        seeds = ", ".join(f"after {n}: {v['seeds_no_worse'][str(n)]}/{len(SEEDS)}" for n in CHECKPOINTS)
-        lines.append(f"- {v['parallel_workers']} worker(s): {'met' if v['met'] else 'NOT met'} ({seeds}).")
+    for rival in RIVALS:
+        lines += [
+            "",
+            f"fmtune no worse than `{rival}` (mean regret), and seeds where fmtune's best is at least as good:",
+        ]
+        lines += [
+            verdict_line(f"{v['parallel_workers']} worker(s)", v, CHECKPOINTS) for v in verdicts if v["rival"] == rival
+        ]
+    losses = [
+        f"against {v['rival']} with {v['parallel_workers']} worker(s) after {', '.join(map(str, v['worse_at']))} trials"
+        for v in verdicts
+        if v["worse_at"]
+    ]
+    lines += ["", f"Where fmtune's mean regret is worse: {'; '.join(losses) if losses else 'nowhere in this run'}."]
+    lines += ["", *multifidelity.markdown(budget)]
     text = "\n".join(lines) + "\n"
     (args.out / "efficiency.md").write_text(text)
     print(text)
