@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from fmtune import config, results
+from fmtune.run import experiment
 
 from ..conftest import CLASSIC
 from .helpers import free_ports, role_env, run, tune_argv
@@ -337,6 +338,7 @@ def test_a_worker_starting_after_the_search_ended_leaves_cleanly(synthetic_dir: 
         objective="val_accuracy",
     )
     run_state.save(over, cfg.experiment_dir)
+    experiment.publish(cfg)  # as its coordinator did: the worker takes the run's seed from it
     done = run_worker(synthetic_dir, tmp_path, "tuner7", port, *assignments)
     assert done.returncode == 0, done.stderr
     assert "the search is already over" in done.stdout

@@ -216,6 +216,10 @@ def worker(
 ) -> None:
     """Run trials handed out by the coordinator until it says the search is over."""
     setup_logging()
+    unseeded: list[bool] = []  # no layer sets the seed: it is the one the coordinator drew, taken below
+    cfg = resolve(preset or None, file, assignments, data_dir, resolved, seed=lambda c: unseeded.append(True) or c.seed)
+    if resolved is None:
+        _portable(cfg)
     host, port = None, None
     if oracle:
         host, _, raw_port = oracle.rpartition(":")
@@ -223,12 +227,11 @@ def worker(
             fail(f"--oracle must be HOST:PORT, got '{oracle}'", 2)
         port = int(raw_port)
     role = _role(False, host.strip("[]") if host else None, port, tuner_id)
-    try:  # a seed no layer sets is the one the coordinator drew
-        cfg = resolve(preset or None, file, assignments, data_dir, resolved, seed=experiment.published_seed())
-    except experiment.ConfigNotPublished as exc:
-        fail(f"worker {role.tuner_id} gives up: {exc}", 3)
-    if resolved is None:
-        _portable(cfg)
+    if unseeded:
+        try:
+            cfg = cfg.model_copy(update={"seed": experiment.published_seed()(cfg)})
+        except experiment.ConfigNotPublished as exc:
+            fail(f"worker {role.tuner_id} gives up: {exc}", 3)
     from fmtune.data import DatasetError
     from fmtune.devices import DeviceError
     from fmtune.run.worker import run
