@@ -217,7 +217,12 @@ def worker(
     """Run trials handed out by the coordinator until it says the search is over."""
     setup_logging()
     unseeded: list[bool] = []  # no layer sets the seed: it is the one the coordinator drew, taken below
-    cfg = resolve(preset or None, file, assignments, data_dir, resolved, seed=lambda c: unseeded.append(True) or c.seed)
+
+    def later(found: ExperimentConfig) -> int:
+        unseeded.append(True)
+        return found.seed
+
+    cfg = resolve(preset or None, file, assignments, data_dir, resolved, seed=later)
     if resolved is None:
         _portable(cfg)
     host, port = None, None
