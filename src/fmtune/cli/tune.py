@@ -216,13 +216,7 @@ def worker(
 ) -> None:
     """Run trials handed out by the coordinator until it says the search is over."""
     setup_logging()
-    unseeded: list[bool] = []  # no layer sets the seed: it is the one the coordinator drew, taken below
-
-    def later(found: ExperimentConfig) -> int:
-        unseeded.append(True)
-        return found.seed
-
-    cfg = resolve(preset or None, file, assignments, data_dir, resolved, seed=later)
+    cfg = resolve(preset or None, file, assignments, data_dir, resolved)
     if resolved is None:
         _portable(cfg)
     host, port = None, None
@@ -232,9 +226,9 @@ def worker(
             fail(f"--oracle must be HOST:PORT, got '{oracle}'", 2)
         port = int(raw_port)
     role = _role(False, host.strip("[]") if host else None, port, tuner_id)
-    if unseeded:
+    if resolved is None:  # checked above; now a seed no layer sets is the one the coordinator drew
         try:
-            cfg = cfg.model_copy(update={"seed": experiment.published_seed()(cfg)})
+            cfg = resolve(preset or None, file, assignments, data_dir, seed=experiment.published_seed())
         except experiment.ConfigNotPublished as exc:
             fail(f"worker {role.tuner_id} gives up: {exc}", 3)
     from fmtune.data import DatasetError
