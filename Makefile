@@ -72,12 +72,12 @@ predict: install ## 8 random test images through the served model (waits up to 6
 	$(BIN)/fmtune predict --target localhost:$(GRPC_PORT) --workdir $(WORKDIR) --sample 8 --wait 60
 
 # helm 3, helm 4 and kubectl for the chart tests, into .tools/ (git-ignored).
-tools: ## helm 3, helm 4 and kubectl into .tools/, and Debian's chromium for the browser tests
+tools: ## helm 3, helm 4 and kubectl into .tools/, and Debian's chromium and prometheus for the tests that drive them
 	./scripts/fetch-tools.sh
-	./scripts/install-browser.sh
+	./scripts/install-apt.sh chromium=/usr/bin/chromium prometheus=/usr/bin/prometheus
 
 test: lint typecheck tools ## lint, typecheck, then the test suite without the slow tests
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" --durations=20 $(PYTEST_ARGS)
 
 # Reported, not enforced: what the fast suite runs of fmtune, its subprocesses included.
 coverage: install tools ## the fast suite under coverage: reports/coverage.md, per package

@@ -47,9 +47,7 @@ def synthetic_arrays(count: int, seed: int, signal: int = 125) -> tuple[np.ndarr
     return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.uint8)
 
 
-def write_dataset(
-    directory: Path, train: int = 600, test: int = 200, name: str = SYNTHETIC, signal: int = 125
-) -> Path:
+def write_dataset(directory: Path, train: int = 600, test: int = 200, name: str = SYNTHETIC, signal: int = 125) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     train_x, train_y = synthetic_arrays(train, seed=1, signal=signal)
     test_x, test_y = synthetic_arrays(test, seed=2, signal=signal)

@@ -291,7 +291,7 @@ root-owned root, where neither can be made, and the kubelet makes a missing subP
     - /bin/sh
     - -c
     - >-
-      for tree in runs models; do
+      for tree in runs models secrets state; do
       mkdir -p "/volume/$tree" 2>/dev/null && [ -w "/volume/$tree" ] && continue;
       echo "fmtune: $tree/ on the volume {{ include "fmtune.claimName" . }} cannot be made or written by uid $(id -u) gid $(id -g):
       its storage driver does not apply fsGroup (NFS, GKE Filestore), or a pod made it as root.
@@ -307,4 +307,24 @@ root-owned root, where neither can be made, and the kubelet makes a missing subP
   volumeMounts:
     - name: data
       mountPath: /volume
+{{- end -}}
+
+{{/* Where the dashboard listens in the coordinator's pod (dashboard.host). Loopback by default:
+`kubectl port-forward` connects to the pod's loopback, so it works, and nothing on the pod network
+reaches the dashboard, whether or not the cluster's CNI enforces the NetworkPolicy. Peers in
+dashboard.allowFrom need it on the pod's addresses (0.0.0.0). */}}
+{{- define "fmtune.dashboardHostEnv" -}}
+{{- $host := .Values.dashboard.host -}}
+{{- if and .Values.dashboard.enabled .Values.dashboard.allowFrom (has $host (list "127.0.0.1" "::1")) -}}
+{{- fail (printf "dashboard.allowFrom admits peers over the network, but dashboard.host is %s (loopback), which only kubectl port-forward reaches: set dashboard.host=0.0.0.0 as well" $host) -}}
+{{- end -}}
+- name: FMTUNE_DASHBOARD_HOST
+  value: {{ $host | quote }}
+{{- end -}}
+
+{{/* The oracle's secret lives on the volume beside runs/, under secrets/, which only the coordinator
+mounts (and each worker's init container, read-only, to make that worker's own credential): a
+worker's container, where a user's code runs, mounts runs/ alone and never sees it. */}}
+{{- define "fmtune.tokenFile" -}}
+{{ .dir }}/{{ include "fmtune.fullname" .root }}/oracle-token
 {{- end -}}

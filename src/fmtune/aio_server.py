@@ -12,7 +12,13 @@ import grpc
 
 class AioServer:
     """Starts at construction (raising if it cannot listen: a port in use is an error, not
-    shared) and serves until ``stop``."""
+    shared) and serves until ``stop``.
+
+    ``maximum_concurrent_rpcs`` bounds the calls in progress (gRPC answers one more with
+    RESOURCE_EXHAUSTED). The receive limit (``grpc.max_receive_message_length``, gRPC's 4 MiB unless
+    ``options`` set it) holds for a compressed message after it is decompressed: grpcio refuses a
+    larger one with RESOURCE_EXHAUSTED before any handler sees it (tests/unit/test_grpc_limits.py).
+    """
 
     def __init__(
         self,
@@ -21,7 +27,9 @@ class AioServer:
         options: Sequence[tuple[str, Any]] = (),
         name: str = "grpc",
         interceptors: Sequence[Any] = (),
+        maximum_concurrent_rpcs: int | None = None,
     ):
+        self._maximum_concurrent_rpcs = maximum_concurrent_rpcs
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._error: BaseException | None = None
@@ -37,7 +45,11 @@ class AioServer:
         self, register: Callable[[grpc.aio.Server], None], address: str, options: list[Any], interceptors: list[Any]
     ) -> None:
         asyncio.set_event_loop(self.loop)
-        self._server = grpc.aio.server(options=[*options, ("grpc.so_reuseport", 0)], interceptors=interceptors)
+        self._server = grpc.aio.server(
+            options=[*options, ("grpc.so_reuseport", 0)],
+            interceptors=interceptors,
+            maximum_concurrent_rpcs=self._maximum_concurrent_rpcs,
+        )
         register(self._server)
         try:
             if self._server.add_insecure_port(address) == 0:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field, computed_field, field_validator, model_validator
 
-from fmtune import __version__
+from fmtune import __version__, files
 from fmtune.results import now
 from fmtune.wire.contract import (
     CARD_SIGNATURE,
@@ -235,7 +235,7 @@ def commit(staging: Path, card: ModelCard) -> tuple[int, Path]:
         (staging / CARD_FILE).write_text(card.model_dump_json(indent=2))
         target = model_dir / str(version)
         staging.rename(target)
-        (model_dir / _COUNTER).write_text(str(version))
+        files.replace(model_dir / _COUNTER, str(version).encode(), sync=True)
     log.info("published %s version %d at %s", card.model_name, version, target)
     return version, target
 

@@ -10,12 +10,21 @@
   tensorboard/    every trial's TensorBoard logs
   state.json      where the run is (fmtune.run_state)
   results.json    the record of the run (fmtune.results)
+  tracking.json   the MLflow runs the coordinator mirrors the run into (fmtune.run.mlflow_mirror)
 ```
+
+The coordinator's own files (config.yaml, budget.json, oracle-token, oracle/, state.json,
+results.json, tracking.json) may be kept apart, in ``$FMTUNE_STATE_DIR/<experiment>/``: a
+directory the workers cannot write (the chart mounts it read-only in their pods), so that nothing
+a worker plants there is loaded or written through by the coordinator. Workers write only
+``workers/`` and ``tensorboard/``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CONFIG = "config.yaml"
@@ -27,28 +36,44 @@ PROJECT = "search"  # Keras Tuner's project name, under the oracle's and each wo
 TENSORBOARD = "tensorboard"
 STATE = "state.json"
 RESULTS = "results.json"
+TRACKING = "tracking.json"
+
+
+STATE_DIR_ENV = "FMTUNE_STATE_DIR"
+
+
+def state_root() -> Path | None:
+    """Where the coordinator's own files are kept apart from the workers' (see above), if set."""
+    value = os.environ.get(STATE_DIR_ENV)
+    return Path(value) if value else None
 
 
 @dataclass(frozen=True)
 class ExperimentDir:
     path: Path
+    own_root: Path | None = field(default_factory=state_root)
+
+    @property
+    def own(self) -> Path:
+        """The directory of the coordinator's own files: ``path`` itself unless kept apart."""
+        return self.path if self.own_root is None else self.own_root / self.path.name
 
     @property
     def config(self) -> Path:
-        return self.path / CONFIG
+        return self.own / CONFIG
 
     @property
     def budget(self) -> Path:
-        return self.path / BUDGET
+        return self.own / BUDGET
 
     @property
     def token(self) -> Path:
-        return self.path / TOKEN
+        return self.own / TOKEN
 
     @property
     def oracle(self) -> Path:
         """The coordinator's Keras Tuner directory (its project is PROJECT)."""
-        return self.path / ORACLE
+        return self.own / ORACLE
 
     @property
     def workers(self) -> Path:
@@ -68,15 +93,53 @@ class ExperimentDir:
 
     @property
     def state(self) -> Path:
-        return self.path / STATE
+        return self.own / STATE
 
     @property
     def results(self) -> Path:
-        return self.path / RESULTS
+        return self.own / RESULTS
+
+    @property
+    def tracking(self) -> Path:
+        return self.own / TRACKING
+
+
+OWN_FILES = (CONFIG, BUDGET, TOKEN, ORACLE, STATE, RESULTS, TRACKING)
+
+
+def adopt_own_files(experiment: ExperimentDir) -> list[str]:
+    """Copy the coordinator's own files that a version keeping them in the experiment dir left
+    there into the directory now kept apart, each only where it is missing: an upgraded release
+    resumes its search, and finds its results, instead of starting over. Symlinks are neither
+    followed nor copied. Returns the names copied."""
+    if experiment.own == experiment.path:
+        return []
+    copied = []
+    for name in OWN_FILES:
+        old, new = experiment.path / name, experiment.own / name
+        if old.is_symlink() or not old.exists() or new.exists() or new.is_symlink():
+            continue
+        new.parent.mkdir(parents=True, exist_ok=True)
+        staging = new.with_name(f".{name}.adopting")
+        shutil.rmtree(staging, ignore_errors=True)
+        if old.is_dir():
+            shutil.copytree(
+                old, staging, ignore=lambda d, names: [n for n in names if os.path.islink(os.path.join(d, n))]
+            )
+        else:
+            shutil.copyfile(old, staging, follow_symlinks=False)
+        os.rename(staging, new)
+        copied.append(name)
+    return copied
 
 
 def experiments(path: Path, marker: str) -> list[Path]:
-    """The experiment dirs at ``path``: itself if it holds ``marker``, else those in it that do."""
-    if (path / marker).is_file():
+    """The experiment dirs at ``path``: itself if it holds ``marker`` (one of the coordinator's
+    own files), else those in it that do, wherever their own files are kept."""
+    if (ExperimentDir(path).own / marker).is_file():
         return [path]
-    return sorted(p.parent for p in path.glob(f"*/{marker}"))
+    found = {p.parent for p in path.glob(f"*/{marker}")}
+    root = state_root()
+    if root is not None:
+        found |= {path / p.parent.name for p in root.glob(f"*/{marker}")}
+    return sorted(found)

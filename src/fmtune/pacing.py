@@ -19,11 +19,12 @@ log = logging.getLogger("fmtune")
 
 
 class EpochLog(keras.callbacks.Callback):
-    """One line per epoch, for terminals and ``kubectl logs``."""
+    """One line per epoch, for terminals and ``kubectl logs``; and each epoch to ``on_epoch`` (the
+    run's state, so the dashboard draws retraining as it goes)."""
 
-    def __init__(self, label: str, epochs: int):
+    def __init__(self, label: str, epochs: int, on_epoch: Callable[[Epoch], None] | None = None):
         super().__init__()
-        self.label, self.epochs = label, epochs
+        self.label, self.epochs, self.on_epoch = label, epochs, on_epoch
         self.history: list[Epoch] = []
         self.seconds: list[float] = []
         self._started = 0.0
@@ -36,8 +37,16 @@ class EpochLog(keras.callbacks.Callback):
         self.history.append(Epoch(epoch=epoch, metrics=metrics))
         self.seconds.append(time.monotonic() - self._started)
         log.info(
-            "%s epoch %d/%d: %s (%.1fs)", self.label, epoch + 1, self.epochs, format_metrics(metrics), self.seconds[-1]
+            "%s epoch %d/%d: %s (%.1fs)",
+            self.label,
+            epoch + 1,
+            self.epochs,
+            format_metrics(metrics),
+            self.seconds[-1],
+            extra={"epoch": epoch + 1, "metrics": metrics, "seconds": round(self.seconds[-1], 3)},
         )
+        if self.on_epoch is not None:
+            self.on_epoch(self.history[-1])
 
 
 def cosine_rate(step: int, base: float, warmup_steps: int, total_steps: int) -> float:

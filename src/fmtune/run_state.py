@@ -23,13 +23,14 @@ from fmtune import results
 from fmtune.files import replace
 from fmtune.layout import ExperimentDir
 from fmtune.results import Results, RetrainRecord, now
-from fmtune.trials import TrialRecord, improves
+from fmtune.trials import Epoch, TrialRecord, improves
 
 
 class Phase(str, enum.Enum):
     SEARCH = "search"
     RETRAIN = "retrain"
     EXPORT = "export"
+    DEPLOY = "deploy"  # the exported version through the deployer's gate, publish and checks
     DONE = "done"
     FAILED = "failed"
 
@@ -90,9 +91,16 @@ class RunState(BaseModel):
     workers: list[WorkerState] = Field(default_factory=list)
     best_history: list[BestPoint] = Field(default_factory=list)
     retrain: RetrainRecord | None = None
+    retrain_epochs: list[Epoch] = Field(default_factory=list, description="retraining's epochs so far, as they end")
+    deploys: bool = False  # whether the run deploys what it exports (a phase of its own)
+    failed_in: Phase | None = None  # the phase a failed run was in
     test_accuracy: float | None = None
     exported_version: int | None = None
     deployment: Deployment | None = None
+    # The coordinator's writes of its own state (the oracle's files, this one) that failed, and
+    # while they fail, why: a full disk shows here before it costs a result.
+    state_write_failures: int = 0
+    state_write_error: str | None = None
 
     @property
     def search_ended(self) -> bool:

@@ -12,7 +12,6 @@ _ARRAY_DUMP = re.compile(r"\[[\[\]\d.,eE+\-\s]*\]\]")
 MAX_REASON = 300
 
 
-
 def format_values(values: dict[str, Any]) -> str:
     """Hyperparameter values, floats to four significant digits.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -28,6 +28,7 @@ from fmtune.data import Dataset, Split, stratified_split
 from fmtune.models.plugins import build_from_values
 from fmtune.pacing import EpochLog, EpochPlan, WarmupCosine
 from fmtune.results import RetrainRecord
+from fmtune.trials import Epoch
 
 log = logging.getLogger("fmtune")
 DEFAULT_BATCH_SIZE = 32  # Keras's, for a model that declares no batch_size hyperparameter
@@ -163,10 +164,15 @@ def _callbacks(
 
 
 def retrain(
-    cfg: ExperimentConfig, values: dict[str, Any], dataset: Dataset, deadline: float | None = None
+    cfg: ExperimentConfig,
+    values: dict[str, Any],
+    dataset: Dataset,
+    deadline: float | None = None,
+    on_epoch: Callable[[Epoch], None] | None = None,
 ) -> tuple[keras.Model, RetrainRecord]:
     """Train the configuration ``values`` on train+val and evaluate it on the test set; with a
-    ``deadline`` (wall clock), training and the evaluation end in time for it."""
+    ``deadline`` (wall clock), training and the evaluation end in time for it. ``on_epoch`` hears
+    of each epoch as it ends."""
     started = time.monotonic()
     settings = cfg.retrain
     full = merged_train_val(dataset)
@@ -189,7 +195,7 @@ def retrain(
     kinds = [k for k in settings.augment if k != "flip" or dataset.flip_invariant]
     flip_average = settings.test_time_flip and dataset.flip_invariant
     steps = math.ceil(len(fit) / batch_size)
-    epoch_log = EpochLog("retrain", settings.max_epochs)
+    epoch_log = EpochLog("retrain", settings.max_epochs, on_epoch)
     # The evaluations after training, in epochs: a training step costs about three forward passes.
     evaluated = (len(dataset.test) + (len(holdout) if holdout is not None else 0)) * (1 + flip_average)
     reserve = evaluated / len(fit) / 3

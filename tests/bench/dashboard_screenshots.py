@@ -1,7 +1,9 @@
 """Screenshots of the dashboard on a real quick run: reports/dashboard.png while the search runs,
-reports/dashboard-finished.png once the run is done (about four minutes on 2 cores).
+reports/dashboard-finished.png once the run is done (about four minutes on 2 cores); with
+--twelve, reports/dashboard-12hp.png instead: a finished search over 12 hyperparameters (no run,
+a few seconds), to see the parallel coordinates' titles.
 
-    python -m tests.bench.dashboard_screenshots [--data-dir DIR]
+    python -m tests.bench.dashboard_screenshots [--data-dir DIR] [--twelve]
 """
 
 from __future__ import annotations
@@ -22,11 +24,35 @@ FINISHED_ROWS = (
 )
 
 
+def twelve_hyperparameters() -> Path:
+    """reports/dashboard-12hp.png: the page of a finished search over 12 hyperparameters."""
+    from fmtune import run_state
+    from fmtune.dashboard.server import serving
+    from tests.unit.test_dashboard import many_hyperparameters_state
+
+    with tempfile.TemporaryDirectory(prefix="fmtune-dashboard-") as folder:
+        run_state.save(many_hyperparameters_state(), Path(folder))
+        with serving(Path(folder), "127.0.0.1", 0) as server, chromium() as browser:
+            page = Watched(browser)
+            page.page.goto(server.url)
+            page.until("() => document.querySelectorAll('#parallel-chart .axis-title').length === 13")
+            REPORTS.mkdir(exist_ok=True)
+            path = REPORTS / "dashboard-12hp.png"
+            page.page.screenshot(path=str(path), full_page=True)
+            if page.errors:
+                raise SystemExit(f"console errors: {page.errors}")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--in-progress-after", type=int, default=8, help="finished trials before the first shot")
+    parser.add_argument("--twelve", action="store_true", help="only reports/dashboard-12hp.png (no run)")
     args = parser.parse_args()
+    if args.twelve:
+        print(f"wrote {twelve_hyperparameters()}")
+        return
     workdir = Path(tempfile.mkdtemp(prefix="fmtune-dashboard-"))
     argv = [
         sys.executable,

@@ -501,10 +501,16 @@ def test_only_the_coordinator_writes_the_model_repository() -> None:
     docs = objects(render(4, "large").stdout)
     specs = dict(pod_specs(docs))
     coordinator = volume_mounts(job(docs, "coordinator")["spec"]["template"]["spec"])
-    assert {path: m["subPath"] for path, m in coordinator.items()} == {"/data/runs": "runs", "/data/models": "models"}
+    assert {path: m["subPath"] for path, m in coordinator.items()} == {
+        "/data/runs": "runs",
+        "/data/models": "models",
+        "/data/state": "state",
+        "/data/secrets": "secrets",
+    }
     assert not any(m.get("readOnly") for m in coordinator.values())
     workers = volume_mounts(job(docs, "worker")["spec"]["template"]["spec"])
-    assert {path: m["subPath"] for path, m in workers.items()} == {"/data/runs": "runs"}
+    assert {path: m["subPath"] for path, m in workers.items()} == {"/data/runs": "runs", "/data/state": "state"}
+    assert workers["/data/state"]["readOnly"] is True  # the coordinator's own state (test_state_isolation_chart)
     for name, tree in (("fmtune-serving", "models"), ("fmtune-tensorboard", "runs")):
         mounts = volume_mounts(specs[name])
         assert {path: m["subPath"] for path, m in mounts.items()} == {f"/data/{tree}": tree}, name

@@ -1,4 +1,5 @@
-"""The chart's dashboard: on the coordinator's Service, closed to the network unless values open it."""
+"""The chart's dashboard: on the coordinator's Service, listening on the pod's loopback (only
+`kubectl port-forward` reaches it) unless values open it to peers the NetworkPolicy names."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from .tools import CHART, KUBERNETES_VERSIONS, helm, objects, render, validator
 
 pytestmark = pytest.mark.timeout(300)
 OFF = ("--set", "dashboard.enabled=false")
-OPEN = ("--set", "dashboard.allowFrom[0].namespaceSelector.matchLabels.team=ml")
+PEERS = ("--set", "dashboard.allowFrom[0].namespaceSelector.matchLabels.team=ml")
+OPEN = (*PEERS, "--set", "dashboard.host=0.0.0.0")
 
 
 def coordinator_container(docs: list[dict]) -> dict:
@@ -47,7 +49,8 @@ def test_the_dashboard_port_is_on_the_service_and_closed_to_the_network_by_defau
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"oracle": 8000, "dashboard": 8080}
     container = coordinator_container(docs)
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["FMTUNE_DASHBOARD_PORT"] == "8080" and env["FMTUNE_DASHBOARD_HOST"] == "0.0.0.0"
+    # loopback: closed to the pod network even where the CNI does not enforce the NetworkPolicy
+    assert env["FMTUNE_DASHBOARD_PORT"] == "8080" and env["FMTUNE_DASHBOARD_HOST"] == "127.0.0.1"
     assert {"name": "dashboard", "containerPort": 8080} in container["ports"]
     (policy,) = by_kind(docs, "NetworkPolicy")
     ports = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
@@ -55,7 +58,10 @@ def test_the_dashboard_port_is_on_the_service_and_closed_to_the_network_by_defau
 
 
 def test_the_network_policy_admits_the_dashboard_only_from_the_peers_values_name() -> None:
-    (policy,) = by_kind(objects(render(4, "default", *OPEN).stdout), "NetworkPolicy")
+    docs = objects(render(4, "default", *OPEN).stdout)
+    env = {e["name"]: e.get("value") for e in coordinator_container(docs)["env"]}
+    assert env["FMTUNE_DASHBOARD_HOST"] == "0.0.0.0"
+    (policy,) = by_kind(docs, "NetworkPolicy")
     rules = {rule["ports"][0]["port"]: rule["from"] for rule in policy["spec"]["ingress"]}
     assert rules[8080] == [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}]
     assert rules[8000][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
@@ -79,7 +85,14 @@ def test_the_notes_give_the_port_forward_line() -> None:
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(("--set", "dashboard.port=0"), "port"), (("--set", "dashboard.allowFrom[0].bogus=1"), "bogus")],
+    [
+        (("--set", "dashboard.port=0"), "port"),
+        (("--set", "dashboard.allowFrom[0].bogus=1"), "bogus"),
+        (("--set", "dashboard.host=0.0.0.0:8080"), "dashboard"),
+        (("--set", "dashboard.host=my-host"), "dashboard"),
+        # peers admitted to a dashboard that listens on loopback would never reach it
+        (PEERS, "set dashboard.host=0.0.0.0"),
+    ],
 )
 def test_the_schema_refuses_bad_dashboard_values(args: tuple[str, ...], message: str) -> None:
     done = render(4, "default", *args, check=False)
@@ -91,8 +104,12 @@ def test_the_coordinator_reads_the_port_the_chart_gives() -> None:
 
     env = {e["name"]: e.get("value") for e in coordinator_container(objects(render().stdout))["env"]}
     assert resolve(environ=env) == resolve(
-        environ={"FMTUNE_DASHBOARD_HOST": "0.0.0.0", "FMTUNE_DASHBOARD_PORT": "8080"}
+        environ={"FMTUNE_DASHBOARD_HOST": "127.0.0.1", "FMTUNE_DASHBOARD_PORT": "8080"}
     )
     assert resolve(environ=env).port == 8080
+    opened = {
+        e["name"]: e.get("value") for e in coordinator_container(objects(render(4, "default", *OPEN).stdout))["env"]
+    }
+    assert resolve(environ=opened).host == "0.0.0.0"
     off = {e["name"]: e.get("value") for e in coordinator_container(objects(render(4, "default", *OFF).stdout))["env"]}
     assert resolve(environ=off).enabled is False

@@ -63,6 +63,8 @@ def role_env(tuner_id: str, port: int) -> dict[str, str]:
         "KERASTUNER_TUNER_ID": tuner_id,
         "KERASTUNER_ORACLE_IP": "127.0.0.1",
         "KERASTUNER_ORACLE_PORT": str(port),
+        # No dashboard: on a port of its own choosing it could take the oracle's, free until bound.
+        "FMTUNE_DASHBOARD_PORT": "off",
     }
 
 
@@ -194,3 +196,32 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: Callable[[],
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:g}s: {what()}")
         time.sleep(poll)
+
+
+@contextmanager
+def ready_process(argv: list[str], log_path: Path, ready_url: str, timeout: float, **popen: Any) -> Iterator[None]:
+    """A real server in its own process (Prometheus, MLflow), once ``ready_url`` answers 200, its
+    output in ``log_path``; stopped on leaving (terminated, killed if it lingers)."""
+    import httpx
+
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                assert proc.poll() is None, f"{argv[0]} exited: " + log_path.read_text()[-3000:]
+                try:
+                    if httpx.get(ready_url, timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, f"{argv[0]} was not ready in {timeout:.0f}s: {ready_url}"
+                time.sleep(0.2)
+            yield
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -15,7 +15,7 @@ import pytest
 
 from fmtune import results, run_state
 
-from .browser import Output, Watched, chromium
+from .browser import TITLE_BOXES, Output, Watched, chromium, overlapping
 from .helpers import env, tune_argv
 from .test_local import descendants
 
@@ -94,15 +94,24 @@ def test_the_dashboard_follows_a_live_search(browser: Any, synthetic_dir: Path, 
         assert live.until(f"(n) => ({BEST_POINTS})() > n && ({BEST_POINTS})()", first_points) > first_points
         live.until("() => document.getElementById('phase').textContent === 'done'", timeout=240)
         live.until("() => document.getElementById('test-accuracy').textContent !== 'n/a'")
+        while_running = list(live.errors)
         live.shot("dashboard-finished-live")
         assert proc.wait(timeout=120) == 0, out.text()[-4000:]
-        assert not live.errors, live.errors
+        assert not while_running, while_running
+        # Once the run is over its coordinator, and so the dashboard's server, is gone: the page's
+        # next polls are refused, and nothing else goes wrong.
+        assert all("ERR_CONNECTION_REFUSED" in e for e in live.errors), live.errors
     finally:
         stop(proc)
     experiment = tmp_path / "runs" / "itest"
     res = results.load(experiment / "results.json")
     requeued = next(t for t in res.trials if t.trial_id == trial_id)
     assert requeued.status == "COMPLETED" and requeued.worker == "tuner0"
+    # Retraining's epochs reached state.json one by one, as they ended; the run went through its phases.
+    state = run_state.load(experiment)
+    assert state is not None and res.retrain is not None
+    assert [e.epoch for e in state.retrain_epochs] == list(range(res.retrain.epochs_run))
+    assert not state.deploys and state.phase == run_state.Phase.DONE
     # After the run, `fmtune dashboard` shows the same trials and the test accuracy.
     board, board_out = start(dashboard_argv(tmp_path / "runs"), tmp_path)
     try:
@@ -144,5 +153,44 @@ def test_what_comes_from_trials_is_shown_as_text(browser: Any, tmp_path: Path) -
         assert page.page.locator("#parallel-chart img").count() == 0
         page.shot("dashboard-escaped")
         assert not page.dialogs and not page.errors, (page.dialogs, page.errors)
+    finally:
+        stop(board)
+
+
+@pytest.mark.parametrize("width", [1400, 900])
+def test_twelve_hyperparameters_titles_never_overlap(browser: Any, tmp_path: Path, width: int) -> None:
+    """The parallel coordinates of a search over 12 hyperparameters in chromium: every title drawn,
+    inside the chart, and no two overlapping (their boxes as drawn, rotation included)."""
+    from tests.unit.test_dashboard import TWELVE, many_hyperparameters_state
+
+    run_state.save(many_hyperparameters_state(), tmp_path)
+    board, out = start(dashboard_argv(tmp_path), tmp_path)
+    try:
+        url = out.wait_for(r"dashboard of \S+: (http://\S+)").group(1)
+        page = Watched(browser, width=width)
+        page.page.goto(url)
+        page.until("() => document.querySelectorAll('#parallel-chart .axis-title').length === 13")
+        page.until("() => document.querySelectorAll('#trials tbody tr').length === 24")
+        assert "stopped by the budget after epoch 2 of 9" in page.page.text_content("#trials tr[data-trial='22']")
+        assert "stopped by ASHA at rung 1" in page.page.text_content("#trials tr[data-trial='01']")
+        drawn = page.page.evaluate(TITLE_BOXES)
+        titles = drawn["titles"]
+        names = {t["text"].removesuffix(" (log10)") for t in titles}
+        assert names == {*TWELVE, "val_accuracy"}
+        left, top, right, bottom = drawn["chart"]
+        for t in titles:  # nothing cut off by the chart's edges
+            for x, y in t["corners"]:
+                assert left - 1 <= x <= right + 1 and top - 1 <= y <= bottom + 1, (t, drawn["chart"])
+        clashes = [
+            (a["text"], b["text"])
+            for i, a in enumerate(titles)
+            for b in titles[i + 1 :]
+            if overlapping(a["corners"], b["corners"])
+        ]
+        clashes += [(t["text"], "the chart's heading") for t in titles if overlapping(t["corners"], drawn["title"])]
+        page.page.locator("#parallel-chart").scroll_into_view_if_needed()
+        shot = page.shot(f"dashboard-12hp-{width}")
+        assert not clashes, f"overlapping titles {clashes}; see {shot}"
+        assert not page.errors, page.errors
     finally:
         stop(board)

@@ -78,6 +78,7 @@ def test_dead_worker_loses_its_trial_and_the_search_completes(synthetic_dir: Pat
     assert [h.epoch for h in rerun.history] == list(range(len(rerun.history)))  # one run's epochs, once
 
 
+@pytest.mark.slow  # a whole run each; make test keeps the worker kill, the coordinator restart and failed trials
 def test_a_trial_taken_back_after_the_other_workers_finished_still_runs(tmp_path: Path) -> None:
     """In process, on the leases' clock: a worker with nothing new to run is told to wait, not to
     leave, while another worker's trial may come back to the queue; then it runs that trial. So a
@@ -242,6 +243,7 @@ def test_failing_trials_are_marked_failed_and_the_search_goes_on(synthetic_dir: 
     assert "failed and will be retried" in done.stdout  # one retry each before giving up
 
 
+@pytest.mark.slow  # a whole run each; make test keeps the worker kill, the coordinator restart and failed trials
 def test_too_many_failures_stop_the_search_with_a_clear_message(synthetic_dir: Path, tmp_path: Path) -> None:
     argv = tune_argv(
         synthetic_dir,
@@ -266,6 +268,7 @@ def test_too_many_failures_stop_the_search_with_a_clear_message(synthetic_dir: P
     assert sum(t.status == "FAILED" for t in res.trials) >= 2 and res.exported_version is None
 
 
+@pytest.mark.slow  # a whole run each; make test keeps the worker kill, the coordinator restart and failed trials
 def test_median_stopping_stops_obviously_bad_trials(synthetic_dir: Path, tmp_path: Path) -> None:
     argv = tune_argv(
         synthetic_dir,
@@ -315,6 +318,7 @@ def test_worker_gives_up_when_the_coordinator_is_gone(synthetic_dir: Path, tmp_p
     assert time.monotonic() - started < 60
 
 
+@pytest.mark.slow  # a whole run each; make test keeps the worker kill, the coordinator restart and failed trials
 def test_a_worker_starting_after_the_search_ended_leaves_cleanly(synthetic_dir: Path, tmp_path: Path) -> None:
     """The coordinator's state.json says the search is over: a worker of that experiment leaves at
     once; one whose config differs (an upgrade that asks for more trials) asks the coordinator."""

@@ -4,6 +4,7 @@ what the request merely declares."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from fmtune.serving.limits import MAX_REQUEST_ROWS
 from fmtune.wire.contract import MAX_MESSAGE_BYTES
 
 from .helpers import Served
@@ -119,6 +121,57 @@ def test_a_tiny_request_declaring_a_huge_tensor_allocates_nothing(tiny_served: S
     assert after["VmHWM"] - before["VmHWM"] < 64 * 1024, (before, after)
 
 
+def test_a_few_bytes_cannot_become_a_64_mib_batch(tiny_served: Served, channel: grpc.Channel) -> None:
+    """One value filling [85598, 28, 28]: just under the byte limit, and a model run on 85598 images
+    (268 MB of floats for the MLP's Rescaling alone). Refused before it is filled."""
+    rows = MAX_MESSAGE_BYTES // 784  # 85598: as many images as fit under the byte limit
+    req = request(tensor([rows, 28, 28], int_val=[7]))
+    assert req.ByteSize() < 50
+    tiny_served.reset_peak_memory()
+    before = tiny_served.memory_kib()
+    for _ in range(3):
+        code, details = refusal(channel, req)
+        assert code == TOO_BIG and "filled from one value" in details, (code, details)
+    after = tiny_served.memory_kib()
+    assert after["VmHWM"] - before["VmHWM"] < 32 * 1024, (before, after)
+
+
+def test_a_request_over_the_row_limit_is_refused_as_tf_serving_words_it(channel: grpc.Channel) -> None:
+    rows = MAX_REQUEST_ROWS + 1
+    req = request(tensor([rows, 28, 28], tensor_content=b"\0" * (rows * 784)))
+    assert refusal(channel, req) == (
+        INVALID,
+        f"Task size {rows} is larger than maximum input batch size {MAX_REQUEST_ROWS}",
+    )
+
+
+def test_a_large_request_is_answered_whole_from_bounded_model_calls(tiny_served: Served, channel: grpc.Channel) -> None:
+    """The server runs it in slices of at most 256 rows; the answer is the model's on the whole batch."""
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).integers(0, 256, (3000, 28, 28), dtype=np.uint8)
+    model = tf.saved_model.load(str(tiny_served.repo / "fmtune" / "1")).signatures["serving_default"]
+    expected = model(image=tf.constant(images))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    response = stub.Predict(request(tensor([3000, 28, 28], tensor_content=images.tobytes())), timeout=60)
+    assert np.array_equal(tf.make_ndarray(response.outputs["class_id"]), expected["class_id"].numpy())
+    assert np.allclose(tf.make_ndarray(response.outputs["probabilities"]), expected["probabilities"].numpy(), atol=1e-6)
+    reply = httpx.post(
+        f"{tiny_served.rest_target}/v1/models/fmtune:predict", json={"inputs": images[:300].tolist()}, timeout=60
+    )
+    assert reply.json()["outputs"]["class_id"] == expected["class_id"].numpy()[:300].tolist()
+
+
+def test_a_gzip_message_inflating_past_the_limit_is_resource_exhausted(channel: grpc.Channel) -> None:
+    """grpcio checks the receive limit after decompressing (a guard: it is not this server's code)."""
+    rows = MAX_MESSAGE_BYTES // 784 + 1
+    zeros = request(tensor([rows, 28, 28], tensor_content=b"\0" * (rows * 784)))
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(zeros, timeout=60, compression=grpc.Compression.Gzip)
+    assert info.value.code() == TOO_BIG and "larger than max" in (info.value.details() or "")
+
+
 def test_a_message_over_the_limit_is_resource_exhausted(channel: grpc.Channel) -> None:
     huge = request(tensor([MAX_MESSAGE_BYTES // 784 + 1, 28, 28], tensor_content=b"\0" * (MAX_MESSAGE_BYTES + 784)))
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -180,6 +233,17 @@ def test_a_body_over_the_limit_is_413_without_being_read(tiny_served: Served) ->
         while chunk := sock.recv(65536):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in reply
+
+
+def test_a_gzip_body_is_answered_and_a_gzip_bomb_refused(tiny_served: Served) -> None:
+    url = f"{tiny_served.rest_target}/v1/models/fmtune:predict"
+    packed = gzip.compress(json.dumps({"instances": [ONE]}).encode())
+    reply = httpx.post(url, content=packed, headers={"Content-Encoding": "gzip"}, timeout=20)
+    assert reply.status_code == 200 and len(reply.json()["predictions"]) == 1
+    bomb = gzip.compress(b" " * (MAX_MESSAGE_BYTES + 1), 9)
+    assert len(bomb) < 100_000
+    reply = httpx.post(url, content=bomb, headers={"Content-Encoding": "gzip"}, timeout=20)
+    assert reply.status_code == 413 and "decompresses to over the" in reply.json()["error"]
 
 
 def test_the_server_still_answers(tiny_served: Served) -> None:

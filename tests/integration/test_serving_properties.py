@@ -24,6 +24,9 @@ from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from fmtune.serving.limits import MAX_FILL_BYTES, MAX_REQUEST_ROWS, MAX_ROWS
+from fmtune.wire.contract import MAX_MESSAGE_BYTES
+
 from .helpers import Served
 
 pytestmark = pytest.mark.timeout(300)
@@ -100,7 +103,11 @@ BAD_DTYPES = [
 DIMS = st.one_of(st.sampled_from([0, 1, 2, 3, 27, 29, 784, -1, 100_000, 2**40]), st.integers(-(2**63), 2**63 - 1))
 # Each example is a valid request with some of these applied (none, one or two), so that valid
 # requests, near misses and nonsense are all drawn often.
-TENSOR_MUTATIONS = ["dtype", "shape", "batch", "unknown_rank", "length", "field", "bytes", "range", "empty"]
+TENSOR_MUTATIONS = ["dtype", "shape", "batch", "unknown_rank", "length", "field", "bytes", "range", "empty", "amplify"]
+# Batches a request could make the server amplify: over one model call, up to and just over what one
+# value may fill, over the row limit, and as many images as fit under the byte limit.
+FILLABLE = MAX_FILL_BYTES // 784
+AMPLIFIED = [MAX_ROWS + 1, FILLABLE, FILLABLE + 1, MAX_REQUEST_ROWS + 1, 85_598, 342_000]
 REQUEST_MUTATIONS = ["name", "signature", "version", "inputs", "output_filter"]
 
 
@@ -110,6 +117,8 @@ def tensor_protos(draw: st.DrawFn) -> tensor_pb2.TensorProto:
     shape = [draw(st.integers(1, 4)), 28, 28]
     if "batch" in mutations:
         shape[0] = draw(DIMS)
+    if "amplify" in mutations:
+        shape[0] = draw(st.sampled_from(AMPLIFIED))
     if "shape" in mutations:
         shape = draw(st.lists(DIMS, max_size=5))
     proto = tensor_pb2.TensorProto(
@@ -119,12 +128,15 @@ def tensor_protos(draw: st.DrawFn) -> tensor_pb2.TensorProto:
     for size in shape:
         proto.tensor_shape.dim.add(size=size)
     count = math.prod(shape) if all(0 <= size <= 10_000 for size in shape) else draw(st.integers(0, 64))
-    count = min(count, 40_000) + (draw(st.sampled_from([-1, 1, 784])) if "length" in mutations else 0)
+    cap = 2_000_000 if "amplify" in mutations else 40_000  # whole batches up to FILLABLE + 1 images
+    count = min(count, cap) + (draw(st.sampled_from([-1, 1, 784])) if "length" in mutations else 0)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     pixels = rng.integers(0, 256, max(count, 0))
     if "range" in mutations and count > 0:
         pixels[draw(st.integers(0, count - 1))] = draw(st.sampled_from([-1, 256, 2**31 - 1, -(2**31)]))
     encoding = draw(st.sampled_from(["content", "int_val", "one_value"]))
+    if "amplify" in mutations and draw(st.booleans()):
+        encoding = "one_value"  # a few bytes for the whole batch
     if "empty" in mutations:
         pass
     elif "bytes" in mutations:
@@ -165,6 +177,10 @@ def assert_correct_prediction(request: Any, response: Any, oracle: Oracle) -> No
     """The server accepted ``request``: it must be a valid one, and the answer the model's."""
     images = tf.make_ndarray(request.inputs["image"])
     assert images.dtype == np.uint8 and images.ndim == 3 and images.shape[1:] == (28, 28) and len(images)
+    assert len(images) <= MAX_REQUEST_ROWS, "accepted a batch over the row limit"
+    tensor = request.inputs["image"]
+    if not tensor.tensor_content and len(tensor.int_val) == 1 and images.size > 1:
+        assert images.nbytes <= MAX_FILL_BYTES, "filled a batch over the fill limit from one value"
     expected = oracle(images)
     wanted = set(request.output_filter) or {"probabilities", "class_id"}
     assert set(response.outputs) == wanted
@@ -191,6 +207,59 @@ def test_random_tensor_protos_get_a_prediction_or_a_typed_error(
         assert_correct_prediction(request, response, oracle)
     assert time.monotonic() - started < ANSWER_SECONDS
     assert tiny_served.alive()
+
+
+def image_request(rows: int, encoding: str, value: int) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "fmtune"
+    proto = request.inputs["image"]
+    proto.dtype = types_pb2.DT_UINT8
+    for size in (rows, 28, 28):
+        proto.tensor_shape.dim.add(size=size)
+    if encoding == "one_value":
+        proto.int_val.append(value)
+    else:
+        proto.tensor_content = np.full(rows * 784, value, np.uint8).tobytes()
+    return request
+
+
+@settings(PROPERTY, max_examples=60)
+@given(
+    rows=st.sampled_from(AMPLIFIED) | st.integers(1, 2 * FILLABLE),
+    encoding=st.sampled_from(["one_value", "content"]),
+    value=st.integers(0, 255),
+)
+def test_batches_a_server_could_amplify_are_answered_in_full_or_refused_by_their_bound(
+    rows: int, encoding: str, value: int, stub: Any, oracle: Oracle, peak: None
+) -> None:
+    """A few bytes that would fill a large batch, and batches over one model call or the row limit:
+    each is refused by the bound it breaks, as TF Serving words it where it has one, or answered whole."""
+    if encoding == "content" and rows > MAX_REQUEST_ROWS + 1:
+        encoding = "one_value"  # real pixels only up to just over the row limit, so examples stay quick
+    request = image_request(rows, encoding, value)
+    expected: tuple[grpc.StatusCode, str] | None
+    if rows * 784 > MAX_MESSAGE_BYTES:
+        expected = (grpc.StatusCode.RESOURCE_EXHAUSTED, "byte limit")
+    elif encoding == "one_value" and rows * 784 > MAX_FILL_BYTES:
+        expected = (grpc.StatusCode.RESOURCE_EXHAUSTED, "filled from one value")
+    elif rows > MAX_REQUEST_ROWS:
+        expected = (grpc.StatusCode.INVALID_ARGUMENT, f"Task size {rows} is larger than maximum input batch size")
+    else:
+        expected = None
+    try:
+        response = stub[0].Predict(request, timeout=ANSWER_SECONDS)
+    except grpc.RpcError as exc:
+        event(exc.code().name)
+        assert expected is not None and exc.code() == expected[0] and expected[1] in (exc.details() or ""), (
+            rows,
+            encoding,
+            exc.code(),
+            exc.details(),
+        )
+    else:
+        event("OK")
+        assert expected is None, (rows, encoding, "accepted")
+        assert_correct_prediction(request, response, oracle)
 
 
 @settings(PROPERTY, max_examples=100)

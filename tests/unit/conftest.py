@@ -7,12 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import keras_tuner as kt
 
 from fmtune import config
 from fmtune.config import FaultTolerance, SearchConfig
 from fmtune.tuning.algorithms import make_oracle
 from fmtune.tuning.bayesian import FmtuneBayesianOracle
+from fmtune.tuning.headers import CALLER
 from fmtune.tuning.oracle import FmtuneOracle
 
 
@@ -107,3 +109,26 @@ def run_trial(oracle: Any, tuner_id: str) -> Any:
     trial.status = "COMPLETED"
     oracle.end_trial_from(tuner_id, trial)
     return oracle.trials[trial.trial_id]
+
+
+class Aborted(Exception):
+    """What a call's context raises when the servicer aborts it (as grpc.aio's does)."""
+
+
+class Context:
+    """A servicer call's context, as grpc.aio's: its metadata, led by the caller's tuner id when
+    ``caller`` is given (none in the metadata if None)."""
+
+    def __init__(self, caller: str | None = None, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self.metadata = metadata if caller is None else ((CALLER, caller), *metadata)
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def invocation_metadata(self) -> Any:
+        return self.metadata
+
+    def peer(self) -> str:
+        return "ipv4:10.0.0.9:5555"
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise Aborted(details)

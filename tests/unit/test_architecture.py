@@ -53,6 +53,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "fmtune.jsonio",
             "fmtune.files",
             "fmtune.text",
+            "fmtune.logs",
             "fmtune.usercode",
             "fmtune.layout",
             "fmtune.trials",

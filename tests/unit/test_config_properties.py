@@ -16,9 +16,32 @@ from fmtune.config import ConfigError
 scalars = st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.floats(allow_nan=True) | st.text(max_size=12)
 KEYS = st.sampled_from(
     [
-        "name", "dataset", "seed", "val_fraction", "search", "retrain", "fault_tolerance", "family", "algorithm",
-        "max_trials", "epochs", "hyperparameters", "units", "min", "max", "step", "sampling", "values", "value",
-        "type", "augment", "median_stopping", "data_dir", "workdir", "objective", "direction",
+        "name",
+        "dataset",
+        "seed",
+        "val_fraction",
+        "search",
+        "retrain",
+        "fault_tolerance",
+        "family",
+        "algorithm",
+        "max_trials",
+        "epochs",
+        "hyperparameters",
+        "units",
+        "min",
+        "max",
+        "step",
+        "sampling",
+        "values",
+        "value",
+        "type",
+        "augment",
+        "median_stopping",
+        "data_dir",
+        "workdir",
+        "objective",
+        "direction",
     ]
 ) | st.text(max_size=8)
 documents = st.recursive(

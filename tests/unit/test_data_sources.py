@@ -126,7 +126,7 @@ def test_an_npz_round_trip(tmp_path: Path) -> None:
     assert load_source(renamed, seed=0).class_names == tuple("abcdefghij")
 
 
-LOADER = '''
+LOADER = """
 import numpy as np
 
 def load():
@@ -138,7 +138,7 @@ def load():
 def as_dict():
     (x, y), (xt, yt) = load()
     return {"x_train": x, "y_train": y, "x_test": xt, "y_test": yt, "class_names": ["a", "b", "c", "d"]}
-'''
+"""
 
 
 def test_a_loader_module_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

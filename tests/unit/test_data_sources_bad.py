@@ -213,7 +213,7 @@ def test_a_file_that_is_not_an_npz_is_named(tmp_path: Path) -> None:
 
 # --- loaders ---
 
-LOADERS = '''
+LOADERS = """
 import numpy as np
 GOOD = (np.zeros((4, 3, 3), np.uint8), np.array([0, 1, 0, 1])), (np.zeros((2, 3, 3), np.uint8), np.array([0, 1]))
 NOT_CALLABLE = 3
@@ -232,7 +232,7 @@ def ragged():
 def bad_names():
     return {"x_train": GOOD[0][0], "y_train": GOOD[0][1], "x_test": GOOD[1][0], "y_test": GOOD[1][1],
             "class_names": "ab"}
-'''
+"""
 LOADER_CASES = [
     ("boom", "raised ValueError: the bucket is gone"),
     ("exits", "raised SystemExit: 2"),

@@ -10,6 +10,8 @@ import pytest
 MODULES = [
     "fmtune.spaces",
     "fmtune.text",
+    "fmtune.logs",
+    "fmtune.run.mlflow_mirror",
     "fmtune.pacing",
     "fmtune.trials",
     "fmtune.run.budget",

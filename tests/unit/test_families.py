@@ -37,9 +37,7 @@ def test_each_family_trains_a_step_on_uint8_images(family: str, tiny: data.Datas
 
 @pytest.mark.parametrize("family", sorted(DEFAULTS))
 @pytest.mark.parametrize(("shape", "classes"), [((8, 8), 10), ((32, 32, 3), 3), ((12, 20, 1), 2)])
-def test_each_family_takes_any_image_shape_and_class_count(
-    family: str, shape: tuple[int, ...], classes: int
-) -> None:
+def test_each_family_takes_any_image_shape_and_class_count(family: str, shape: tuple[int, ...], classes: int) -> None:
     hp = kt.HyperParameters()
     model = FAMILIES[family](input_shape=shape, num_classes=classes).build(hp)
     assert tuple(model.inputs[0].shape) == (None, *shape) and model.inputs[0].dtype == "uint8"

@@ -3,6 +3,7 @@ unread body ever taken for the next request."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
@@ -192,3 +193,86 @@ def test_an_internal_failure_is_a_generic_500_and_logged(tmp_path: Path, caplog:
         running.close()
     assert status == 500 and body == {"error": "internal error (details in the server log)"}
     assert "/srv/secret" in caplog.text
+
+
+def trickle(sock: socket.socket, data: bytes, every: float, cut: dict[int, float]) -> None:
+    """Send ``data`` a byte every ``every`` seconds until the server closes; record when it did."""
+    started = time.monotonic()
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+            sock.settimeout(every)
+            if sock.recv(65536) == b"":  # closed by the server (a reply would also end the trickle)
+                break
+        except TimeoutError:
+            continue  # still open: the next byte
+        except OSError:  # reset by the server
+            break
+    cut[sock.fileno()] = time.monotonic() - started
+
+
+def test_a_request_trickled_a_byte_at_a_time_is_cut_off_at_its_deadline(server: Server) -> None:
+    """Each byte comes well within the time allowed for one read; the request as a whole does not."""
+    request = post(PREDICT, "X-Padding: " + "a" * 200 + "\r\nContent-Length: 2\r\n", b"{}")
+    every = READ / 5
+    assert len(request) * every > 10 * READ  # sent in full, it would hold a slot ten deadlines long
+    socks = [server.connect() for _ in range(WORKERS)]  # every slot taken
+    cut: dict[int, float] = {}
+    threads = [threading.Thread(target=trickle, args=(sock, request, every, cut)) for sock in socks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10 * READ)
+    assert not any(thread.is_alive() for thread in threads), "a trickling client still holds its slot"
+    assert len(cut) == WORKERS and all(READ * 0.9 <= seconds <= READ + 1.0 for seconds in cut.values()), cut
+    assert status_of_a_fresh_connection(server) == 404  # the slots are free again for other clients
+    for sock in socks:
+        sock.close()
+
+
+def test_a_slow_client_is_served_while_its_request_arrives_by_its_deadline(server: Server) -> None:
+    """The deadline is for the whole request: one that trickles in within it is answered."""
+    request = b"GET /v1/models/fmtune HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with server.connect() as sock:
+        for start in range(0, len(request), 16):
+            sock.sendall(request[start : start + 16])
+            time.sleep(READ / 2 / (len(request) / 16))
+        ((status, _),) = responses(read_until_closed(sock))
+    assert status == 404
+
+
+def answer_to(server: Server, headers: str, body: bytes) -> tuple[int, dict[str, str]]:
+    with server.connect() as sock:
+        sock.sendall(post(PREDICT, f"Content-Length: {len(body)}\r\n{headers}Connection: close\r\n", body))
+        (answer,) = responses(read_until_closed(sock))
+    return answer
+
+
+def test_a_gzip_body_is_read_as_the_json_it_holds(server: Server) -> None:
+    """As TF Serving reads it: past the JSON, to the data plane (which serves no model here)."""
+    body = gzip.compress(b'{"instances": [[1, 2, 3]]}')
+    assert answer_to(server, "Content-Encoding: gzip\r\n", body) == (
+        404,
+        {"error": "Servable not found for request: Latest(fmtune)"},
+    )
+    assert answer_to(server, "", body)[0] == 400  # the same bytes, not said to be gzip: not JSON
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "status", "words"),
+    [
+        ("gzip", gzip.compress(b" " * (MAX_MESSAGE_BYTES + 1), 9, mtime=0), 413, "decompresses to over the"),
+        ("gzip", b"not gzip at all", 400, "does not decompress"),
+        ("gzip", gzip.compress(b"{}", mtime=0)[:-6], 400, "truncated"),
+        ("gzip", gzip.compress(b"{}", mtime=0) * 2, 400, "data after its end"),
+        ("br", b"{}", 415, "Content-Encoding 'br' is not supported"),
+        ("gzip, gzip", gzip.compress(gzip.compress(b"{}", mtime=0), mtime=0), 415, "not supported"),
+    ],
+    ids=["a bomb", "not gzip", "truncated", "two members", "brotli", "gzip twice"],
+)
+def test_a_compressed_body_decompresses_only_within_the_message_limit(
+    server: Server, encoding: str, body: bytes, status: int, words: str
+) -> None:
+    assert len(body) < 100_000  # a small request, whatever it inflates to
+    got, payload = answer_to(server, f"Content-Encoding: {encoding}\r\n", body)
+    assert got == status and words in payload["error"], (got, payload)

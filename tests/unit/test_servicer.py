@@ -28,7 +28,7 @@ from fmtune.tuning.oracle import FmtuneOracle
 from fmtune.tuning.roles import free_port
 from fmtune.tuning.servicer import Servicer
 
-from .conftest import bayesian_oracle, service_oracle
+from .conftest import Aborted, Context, bayesian_oracle, service_oracle
 
 TYPED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
 VISIBLE = "".join(chr(c) for c in range(0x20, 0x7F))  # what gRPC lets a metadata value hold
@@ -86,28 +86,6 @@ def ended_trial(trial_id: str, status: int, hp_values: dict[str, Any]) -> Any:
 def wire_status(status: str) -> int:
     """A trial status as the Oracle service sends it."""
     return int(kt_internals.Status.to_proto(status))
-
-
-class Aborted(Exception):
-    """What a call's context raises when the servicer aborts it (as grpc.aio's does)."""
-
-
-class Context:
-    """A call's context, from ``caller`` (no tuner id in the metadata if None)."""
-
-    def __init__(self, caller: str | None) -> None:
-        self.metadata = () if caller is None else ((CALLER, caller),)
-        self.aborted: tuple[grpc.StatusCode, str] | None = None
-
-    def invocation_metadata(self) -> Any:
-        return self.metadata
-
-    def peer(self) -> str:
-        return "ipv4:10.0.0.9:5555"
-
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        self.aborted = (code, details)
-        raise Aborted(details)
 
 
 def test_calls_that_fail_a_check_are_refused_and_change_nothing(tmp_path: Path) -> None:

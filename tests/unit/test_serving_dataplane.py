@@ -115,6 +115,24 @@ def test_inputs_over_the_size_limit_are_too_large(plane: DataPlane, monkeypatch:
     )
 
 
+def test_one_value_fills_a_tensor_only_up_to_the_fill_limit(plane: DataPlane) -> None:
+    """TensorFlow's one-value shorthand: a few bytes on the wire may not become megabytes of batch."""
+
+    def filled(batch: int) -> Any:
+        proto = tf.make_tensor_proto(7.0, tf.float32, shape=[batch, 3])
+        assert len(proto.float_val) == 1 and proto.ByteSize() < 40
+        return functools.partial(decode.tensors, protos={"x": proto})
+
+    assert plane.predict(Target("fmtune"), "", filled(2)).outputs.result(10)["double"].tolist() == [[14.0] * 3] * 2
+    most = decode.MAX_FILL_BYTES // 12
+    assert filled(most)(SPECS)["x"].shape == (most, 3)
+    assert refusal(plane.predict, Target("fmtune"), "", filled(most + 1)) == (
+        Kind.TOO_LARGE,
+        f"input 'x' of shape [{most + 1}, 3] is filled from one value: {(most + 1) * 12} bytes, over the "
+        f"{decode.MAX_FILL_BYTES} byte limit for a filled tensor; send its values",
+    )
+
+
 def test_an_input_the_model_refuses_at_run_time_fails_its_future_as_invalid(plane: DataPlane) -> None:
     prediction = plane.predict(Target("fmtune"), "", rows([[1.0, 2.0, 5000.0]]))
     with pytest.raises(ServingError, match="the model refused the input: value too large") as info:
@@ -161,16 +179,20 @@ def test_every_kind_has_a_status_at_each_edge() -> None:
         Kind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
         Kind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
         Kind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+        Kind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,  # TF Serving's answer when its batch queue is full
     }
     assert rest_api.HTTP_STATUS == {
         Kind.INVALID: HTTPStatus.BAD_REQUEST,
         Kind.FAILED_PRECONDITION: HTTPStatus.BAD_REQUEST,
         Kind.NOT_FOUND: HTTPStatus.NOT_FOUND,
         Kind.TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,  # not TF Serving's 429: too large, not too frequent
+        Kind.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,  # as TF Serving maps UNAVAILABLE
     }
 
 
-@pytest.mark.parametrize("module", ["dataplane", "errors", "models", "runner", "decode", "signatures", "warmup"])
+@pytest.mark.parametrize(
+    "module", ["dataplane", "errors", "limits", "models", "runner", "decode", "signatures", "warmup"]
+)
 def test_the_server_core_names_no_protocol(module: str) -> None:
     source = Path(models.__file__).with_name(f"{module}.py").read_text()
     imported = set()

@@ -160,3 +160,53 @@ def test_a_signature_is_batched_only_if_every_input_and_output_has_a_batch_dimen
     assert Signature.of(traced(lambda x: {"double": x * 2, "total": tf.reduce_sum(x, axis=1)})).batched
     assert not Signature.of(traced(lambda x: {"double": x * 2, "total": tf.reduce_sum(x)})).batched
     assert not Signature.of(traced(lambda x: {"double": x * 2, "names": tf.constant(["a", "b"])})).batched
+
+
+def test_a_request_larger_than_a_model_call_runs_in_slices_of_bounded_rows() -> None:
+    """Activations grow with the rows of a call; a big request never becomes one big call."""
+    runner = Runner(max_rows=4)
+    try:
+        model = Model()
+        answer = runner.submit(model.servable(), "", rows(10), ()).result(10)
+        assert model.calls == [4, 4, 2]
+        assert np.array_equal(answer["double"], rows(10)["x"] * 2)
+        assert np.array_equal(answer["total"], rows(10)["x"].sum(axis=1))
+    finally:
+        runner.stop()
+
+
+def test_a_request_over_the_row_limit_is_refused_as_tf_serving_words_it() -> None:
+    runner = Runner(max_request_rows=5)
+    try:
+        model = Model()
+        with pytest.raises(ServingError) as refused:
+            runner.submit(model.servable(), "", rows(6), ())
+        assert refused.value.kind is Kind.INVALID
+        assert refused.value.message == "Task size 6 is larger than maximum input batch size 5"
+        assert runner.submit(model.servable(), "", rows(5), ()).result(10)["double"].shape == (5, 3)
+        assert model.calls == [5]
+    finally:
+        runner.stop()
+
+
+def test_a_full_queue_refuses_unavailable_until_it_drains() -> None:
+    """Inputs waiting or running are bounded in bytes; the refusal is TF Serving's for a full batch queue."""
+    one = rows(2)["x"].nbytes
+    runner = Runner(max_queued_bytes=3 * one)
+    try:
+        model = Model()
+        servable = model.servable()
+        model.release.clear()
+        held = [runner.submit(servable, "", rows(2), ()) for _ in range(3)]
+        assert model.started.wait(10)
+        with pytest.raises(ServingError) as refused:
+            runner.submit(servable, "", rows(2), ())
+        assert refused.value.kind is Kind.UNAVAILABLE
+        assert refused.value.message == "The batch scheduling queue to which this task was submitted is full"
+        warmup = runner.submit(servable, "", rows(2), (), bounded=False)  # a version's warmup still runs
+        model.release.set()
+        for future in [*held, warmup]:
+            assert future.result(10)["double"].shape == (2, 3)
+        assert runner.submit(servable, "", rows(2), ()).result(10)["double"].shape == (2, 3)  # drained
+    finally:
+        runner.stop()

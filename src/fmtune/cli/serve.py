@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from fmtune.cli.common import fail, setup_logging
+from fmtune.serving import limits
 
 
 def serve(
@@ -18,6 +19,15 @@ def serve(
     host: Annotated[str, typer.Option(help="bind address (0.0.0.0 in a container)")] = "127.0.0.1",
     poll_seconds: Annotated[float, typer.Option(help="how often to look for new versions")] = 1.0,
     builtin: Annotated[bool, typer.Option("--builtin", help="never use tensorflow_model_server")] = False,
+    max_request_rows: Annotated[
+        int, typer.Option(min=1, help="built-in server: rows (images) one predict may ask for")
+    ] = limits.MAX_REQUEST_ROWS,
+    max_queued_mib: Annotated[
+        int, typer.Option(min=1, help="built-in server: MiB of inputs waiting or running before predicts are refused")
+    ] = limits.MAX_QUEUED_BYTES >> 20,
+    max_concurrent_rpcs: Annotated[
+        int, typer.Option(min=1, help="built-in server: gRPC calls in progress at once")
+    ] = limits.MAX_CONCURRENT_RPCS,
 ) -> None:
     """Serve the model over TF Serving's gRPC and REST APIs (tensorflow_model_server if on PATH)."""
     setup_logging()
@@ -31,6 +41,9 @@ def serve(
         rest_port=rest_port,
         host=host,
         poll_seconds=poll_seconds,
+        max_request_rows=max_request_rows,
+        max_queued_mib=max_queued_mib,
+        max_concurrent_rpcs=max_concurrent_rpcs,
     )
     try:
         run_server(opts, builtin)

@@ -10,15 +10,19 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
+from fmtune import logs
 from fmtune.cli.common import (
     ConfigOpt,
     DataDirOpt,
+    LogFormatOpt,
     PresetOpt,
     ResolvedOpt,
     SetOpt,
     err,
     exit_now,
     fail,
+    json_logs,
+    log,
     resolve,
     setup_logging,
 )
@@ -83,9 +87,14 @@ def tune(
     port: Annotated[int, typer.Option(help="oracle port on 127.0.0.1 (0: pick a free one)")] = 0,
     fresh: Annotated[bool, typer.Option("--fresh", help="discard an earlier run of this experiment")] = False,
     max_restarts: Annotated[int, typer.Option(min=0, help="restarts of a crashed worker under its id")] = 3,
+    dashboard_host: Annotated[
+        str | None,
+        typer.Option(help="the dashboard's bind address (default: env FMTUNE_DASHBOARD_HOST, else 127.0.0.1)"),
+    ] = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run the whole pipeline on this machine: coordinator + N workers as local processes."""
-    setup_logging()
+    setup_logging(log_format, role="launcher")
     from fmtune.data.source import source_from_text
 
     cfg = resolve(
@@ -105,29 +114,48 @@ def tune(
         },
         seed=experiment.seed_for(fresh),
     )
+    logs.bind(experiment=cfg.name)
     from fmtune.dashboard.placement import PlacementError
     from fmtune.run.launch import prepare_local
 
     dataset = checked_dataset(cfg)
     try:
-        launch = prepare_local(cfg, workers, fresh=fresh, port=port, max_restarts=max_restarts)
+        launch = prepare_local(
+            cfg, workers, fresh=fresh, port=port, max_restarts=max_restarts, dashboard_host=dashboard_host
+        )
     except (experiment.ConfigChanged, PlacementError) as exc:
         fail(str(exc), 2)
-    err.print(
-        f"experiment [bold]{escape(cfg.name)}[/] in {escape(str(cfg.experiment_dir))}: {cfg.dataset_name} from "
-        f"{escape(str(dataset.source))}, "
-        f"{cfg.search.algorithm} over {cfg.search.model}, {cfg.search.max_trials} trials, "
-        f"{workers} workers",
-        highlight=False,
-    )
-    if launch.dashboard:
-        err.print(f"dashboard: {launch.dashboard}", highlight=False)
+    if json_logs():  # stdout holds JSON lines only
+        log.info(
+            "experiment %s in %s: %s, %s over %s, %d trials, %d workers",
+            cfg.name,
+            cfg.experiment_dir,
+            cfg.dataset_name,
+            cfg.search.algorithm,
+            cfg.search.model,
+            cfg.search.max_trials,
+            workers,
+            extra={"dashboard": launch.dashboard},
+        )
+    else:
+        err.print(
+            f"experiment [bold]{escape(cfg.name)}[/] in {escape(str(cfg.experiment_dir))}: {cfg.dataset_name} from "
+            f"{escape(str(dataset.source))}, "
+            f"{cfg.search.algorithm} over {cfg.search.model}, {cfg.search.max_trials} trials, "
+            f"{workers} workers",
+            highlight=False,
+        )
+        if launch.dashboard:
+            err.print(f"dashboard: {launch.dashboard}", highlight=False)
     code = launch.run()
     if code == 130:
         fail("interrupted", 130)
     if code != 0:
         fail(f"the coordinator exited with code {code}", code if 0 < code < 256 else 1)
-    show_results(cfg.experiment_dir, top=5)
+    if json_logs():
+        log.info("done: results in %s", cfg.experiment_dir / "results.json")
+    else:
+        show_results(cfg.experiment_dir, top=5)
 
 
 def checked_dataset(cfg: ExperimentConfig) -> Dataset:
@@ -180,10 +208,12 @@ def coordinator(
     port: Annotated[int | None, typer.Option(help="oracle port (env KERASTUNER_ORACLE_PORT)")] = None,
     retrain: Annotated[bool, typer.Option(help="retrain, evaluate and export the best trial")] = True,
     deploy: Annotated[Path | None, typer.Option(help="deploy.yaml: deploy to TF Serving on Kubernetes")] = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run the chief oracle for distributed workers, then retrain and export the best model."""
-    setup_logging()
+    setup_logging(log_format, role="coordinator")
     cfg = resolve(preset or None, file, assignments, data_dir, resolved, seed=experiment.seed_for())
+    logs.bind(experiment=cfg.name)
     if resolved is None:  # a pod: it cannot read a model pickled into a local directory
         _portable(cfg)
     role = _role(True, host, port)
@@ -213,10 +243,12 @@ def worker(
     tuner_id: Annotated[str | None, typer.Option("--id", help="stable worker id (env KERASTUNER_TUNER_ID)")] = None,
     oracle: Annotated[str | None, typer.Option(help="coordinator HOST:PORT (env KERASTUNER_ORACLE_IP/PORT)")] = None,
     threads: Annotated[int, typer.Option(help="TensorFlow threads (0: the container's CPU limit, else all cores)")] = 0,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run trials handed out by the coordinator until it says the search is over."""
-    setup_logging()
+    setup_logging(log_format, role="worker")
     cfg = resolve(preset or None, file, assignments, data_dir, resolved)
+    logs.bind(experiment=cfg.name)
     if resolved is None:
         _portable(cfg)
     host, port = None, None
@@ -226,6 +258,7 @@ def worker(
             fail(f"--oracle must be HOST:PORT, got '{oracle}'", 2)
         port = int(raw_port)
     role = _role(False, host.strip("[]") if host else None, port, tuner_id)
+    logs.bind(worker=role.tuner_id)
     if resolved is None:  # checked above; now a seed no layer sets is the one the coordinator drew
         try:
             cfg = resolve(preset or None, file, assignments, data_dir, seed=experiment.published_seed())

@@ -27,6 +27,7 @@ from fmtune.config.sections import (
     Objective,
     RetrainConfig,
     SearchConfig,
+    TrackingConfig,
 )
 from fmtune.data.source import DataSourceConfig
 from fmtune.spaces import SPEC_TAGS
@@ -41,6 +42,7 @@ __all__ = [
     "Objective",
     "RetrainConfig",
     "SearchConfig",
+    "TrackingConfig",
 ]
 
 if TYPE_CHECKING:
@@ -86,6 +88,7 @@ class ExperimentConfig(_Strict):
     search: SearchConfig = SearchConfig()
     retrain: RetrainConfig = RetrainConfig()
     fault_tolerance: FaultTolerance = FaultTolerance()
+    tracking: TrackingConfig = TrackingConfig()
     workdir: Path = Path("runs")
     model_repo: Path = Path("models")
     model_name: str = Field(default="fmtune", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -136,13 +139,13 @@ class ExperimentConfig(_Strict):
         )
 
     def digest(self) -> str:
-        """A short hash of the settings that define the experiment."""
-        return _hash(self.model_dump(mode="json"))
+        """A short hash of the settings that define the experiment (tracking only watches it)."""
+        return _hash(self.model_dump(mode="json", exclude={"tracking"}))
 
     def outcome_digest(self) -> str:
         """A short hash of the settings that decide what the experiment produces: how it copes with
         faults (waits, leases, retries) is left out, so that changing only that does not retrain."""
-        return _hash(self.model_dump(mode="json", exclude={"fault_tolerance"}))
+        return _hash(self.model_dump(mode="json", exclude={"fault_tolerance", "tracking"}))
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

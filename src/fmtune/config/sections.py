@@ -147,3 +147,24 @@ class RetrainConfig(_Strict):
         if self.schedule == "plateau" and (self.patience or self.reduce_lr_patience) and not self.holdout_fraction:
             raise ValueError("holdout_fraction must be > 0: the plateau schedule watches a holdout")
         return self
+
+
+class TrackingConfig(_Strict):
+    """Experiment tracking: the coordinator mirrors the run into MLflow (the ``fmtune[mlflow]``
+    extra), one run per trial nested under one run for the experiment. What it watches is the
+    run's own record (state.json, results.json), from a thread of its own: a slow or unreachable
+    tracking server never holds up the search. Left out of the config's digests, since it
+    observes the experiment and changes nothing of it."""
+
+    mlflow_uri: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the MLflow tracking server, e.g. http://mlflow:5000; unset: MLFLOW_TRACKING_URI "
+        "if set, else no tracking",
+    )
+    experiment: str | None = Field(
+        default=None, min_length=1, description="the MLflow experiment; unset: this experiment's name"
+    )
+    sync_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="how often new epochs and ended trials are sent"
+    )

@@ -7,10 +7,11 @@ the config is escaped here before it becomes a label.
 from __future__ import annotations
 
 import html
+import itertools
 import math
 from typing import Any
 
-from fmtune.run_state import RunState
+from fmtune.run_state import Phase, RunState
 from fmtune.trials import TrialRecord
 
 Figure = dict[str, Any]
@@ -148,42 +149,103 @@ def _dimension(name: str, values: list[Any]) -> dict[str, Any] | None:
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
         numbers = [math.nan if v is None else float(v) for v in values]
         log = name in ("learning_rate", "l2") and min(present) > 0
-        dim: dict[str, Any] = {"label": text(name + (" (log10)" if log else "")), "values": numbers}
+        dim: dict[str, Any] = {"label": text(cut(name + (" (log10)" if log else ""))), "values": numbers}
         if log:
             dim["values"] = [math.log10(v) if v == v else math.nan for v in numbers]
         return dim
     labels = sorted({str(v) for v in present}) + (["(none)"] if len(present) < len(values) else [])
     codes = [labels.index("(none)" if v is None else str(v)) for v in values]
     return {
-        "label": text(name),
+        "label": text(cut(name)),
         "values": codes,
         "tickvals": list(range(len(labels))),
         "ticktext": labels,  # parcoords draws tick labels as plain text (no tags, no entities)
     }
 
 
+TITLE_PX = 12  # the font of the parallel coordinates' titles
+CHAR_PX = 7.5  # a character of it, at most about (plotly sets no width; this errs wide)
+TITLE_CHARS = 30  # longer names are cut, with an ellipsis
+PARALLEL_MIN_PX = 600  # the narrowest the axes ever get: the page keeps the chart at least this wide
+PARALLEL_MARGIN = {"l": 90, "r": 90, "b": 30}
+TITLE_GAP_PX = 28  # plotly puts a title this far above its axis
+
+
+def title_width(label: str) -> float:
+    return len(label) * CHAR_PX
+
+
+def title_angle(labels: list[str], spacing: float) -> int:
+    """The angle (degrees, as plotly's ``labelangle``) at which no two axis titles ``spacing``
+    pixels apart overlap: level when each pair of neighbours fits side by side; else rising at 45
+    degrees, where parallel lines of text ``spacing`` apart are ``spacing`` x sin 45 apart across;
+    else upright, where they are ``spacing`` apart.
+
+    >>> title_angle(["units", "dropout", "val_accuracy"], 300.0)
+    0
+    >>> title_angle(["learning_rate (log10)", "units", "dropout"], 60.0)
+    -45
+    >>> title_angle(["a" * 20] * 40, 600 / 39)
+    -90
+    """
+    widths = [title_width(label) for label in labels]
+    if all((a + b) / 2 + 2 * CHAR_PX <= spacing for a, b in itertools.pairwise(widths)):
+        return 0
+    line = TITLE_PX * 1.4  # a line of text, with the gap it needs
+    return -45 if spacing * math.sin(math.radians(45)) >= line else -90
+
+
+def cut(label: str) -> str:
+    """A title no longer than TITLE_CHARS.
+
+    >>> cut("x" * 40)[-3:], len(cut("x" * 40))
+    ('xx…', 30)
+    """
+    return label if len(label) <= TITLE_CHARS else label[: TITLE_CHARS - 1] + "…"
+
+
+def titled(labels: list[str]) -> tuple[int, dict[str, Any]]:
+    """The titles' angle and the margins that hold them: above the axes, and to the right of the
+    last one when the titles rise towards it (the colour bar is beside the axes, below them)."""
+    spacing = PARALLEL_MIN_PX / max(1, len(labels) - 1)
+    angle = title_angle(labels, spacing)
+    widths = [title_width(label) for label in labels] or [0.0]
+    rise, run = math.sin(math.radians(-angle)), math.cos(math.radians(angle))
+    top = 40 + TITLE_GAP_PX + TITLE_PX + max(widths) * rise  # the chart's title, then the axes' titles
+    right = max(PARALLEL_MARGIN["r"], (widths[-1] * run if angle else widths[-1] / 2) + 10)
+    left = max(PARALLEL_MARGIN["l"], widths[0] / 2 + 10) if angle == 0 else PARALLEL_MARGIN["l"]
+    return angle, {**PARALLEL_MARGIN, "l": round(left), "r": round(right), "t": round(top)}
+
+
 def parallel_coordinates(state: RunState) -> Figure:
-    """Each finished trial as a line through its hyperparameters to its objective."""
+    """Each finished trial as a line through its hyperparameters to its objective. With many
+    hyperparameters the titles rise at an angle, and the chart is made tall enough to hold them."""
     trials = scored(state)
     names = sorted({k for t in trials for k in t.hyperparameters if not k.startswith("tuner/")})
     dims = [d for n in names if (d := _dimension(n, [t.hyperparameters.get(n) for t in trials]))]
     scores = [t.score for t in trials]
     if trials:
-        dims.append({"label": text(state.objective), "values": scores})
+        dims.append({"label": text(cut(state.objective)), "values": scores})
+    angle, margin = titled([html.unescape(d["label"]) for d in dims])
     trace: dict[str, Any] = {
         "type": "parcoords",
         "dimensions": dims,
+        "labelangle": angle,
+        "labelside": "top",
+        "labelfont": {"size": TITLE_PX},
         "line": {
             "color": scores,
             "colorscale": "Viridis",
             "reversescale": state.direction == "min",
             "showscale": True,
+            "colorbar": {"thickness": 14},
         },
     }
-    return {
-        "data": [trace] if trials else [],
-        "layout": layout("Hyperparameters against the objective", margin={"l": 110, "r": 70, "t": 90, "b": 30}),
-    }
+    height = BASE_LAYOUT["height"] + max(0, margin["t"] - 90)  # the axes keep their length
+    shown = layout("Hyperparameters against the objective", margin=margin, height=height)
+    # The chart's title at the very top, above the axes' titles (plotly centres it in the margin).
+    shown["title"].update(y=1, yref="container", yanchor="top", pad={"t": 12})
+    return {"data": [trace] if trials else [], "layout": shown}
 
 
 def importance(shares: dict[str, float]) -> Figure:
@@ -209,25 +271,24 @@ def importance(shares: dict[str, float]) -> Figure:
 
 
 def retraining(state: RunState) -> Figure:
-    r = state.retrain
+    """Retraining's accuracy epoch by epoch: growing as its epochs end, then the finished record."""
+    history = state.retrain.history if state.retrain is not None else state.retrain_epochs
     data = []
-    if r is not None:
-        metrics = sorted({m for e in r.history for m in e.metrics if "accuracy" in m})
-        for metric in metrics:
-            data.append(
-                {
-                    "type": "scatter",
-                    "mode": "lines+markers",
-                    "name": text(metric),
-                    "x": [e.epoch + 1 for e in r.history if metric in e.metrics],
-                    "y": [e.metrics[metric] for e in r.history if metric in e.metrics],
-                }
-            )
+    for metric in sorted({m for e in history for m in e.metrics if "accuracy" in m}):
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": text(metric),
+                "x": [e.epoch + 1 for e in history if metric in e.metrics],
+                "y": [e.metrics[metric] for e in history if metric in e.metrics],
+            }
+        )
+    running = state.retrain is None and history and state.phase == Phase.RETRAIN
+    title = "Retraining the best configuration" + (f" (epoch {len(history)} so far)" if running else "")
     return {
         "data": data,
-        "layout": layout(
-            "Retraining the best configuration", xaxis=axis("epoch", dtick=1), yaxis=axis("accuracy"), height=300
-        ),
+        "layout": layout(title, xaxis=axis("epoch", dtick=1), yaxis=axis("accuracy"), height=300),
     }
 
 

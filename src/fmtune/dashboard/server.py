@@ -4,12 +4,19 @@ Only GET is answered (anything else is 405) and only the paths below exist (anyt
 404), so nothing outside the dashboard's own files and its experiment's view can be read. The
 view is rebuilt only when state.json or results.json changes, and the page sends back the ETag it
 got, so an unchanged state costs a stat and a 304.
+
+It runs inside the coordinator, so a client must never be able to hold the coordinator's threads:
+at most ``Limits.connections`` connections are served at once (more are answered 503 at once,
+with no thread), each connection carries one request (HTTP/1.0), and a watchdog closes any
+connection that has not sent its request within ``request_seconds`` or taken its whole answer
+within ``write_seconds`` (a closed socket is the only thing that ends a blocked send).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,9 +28,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fmtune import layout, run_state
-from fmtune.dashboard import view
+from fmtune.dashboard import metrics, view
+from fmtune.dashboard.guard import Limits, Watchdog
 
 log = logging.getLogger("fmtune")
 STATIC = {
@@ -33,6 +42,7 @@ STATIC = {
 }
 PLOTLY = "/static/plotly.min.js"
 VIEW = "/api/view"
+METRICS = "/metrics"  # the coordinator's Prometheus metrics (fmtune.dashboard.metrics)
 LINGER_SECONDS = 3.0  # how long a coordinator that is done waits for a watching page to fetch the end
 IMPORTANCE_EVERY_SECONDS = 5.0  # a forest fit per change of the completed trials, at most this often
 # plotly's WebGL charts (parallel coordinates) compile their shaders with Function(): no inline
@@ -45,6 +55,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+CONNECTION_THREAD = "dashboard-connection"  # each served connection's thread
+BUSY = b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 def plotly_js() -> bytes:
@@ -120,6 +132,26 @@ class Handler(BaseHTTPRequestHandler):
     server: DashboardServer
     server_version = "fmtune-dashboard"
     sys_version = ""
+    protocol_version = "HTTP/1.0"  # one request per connection: a deadline per connection is one per request
+
+    def setup(self) -> None:
+        self.server.watchdog.arm(self.request, self.server.limits.request_seconds)
+        super().setup()
+        self.connection.settimeout(self.server.limits.request_seconds)  # each recv; the watchdog bounds the whole
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except OSError:  # closed by the watchdog, or by the client
+            self.close_connection = True
+        finally:
+            self.server.watchdog.disarm(self.request)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        if parsed:  # the request came in time; making the answer is the server's own work
+            self.server.watchdog.disarm(self.request)
+        return parsed
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
@@ -131,6 +163,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(HTTPStatus.OK, body, "application/json", {"ETag": etag})
         elif path == PLOTLY:
             self._send(HTTPStatus.OK, self.server.plotly(), "text/javascript; charset=utf-8")
+        elif path == METRICS:
+            self._send(HTTPStatus.OK, generate_latest(self.server.metrics), CONTENT_TYPE_LATEST)
         elif path in STATIC:
             name, kind = STATIC[path]
             self._send(HTTPStatus.OK, resources.files(__package__).joinpath("static", name).read_bytes(), kind)
@@ -149,6 +183,9 @@ class Handler(BaseHTTPRequestHandler):
         if kind is not None:
             self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
+        # From here on the client has write_seconds to take the answer, however big it is.
+        self.server.watchdog.arm(self.request, self.server.limits.write_seconds)
+        self.request.settimeout(self.server.limits.write_seconds)
         self.end_headers()
         if self.command != "HEAD" and status != HTTPStatus.NOT_MODIFIED:
             self.wfile.write(body)
@@ -158,12 +195,54 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class DashboardServer(ThreadingHTTPServer):
-    daemon_threads = True
+    """A thread per connection, at most ``limits.connections`` of them, each with its deadlines."""
 
-    def __init__(self, experiment_dir: Path, host: str, port: int):
+    daemon_threads = True
+    request_queue_size = 64  # a page's burst of requests waits in the kernel, not in a thread
+
+    def __init__(self, experiment_dir: Path, host: str, port: int, limits: Limits | None = None):
         self.source = ExperimentSource(experiment_dir)
+        self.metrics = metrics.registry(lambda: run_state.for_experiment(experiment_dir))
+        self.limits = limits or Limits()
         self._plotly: bytes | None = None
-        super().__init__((host, port), Handler)
+        self._slots = threading.BoundedSemaphore(self.limits.connections)
+        self.watchdog = Watchdog()
+        super().__init__((host, port), Handler)  # closes the server (and so the watchdog) if it cannot bind
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        thread = threading.Thread(
+            target=self.process_request_thread, args=(request, client_address), name=CONNECTION_THREAD, daemon=True
+        )
+        try:
+            thread.start()
+        except BaseException:
+            self._slots.release()
+            self.shutdown_request(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        """503 for a connection over the limit, from the accepting thread: a send that would
+        block is given up rather than waited for."""
+        with contextlib.suppress(OSError):
+            request.setblocking(False)
+            request.send(BUSY)
+        self.shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("dashboard: a request from %s failed", client_address, exc_info=True)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.watchdog.stop()
 
     def plotly(self) -> bytes:
         if self._plotly is None:
@@ -178,9 +257,9 @@ class DashboardServer(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serving(experiment_dir: Path, host: str, port: int) -> Iterator[DashboardServer]:
+def serving(experiment_dir: Path, host: str, port: int, limits: Limits | None = None) -> Iterator[DashboardServer]:
     """The dashboard served from a background thread for as long as the block runs."""
-    server = DashboardServer(experiment_dir, host, port)
+    server = DashboardServer(experiment_dir, host, port, limits)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="dashboard", daemon=True)
     thread.start()
     try:

@@ -88,9 +88,7 @@ def checked_class_names(value: Any, where: str) -> tuple[str, ...] | None:
     return tuple(items)
 
 
-def class_names_for(
-    splits: dict[str, tuple[Split, str]], given: tuple[str, ...] | None, where: str
-) -> tuple[str, ...]:
+def class_names_for(splits: dict[str, tuple[Split, str]], given: tuple[str, ...] | None, where: str) -> tuple[str, ...]:
     """The given names, or '0'..'K-1' with K one past the largest training label (the first split):
     a test label no training image has is out of range. Every label in range."""
     if given is None:

@@ -14,17 +14,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
+
 from fmtune import data, export, results, run_state, training
 from fmtune.config import ExperimentConfig
 from fmtune.dashboard import server as dashboard_server
 from fmtune.export import ModelCard, publish
-from fmtune.layout import ExperimentDir
+from fmtune.layout import ExperimentDir, adopt_own_files
 from fmtune.results import Results
 from fmtune.run.budget import Budget, epoch_scale, trial_epoch_costs
 from fmtune.run.budget import started_at as budget_start
 from fmtune.run.state_writer import StateWriter
+from fmtune.run.tracking import tracked
 from fmtune.run.tuner import FmtuneTuner
 from fmtune.run_state import Phase
+from fmtune.trials import Epoch
 from fmtune.tuning import auth, kt_internals, servicer
 from fmtune.tuning.bookkeeping import active_values, wall
 from fmtune.tuning.live_view import frozen_trials
@@ -40,7 +44,12 @@ class SearchError(RuntimeError):
 
 
 def serve_oracle(
-    oracle: FmtuneOracle, role: Role, token: str, state: StateWriter | None = None, fixed_space: bool = True
+    oracle: FmtuneOracle,
+    role: Role,
+    token: str,
+    state: StateWriter | None = None,
+    fixed_space: bool = True,
+    metrics: CollectorRegistry | None = None,
 ) -> None:
     """Serve until the search is over and every worker has been told so, reaping silent workers,
     and stopping the search when no worker comes for ``worker_wait_seconds``."""
@@ -51,7 +60,7 @@ def serve_oracle(
     oracle.start_background()
     server, creators = None, None
     try:
-        server, creators = servicer.start(oracle, role.address, token, fixed_space)
+        server, creators = servicer.start(oracle, role.address, token, fixed_space, metrics)
         log.info(
             "oracle listening on %s (%s, %s trials), for callers with the experiment's token",
             role.address,
@@ -118,6 +127,8 @@ def run(
     (``dataset``: the experiment's, if already loaded)."""
     kt_internals.install()
     experiment = ExperimentDir(cfg.experiment_dir)
+    for name in adopt_own_files(experiment):  # left beside the workers' files by an earlier version
+        log.warning("copied %s of %s into %s, apart from the workers' files", name, cfg.name, experiment.own)
     dataset = dataset or cfg.load_dataset()
     log.info(
         "coordinator: experiment %s (config %s), %s from %s, %s search over %s, %d trials",
@@ -159,9 +170,11 @@ def run(
         )
     tuner.save()
     state = StateWriter(cfg, oracle, budget, dataset.fingerprint, deploys=deploy is not None)
-    with dashboard_server.for_coordinator(cfg.experiment_dir):
+    # The tracker (MLflow, when set) watches state.json and results.json from its own thread.
+    with dashboard_server.for_coordinator(cfg.experiment_dir) as dashboard, tracked(cfg):
+        metrics = dashboard.metrics if dashboard is not None else None  # served at the dashboard's /metrics
         try:
-            return _run(cfg, role, dataset, oracle, budget, state, retrain, deploy, started_at)
+            return _run(cfg, role, dataset, oracle, budget, state, retrain, deploy, started_at, metrics)
         except BaseException as exc:
             state.failed(exc)
             raise
@@ -177,6 +190,7 @@ def _run(
     retrain: bool,
     deploy: Path | None,
     started_at: float,
+    metrics: CollectorRegistry | None = None,
 ) -> Results:
     previous = finished_before(cfg)
     if previous is not None:
@@ -199,7 +213,8 @@ def _run(
     else:
         # fmtune's families declare their whole space when built; a user's may add to it later.
         fixed = cfg.search.hypermodel is None
-        serve_oracle(oracle, role, auth.coordinator_token(cfg.experiment_dir), state, fixed_space=fixed)
+        token = auth.coordinator_token(cfg.experiment_dir)
+        serve_oracle(oracle, role, token, state, fixed_space=fixed, metrics=metrics)
     tuning_seconds = time.monotonic() - started
     timing["search"] = tuning_seconds
     if budget is not None:
@@ -249,7 +264,14 @@ def _run(
         state.update(Phase.RETRAIN)
         deadline = None if budget is None else budget.retrain_deadline
         record = retrain_and_export(
-            cfg, record, dataset, deploy, on_export=lambda: state.update(Phase.EXPORT), deadline=deadline
+            cfg,
+            record,
+            dataset,
+            deploy,
+            on_export=lambda: state.update(Phase.EXPORT),
+            deadline=deadline,
+            on_epoch=state.retrain_epoch,
+            on_deploy=lambda: state.update(Phase.DEPLOY),
         )
     record = record.model_copy(update={"timing": {**record.timing, "total": time.time() - started_at}})
     results.save(record, cfg.experiment_dir)
@@ -265,11 +287,15 @@ def retrain_and_export(
     deploy: Path | None = None,
     on_export: Callable[[], None] | None = None,
     deadline: float | None = None,
+    on_epoch: Callable[[Epoch], None] | None = None,
+    on_deploy: Callable[[], None] | None = None,
 ) -> Results:
     """Retrain the best trial, evaluate it, and export it: straight into the repository, or through
-    the deployer (gate, publish, verify on every serving pod, roll back on failure)."""
+    the deployer (gate, publish, verify on every serving pod, roll back on failure). The callbacks
+    hear of each retraining epoch, the export's start, and the deployer's (once the version is
+    staged)."""
     assert record.best_hyperparameters is not None
-    model, retrained = training.retrain(cfg, record.best_hyperparameters, dataset, deadline)
+    model, retrained = training.retrain(cfg, record.best_hyperparameters, dataset, deadline, on_epoch)
     card = ModelCard(
         model_name=cfg.model_name,
         dataset=cfg.dataset_name,
@@ -297,9 +323,16 @@ def retrain_and_export(
         from fmtune.deploy import SMOKE_IMAGES, DeployConfig, deploy_version
 
         images = dataset.test.images[:SMOKE_IMAGES]
+
+        def staged() -> Path:
+            path = export.stage(model, cfg.model_repo, card, warmup_images=warmup)
+            if on_deploy is not None:
+                on_deploy()
+            return path
+
         version = deploy_version(
             DeployConfig.load(deploy),
-            lambda: export.stage(model, cfg.model_repo, card, warmup_images=warmup),
+            staged,
             card,
             images,
             model.predict(images, verbose=0),

@@ -105,8 +105,10 @@ def prepare(cfg: ExperimentConfig, fresh: bool = False) -> Path:
     """Write the resolved config into the experiment dir and return its path; ``fresh`` discards an
     earlier run first. ConfigChanged if the experiment exists under a different config."""
     path = published(cfg)
-    if fresh and cfg.experiment_dir.exists():
-        shutil.rmtree(cfg.experiment_dir)
+    if fresh:
+        for directory in {cfg.experiment_dir, ExperimentDir(cfg.experiment_dir).own}:  # its own files may be apart
+            if directory.exists():
+                shutil.rmtree(directory)
     if path.is_file() and _digest_at(path) != cfg.digest():
         raise ConfigChanged(
             f"experiment '{cfg.name}' already exists in {cfg.experiment_dir} with a different config; "

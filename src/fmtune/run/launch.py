@@ -51,13 +51,15 @@ def prepare_local(
     out: TextIO | None = None,
     extra_env: dict[str, str] | None = None,
     write_inputs: Callable[[Path], None] | None = None,
+    dashboard_host: str | None = None,
 ) -> LocalRun:
     """Write the experiment's config (``fresh``: discard an earlier run first), then what
     ``write_inputs`` puts beside it (a notebook's pickled model and arrays), record when the budget
     began, and make the cluster of a coordinator and ``workers`` workers on ``port`` (0: a free
-    one). PlacementError (a bad dashboard address) or experiment.ConfigChanged (the experiment
-    exists under another config) before anything is written."""
-    board = placement.pinned()
+    one), its dashboard on ``dashboard_host`` (None: the environment's). PlacementError (a bad
+    dashboard address) or experiment.ConfigChanged (the experiment exists under another config)
+    before anything is written."""
+    board = placement.pinned(host=dashboard_host)
     started_at = time.time()  # the budget covers everything from here (the checks before excluded)
     config_path = experiment.prepare(cfg, fresh)
     if write_inputs is not None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from fmtune import run_state
+from fmtune import logs, run_state
 from fmtune.tuning import auth
 from fmtune.tuning.roles import CHIEF, Role, worker_id
 
@@ -104,35 +104,44 @@ class LocalCluster:
         self._lock = threading.Lock()
         self._stopping = False  # set by a signal handler: a plain flag, since handlers can nest
         self.bar: ProgressBar | None = None
-        base = {
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-            auth.TOKEN_ENV: auth.new_token(),  # a token for this run's processes alone
-            **(extra_env or {}),
-        }
+        self.json_lines = os.environ.get(logs.FORMAT_ENV) == "json"  # set by the command, inherited below
+        # A secret for this run's processes alone: the coordinator's; each worker has only its own
+        # credential, made from it, so a worker's code cannot report as another worker.
+        secret = auth.new_token()
+        given = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(extra_env or {})}
+        base = {k: v for k, v in given.items() if k not in auth.SECRET_VARS}
         cmd = [sys.executable, "-m", "fmtune"]
         chief = Role(CHIEF, "127.0.0.1", port)
         self.coordinator = Child(
             "coordinator",
             [*cmd, "coordinator", "--resolved", str(config_path)],
-            {**base, **chief.env()},
+            {**base, **chief.env(), auth.TOKEN_ENV: secret},
         )
         self.workers = [
             Child(
                 tid,
                 [*cmd, "worker", "--resolved", str(config_path), "--threads", str(threads_per_worker)],
-                {**base, **Role(tid, "127.0.0.1", port).env()},
+                {
+                    **base,
+                    **Role(tid, "127.0.0.1", port).env(),
+                    auth.CREDENTIAL_ENV: auth.worker_credential(secret, tid),
+                },
             )
             for tid in (worker_id(i) for i in range(workers))
         ]
 
     def say(self, name: str, line: str) -> None:
+        text = f"[{name}] {line.rstrip()}"
+        if self.json_lines:  # one object a line, which says who wrote it
+            if not line.strip():
+                return
+            role = {"fmtune": "launcher", "coordinator": "coordinator"}.get(name, "worker")
+            text = logs.as_json_line(line, role=role, **({"worker": name} if role == "worker" else {}))
         with self._lock:
             if self.bar is not None:
-                self.bar.write(f"[{name}] {line.rstrip()}")
+                self.bar.write(text)
                 return
-            self.out.write(f"[{name}] {line.rstrip()}\n")
+            self.out.write(text + "\n")
             self.out.flush()
 
     def _start(self, child: Child) -> None:

@@ -22,7 +22,7 @@ from fmtune.files import replace
 from fmtune.layout import ExperimentDir
 from fmtune.run.budget import Budget
 from fmtune.run_state import Deployment, Phase, RunState
-from fmtune.trials import improves
+from fmtune.trials import Epoch, improves
 from fmtune.tuning.bookkeeping import wall
 from fmtune.tuning.live_view import LiveView, live_view, trial_key
 from fmtune.tuning.oracle import FmtuneOracle
@@ -65,8 +65,10 @@ class TrialCache:
         for trial in sorted(ended, key=lambda t: t.ended_at or results.now()):
             if trial.worker:
                 self.finished_by[trial.worker] = self.finished_by.get(trial.worker, 0) + 1
-            if trial.status == "COMPLETED" and trial.score is not None and improves(
-                trial.score, self._best_score, self.maximise
+            if (
+                trial.status == "COMPLETED"
+                and trial.score is not None
+                and improves(trial.score, self._best_score, self.maximise)
             ):
                 self._best_score = trial.score
                 at = (trial.ended_at or results.now()).isoformat()
@@ -148,6 +150,7 @@ class StateWriter:
             algorithm=cfg.search.algorithm,
             epochs_per_trial=cfg.search.epochs,
             lease_seconds=tolerance.lease_seconds,
+            deploys=deploys,
         )
         self.experiment_dir = cfg.experiment_dir
         self.trials = TrialCache(cfg.search.objective.direction == "max")
@@ -156,6 +159,8 @@ class StateWriter:
         self._seen_all = False
         self._written_at = 0.0
         self._interval = STATE_EVERY_SECONDS
+        self._failures = 0  # failed writes of state.json
+        self._error: str | None = None  # the last one's, while they fail
 
     def update(self, phase: Phase | None = None, message: str | None = None, force: bool = False) -> None:
         now = time.monotonic()
@@ -178,13 +183,20 @@ class StateWriter:
     def failed(self, exc: BaseException) -> None:
         """The run stopped with ``exc``: record why, and a refused or failed deployment as such."""
         message = str(exc) or type(exc).__name__
-        if self.state.phase == Phase.EXPORT and self.deploys:
+        if self.state.phase in (Phase.EXPORT, Phase.DEPLOY) and self.deploys:
             from fmtune.deploy import DeployError, GateRefused
 
             if isinstance(exc, DeployError):
                 outcome: Literal["refused", "failed"] = "refused" if isinstance(exc, GateRefused) else "failed"
                 self.state = self.state.model_copy(update={"deployment": Deployment(outcome=outcome, message=message)})
+        if self.state.phase != Phase.FAILED:
+            self.state = self.state.model_copy(update={"failed_in": self.state.phase})
         self.update(Phase.FAILED, message=message, force=True)
+
+    def retrain_epoch(self, epoch: Epoch) -> None:
+        """A retraining epoch ended: on the page at once (the search is over, so a write is cheap)."""
+        self.state = self.state.model_copy(update={"retrain_epochs": [*self.state.retrain_epochs, epoch]})
+        self.write()
 
     def refresh(self) -> None:
         """Take what changed in the oracle since the last time."""
@@ -202,8 +214,17 @@ class StateWriter:
                 "trials_running": running,
                 "best_score": best,
                 "started_at": self.state.started_at or cache.first_start,
+                **self._write_health(),
             }
         )
+
+    def _write_health(self) -> dict[str, Any]:
+        """The failed writes of the oracle's files and of state.json, and the current error if any."""
+        oracle = self.oracle.persister.health
+        return {
+            "state_write_failures": oracle.failures + self._failures,
+            "state_write_error": oracle.error or self._error,
+        }
 
     def _outcome(self, phase: Phase) -> dict[str, Any]:
         """Retraining, the export and the deployment, from results.json once they are in it."""
@@ -234,4 +255,20 @@ class StateWriter:
         return encoded[:-1] + b',"trials":' + self.trials.trials_json() + b"}"
 
     def write(self) -> None:
-        replace(ExperimentDir(self.experiment_dir).state, self.content())
+        """Write state.json; a failure (a full disk) is counted and logged once while it lasts,
+        and the next update tries again, as state.json is rewritten whole each time."""
+        for _ in range(2):  # once more after a run of failures, so that it no longer shows
+            try:
+                replace(ExperimentDir(self.experiment_dir).state, self.content())
+            except OSError as exc:
+                first = self._error is None
+                self._failures += 1
+                self._error = f"{type(exc).__name__}: {exc}"
+                if first:
+                    log.error("could not write state.json (%s); retrying with every update", self._error)
+                return
+            if self._error is None:
+                return
+            log.warning("state.json is written again, after %d failed write(s)", self._failures)
+            self._error = None
+            self.state = self.state.model_copy(update=self._write_health())

@@ -16,7 +16,7 @@ from typing import Any
 import keras
 import keras_tuner as kt
 
-from fmtune import layout
+from fmtune import layout, logs
 from fmtune.config import ExperimentConfig
 from fmtune.data import Dataset
 from fmtune.layout import ExperimentDir
@@ -54,7 +54,7 @@ class FmtuneTuner(TunerHooks):
                 local,
                 self.tuner_id,
                 cfg.fault_tolerance.coordinator_timeout_seconds,
-                token=lambda: auth.token(cfg.experiment_dir),
+                token=lambda: auth.credential(self.tuner_id, cfg.experiment_dir),
             )
         self._lost = threading.Event()
         self._trial_done = threading.Event()
@@ -92,6 +92,7 @@ class FmtuneTuner(TunerHooks):
 
     def on_trial_begin(self, trial: Any) -> None:
         self._trial_started = time.monotonic()
+        logs.bind(trial_id=trial.trial_id)  # one trial at a time: every line until its end is about it
         log.info("trial %s start: %s", trial.trial_id, format_values(active_values(trial.hyperparameters)))
         self._lost.clear()
         self._trial_done.clear()
@@ -129,6 +130,7 @@ class FmtuneTuner(TunerHooks):
             self._epochs(trial),
             format_metrics(metrics),
             seconds,
+            extra={"epoch": epoch + 1, "metrics": metrics, "seconds": round(seconds, 3)},
         )
         if getattr(status, "status", None) == Status.STOPPED:
             log.info("trial %s stopped early by the coordinator", trial.trial_id)
@@ -143,7 +145,15 @@ class FmtuneTuner(TunerHooks):
         reported = self.oracle.get_trial(trial.trial_id).metrics
         best = reported.get_best_value(name) if reported.exists(name) else None
         outcome = f"best {name}={best:.4f}" if best is not None else last_line(trial.message)
-        log.info("trial %s end: %s %s (%.1fs)", trial.trial_id, trial.status, outcome, seconds)
+        log.info(
+            "trial %s end: %s %s (%.1fs)",
+            trial.trial_id,
+            trial.status,
+            outcome,
+            seconds,
+            extra={"status": str(trial.status), "best": best, "seconds": round(seconds, 3)},
+        )
+        logs.bind(trial_id=None)
         self._trial_done.set()
         super().on_trial_end(trial)
 

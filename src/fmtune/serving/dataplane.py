@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from fmtune.serving.metrics import ServingMetrics
 from fmtune.serving.models import STATE_NAMES, ModelManager, Servable
 from fmtune.serving.runner import Runner
 from fmtune.wire.contract import SIGNATURE
 
+UNKNOWN_MODEL = "unknown"
 Decoder = Callable[[Mapping[str, Any]], dict[str, np.ndarray]]
 """A request's inputs as arrays, given the signature's input specs (name -> ``tf.TensorSpec``):
 the edge picks one of ``fmtune.serving.decode``'s decoders for its wire format."""
@@ -69,20 +71,34 @@ class Metadata:
 
 
 def submit(
-    runner: Runner, servable: Servable, signature_name: str, decode: Decoder, output_filter: Sequence[str] = ()
+    runner: Runner,
+    servable: Servable,
+    signature_name: str,
+    decode: Decoder,
+    output_filter: Sequence[str] = (),
+    *,
+    bounded: bool = True,
 ) -> Prediction:
     """Decode a request for ``servable``'s signature and queue it (raising ``ServingError`` at once if it is
-    wrong). Also how a version's warmup requests run, before the version can be resolved."""
+    wrong). Also how a version's warmup requests run (``bounded`` False: see ``Runner.submit``), before
+    the version can be resolved."""
     name = signature_name or SIGNATURE
     inputs = decode(servable.signature(name).inputs)
-    return Prediction(servable.version, name, runner.submit(servable, name, inputs, output_filter))
+    return Prediction(servable.version, name, runner.submit(servable, name, inputs, output_filter, bounded=bounded))
 
 
 class DataPlane:
     """The model manager and the runner behind one protocol-neutral interface."""
 
-    def __init__(self, manager: ModelManager, runner: Runner):
+    def __init__(self, manager: ModelManager, runner: Runner, metrics: ServingMetrics | None = None):
         self.manager, self.runner = manager, runner
+        self.metrics = metrics or ServingMetrics()
+
+    def predicted(self, model: str, entrypoint: str, status: str, seconds: float) -> None:
+        """Count a predict request (``entrypoint``: GRPC or REST) with its outcome and time. A name
+        other than the served model's counts as ``UNKNOWN_MODEL``: labels are never the caller's
+        own words, so made-up names cannot grow the metrics without bound."""
+        self.metrics.request(model if model == self.name else UNKNOWN_MODEL, "Predict", entrypoint, status, seconds)
 
     @property
     def name(self) -> str:

@@ -3,8 +3,9 @@
 Everything a client can get wrong is refused here, at the boundary, as ``Kind.INVALID``
 (``Kind.TOO_LARGE`` for size) with a message naming the problem: the dtype, the rank, every
 dimension and the element count are checked from the request's header fields before any array is
-made, so a small request that declares a huge shape never allocates it. The data plane calls these
-with the signature's input specs, once it knows which signature a request is for.
+made, so a small request that declares a huge shape never allocates it, and one value fills at
+most ``MAX_FILL_BYTES``. The data plane calls these with the signature's input specs, once it knows
+which signature a request is for.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from fmtune.serving.errors import Kind, ServingError, invalid
+from fmtune.serving.limits import MAX_FILL_BYTES
 from fmtune.wire.contract import MAX_MESSAGE_BYTES
 from fmtune.wire.tensors import NUMPY, VALUE_FIELDS, dtype_name
 
@@ -97,6 +99,12 @@ def tensor(proto: Any, spec: Any, name: str, index: int = 0) -> np.ndarray:
         array = np.asarray(values, dtype=dtype)
     if array.size == count:
         return array.reshape(shape)
+    if count * dtype.itemsize > MAX_FILL_BYTES:
+        raise ServingError(
+            Kind.TOO_LARGE,
+            f"input '{name}' of shape {shape} is filled from one value: {count * dtype.itemsize} bytes, over the "
+            f"{MAX_FILL_BYTES} byte limit for a filled tensor; send its values",
+        )
     return np.full(shape, array[0], dtype=dtype)  # TensorFlow's shorthand: one value fills the tensor
 
 

@@ -17,6 +17,18 @@ class Kind(enum.Enum):
     FAILED_PRECONDITION = "failed_precondition"  # well formed, but the model cannot take it (no such signature)
     NOT_FOUND = "not_found"  # no such model or version is served
     TOO_LARGE = "too_large"  # over a size limit (RESOURCE_EXHAUSTED)
+    UNAVAILABLE = "unavailable"  # the server is full for now: try again later (UNAVAILABLE)
+
+
+CODE_NAME = {
+    Kind.INVALID: "INVALID_ARGUMENT",
+    Kind.FAILED_PRECONDITION: "FAILED_PRECONDITION",
+    Kind.NOT_FOUND: "NOT_FOUND",
+    Kind.TOO_LARGE: "RESOURCE_EXHAUSTED",
+    Kind.UNAVAILABLE: "UNAVAILABLE",
+}
+"""Each kind's canonical error code name (TensorFlow's and gRPC's alike): the ``status`` label TF
+Serving counts requests by, whichever API they came through."""
 
 
 class ServingError(Exception):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,8 @@ from fmtune.aio_server import AioServer
 from fmtune.serving import decode
 from fmtune.serving.dataplane import DataPlane, Target
 from fmtune.serving.errors import Kind, ServingError, invalid
+from fmtune.serving.limits import MAX_CONCURRENT_RPCS
+from fmtune.serving.metrics import ServingMetrics
 from fmtune.serving.models import ModelManager
 from fmtune.serving.runner import Runner
 from fmtune.wire import tensors
@@ -39,6 +42,7 @@ STATUS = {
     Kind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     Kind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     Kind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Kind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -60,19 +64,31 @@ def _parser(message: Any) -> Callable[[bytes], Any]:
 
 
 def _answered(method: Method) -> Method:
-    """Turn a method's outcome into its gRPC status: typed for the client's mistakes, generic otherwise."""
+    """Turn a method's outcome into its gRPC status: typed for the client's mistakes, generic
+    otherwise. A predict is counted with its status (the server's metrics, as TF Serving's)."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if request is UNDECODABLE:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protobuf message")
+        started, code = time.perf_counter(), grpc.StatusCode.CANCELLED  # if the call ends otherwise
         try:
-            return await method(self, request, context)
-        except ServingError as exc:
-            await context.abort(STATUS[exc.kind], exc.message)
-        except Exception:
-            log.exception("%s failed", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error (details in the server log)")
+            if request is UNDECODABLE:
+                code = grpc.StatusCode.INVALID_ARGUMENT
+                await context.abort(code, "the request is not a valid protobuf message")
+            try:
+                answer = await method(self, request, context)
+                code = grpc.StatusCode.OK
+                return answer
+            except ServingError as exc:
+                code = STATUS[exc.kind]
+                await context.abort(code, exc.message)
+            except Exception:
+                log.exception("%s failed", method.__name__)
+                code = grpc.StatusCode.INTERNAL
+                await context.abort(code, "internal error (details in the server log)")
+        finally:
+            if method.__name__ == "Predict":
+                model = "" if request is UNDECODABLE else request.model_spec.name
+                self.dataplane.predicted(model, "GRPC", code.name, time.perf_counter() - started)
 
     return wrapper
 
@@ -159,9 +175,16 @@ def _service(name: str, methods: dict[str, tuple[Callable[..., Awaitable[Any]], 
     )
 
 
-def start(manager: ModelManager, runner: Runner, address: str) -> AioServer:
-    """The services on grpc.aio: the event loop decodes and encodes while ``runner`` runs the model."""
-    dataplane = DataPlane(manager, runner)
+def start(
+    manager: ModelManager,
+    runner: Runner,
+    address: str,
+    max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS,
+    metrics: ServingMetrics | None = None,
+) -> AioServer:
+    """The services on grpc.aio: the event loop decodes and encodes while ``runner`` runs the model.
+    At most ``max_concurrent_rpcs`` calls are in progress; gRPC refuses one more RESOURCE_EXHAUSTED."""
+    dataplane = DataPlane(manager, runner, metrics)
     prediction, models = PredictionService(dataplane), ModelService(dataplane)
 
     def register(server: grpc.aio.Server) -> None:
@@ -195,4 +218,4 @@ def start(manager: ModelManager, runner: Runner, address: str) -> AioServer:
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ]
-    return AioServer(register, address, options)
+    return AioServer(register, address, options, maximum_concurrent_rpcs=max_concurrent_rpcs)

@@ -2,15 +2,19 @@
 
 JSON in and out of the data plane (outputs written by ``rest_outputs``), whose typed errors become
 HTTP statuses here (``HTTP_STATUS``) with TF Serving's ``{"error": ...}`` body. Work per connection
-is bounded: a fixed pool of threads serves connections (one more is refused with 503), sockets time
-out when idle or stalled, a POST needs a Content-Length under the limit, and a body is read in full
-before the request is answered, or else the connection is closed, so no unread bytes are ever taken
-for the next request.
+is bounded: a fixed pool of threads serves connections (one more is refused with 503), a connection
+waits at most ``idle_seconds`` for a request to start and then ``read_seconds`` for all of it,
+headers and body (a deadline for the request, not a timeout per read, so a client trickling a byte
+at a time is cut off too), a POST needs a Content-Length under the limit, a gzip body (which TF
+Serving accepts) may decompress to at most that limit, and a body is read in full before the
+request is answered, or else the connection is closed, so no unread bytes are ever taken for the
+next request.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import re
 import socket
@@ -19,15 +23,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf import json_format
 
 from fmtune import jsonio
-from fmtune.serving import decode, rest_outputs
+from fmtune.serving import decode, metrics, rest_outputs
 from fmtune.serving.dataplane import DataPlane, Target
-from fmtune.serving.errors import Kind, ServingError, invalid
+from fmtune.serving.errors import CODE_NAME, Kind, ServingError, invalid
+from fmtune.serving.metrics import ServingMetrics
 from fmtune.serving.models import ModelManager
+from fmtune.serving.rest_body import DeadlineReader, Refusal, decoded_body
 from fmtune.serving.runner import Runner
 from fmtune.wire.contract import MAX_MESSAGE_BYTES
 
@@ -43,19 +49,12 @@ HTTP_STATUS = {
     Kind.FAILED_PRECONDITION: HTTPStatus.BAD_REQUEST,
     Kind.NOT_FOUND: HTTPStatus.NOT_FOUND,
     Kind.TOO_LARGE: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    Kind.UNAVAILABLE: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 INTERNAL = {"error": "internal error (details in the server log)"}
 IDLE_SECONDS = 15.0  # longer than clients keep idle connections (httpx: 5 s), so they close first
-READ_SECONDS = 30.0  # for one request, from its first byte to its last
+READ_SECONDS = 30.0  # for one request, from its first byte to its last (and for writing its answer)
 WORKERS = 64
-
-
-class Refusal(Exception):
-    """A request that cannot be read as HTTP: answered with ``status``, then the connection closes."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def status_json(dataplane: DataPlane, target: Target) -> dict[str, Any]:
@@ -116,12 +115,21 @@ def predict_json(dataplane: DataPlane, target: Target, body: bytes) -> bytes:
     return rest_outputs.body(outputs, row)
 
 
+class Page(NamedTuple):
+    """An answer that is not JSON: the metrics page."""
+
+    body: bytes
+    content_type: str
+
+
 def _target(match: re.Match[str]) -> Target:
     return Target(match["name"], int(match["version"]) if match["version"] else None, match["label"])
 
 
 def answer(dataplane: DataPlane, method: str, path: str, body: bytes) -> Any:
     """The payload that answers a request (raising ``ServingError`` or ``Refusal``)."""
+    if method == "GET" and path == metrics.PATH:
+        return Page(dataplane.metrics.page(), metrics.CONTENT_TYPE)
     if method == "GET" and (match := GET_PATH.fullmatch(path)):
         return (metadata_json if match["metadata"] else status_json)(dataplane, _target(match))
     if method == "POST" and (match := POST_PATH.fullmatch(path)):
@@ -144,12 +152,16 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.connection.settimeout(self.server.read_seconds)  # until handle_one_request sets its own
+        self.rfile.close()  # the socket's own reader, in place of which:
+        self.reader = DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self.reader)
 
     def log_message(self, format: str, *args: Any) -> None:  # requests are not logged
         pass
 
     def handle_one_request(self) -> None:
         """Wait up to ``idle_seconds`` for a request to start, then ``read_seconds`` for the rest."""
+        self.reader.deadline = None
         try:
             self.connection.settimeout(self.server.idle_seconds)
             started = self.rfile.peek(1)  # type: ignore[attr-defined]  # a BufferedReader
@@ -158,7 +170,7 @@ class Handler(BaseHTTPRequestHandler):
         if not started:
             self.close_connection = True
             return
-        self.connection.settimeout(self.server.read_seconds)
+        self.reader.deadline = time.monotonic() + self.server.read_seconds
         super().handle_one_request()
 
     def do_GET(self) -> None:
@@ -177,19 +189,32 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:  # timed out or gone mid-body: nothing sensible can follow on this connection
             self.close_connection = True
             return
+        try:
+            body = decoded_body(self.headers.get("Content-Encoding"), body)
+        except Refusal as exc:
+            self._reply(exc.status, {"error": exc.message})
+            return
         self._reply(*self._answer(method, path, body))
 
     def _answer(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
-        """The status and payload: the data plane's errors as their HTTP statuses."""
+        """The status and payload: the data plane's errors as their HTTP statuses. A predict is
+        counted with its status's code name, as TF Serving counts its REST requests."""
+        started, code = time.perf_counter(), "OK"
         try:
             return HTTPStatus.OK, answer(self.server.dataplane, method, path, body)
         except Refusal as exc:
+            code = "INVALID_ARGUMENT"
             return exc.status, {"error": exc.message}
         except ServingError as exc:
+            code = CODE_NAME[exc.kind]
             return HTTP_STATUS[exc.kind], {"error": exc.message}
         except Exception:  # never drop the connection without an answer, nor say what broke
             log.exception("REST %s %s failed", method, path)
+            code = "INTERNAL"
             return HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL
+        finally:
+            if method == "POST" and (match := POST_PATH.fullmatch(path)):
+                self.server.dataplane.predicted(match["name"], "REST", code, time.perf_counter() - started)
 
     def _content_length(self, method: str) -> int:
         """The body length the headers announce, if it is one that can be read."""
@@ -212,24 +237,26 @@ class Handler(BaseHTTPRequestHandler):
         return length
 
     def _read_body(self, length: int) -> bytes:
-        """All ``length`` bytes of the body, within ``read_seconds`` (``Refusal`` otherwise)."""
-        read_seconds = self.server.read_seconds
-        deadline = time.monotonic() + read_seconds
+        """All ``length`` bytes of the body, by the request's deadline (``TimeoutError`` otherwise)."""
         chunks, remaining = [], length
         while remaining:
             chunk = self.rfile.read1(min(remaining, 1 << 20))
             if not chunk:
                 raise ConnectionError("the client closed the connection inside the body")
-            if time.monotonic() > deadline:
-                raise Refusal(HTTPStatus.REQUEST_TIMEOUT, f"request body not received within {read_seconds}s")
             chunks.append(chunk)
             remaining -= len(chunk)
         return b"".join(chunks)
 
     def _reply(self, status: int, payload: Any, close: bool = False) -> None:
+        """Answer, allowing ``read_seconds`` to write it: the request's deadline was for reading it."""
+        self.reader.deadline = None
+        self.connection.settimeout(self.server.read_seconds)
+        kind = "application/json"
+        if isinstance(payload, Page):
+            payload, kind = payload.body, payload.content_type
         body = payload if isinstance(payload, bytes) else jsonio.dumps(payload, finite=True)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         if close:
             self.send_header("Connection", "close")
@@ -299,8 +326,9 @@ def start(
     workers: int = WORKERS,
     idle_seconds: float = IDLE_SECONDS,
     read_seconds: float = READ_SECONDS,
+    metrics: ServingMetrics | None = None,
 ) -> RestServer:
-    dataplane = DataPlane(manager, runner)
+    dataplane = DataPlane(manager, runner, metrics)
     server = RestServer((host, port), dataplane, workers=workers, idle_seconds=idle_seconds, read_seconds=read_seconds)
     threading.Thread(target=server.serve_forever, name="rest", daemon=True).start()
     return server

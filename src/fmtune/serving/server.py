@@ -11,6 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from fmtune.serving import limits
+
 log = logging.getLogger("fmtune")
 TF_SERVING = "tensorflow_model_server"
 
@@ -24,6 +26,10 @@ class ServeOptions(BaseModel):
     rest_port: int = Field(default=8501, ge=0, lt=65536)
     host: str = "127.0.0.1"  # loopback unless told otherwise ("0.0.0.0" in a container)
     poll_seconds: float = Field(default=1.0, gt=0)
+    # The built-in server's bounds (fmtune.serving.limits); tensorflow_model_server has its own.
+    max_request_rows: int = Field(default=limits.MAX_REQUEST_ROWS, ge=1)
+    max_queued_mib: int = Field(default=limits.MAX_QUEUED_BYTES >> 20, ge=1)
+    max_concurrent_rpcs: int = Field(default=limits.MAX_CONCURRENT_RPCS, ge=1)
 
     @property
     def base_path(self) -> Path:
@@ -46,18 +52,34 @@ class BuiltinServer:
 
     def __init__(self, opts: ServeOptions):
         from fmtune.serving import grpc_api, rest_api, warmup
+        from fmtune.serving.metrics import ServingMetrics
         from fmtune.serving.models import ModelManager, Servable
         from fmtune.serving.runner import Runner
 
-        self.runner = Runner()
+        self.metrics = ServingMetrics()  # both APIs' requests, on the REST port's metrics page
+
+        def model_call(rows: int, seconds: float) -> None:
+            self.metrics.model_call(opts.model_name, "Predict", rows, seconds)
+
+        self.runner = Runner(
+            max_request_rows=opts.max_request_rows,
+            max_queued_bytes=opts.max_queued_mib << 20,
+            on_model_call=model_call,
+        )
 
         def warm(servable: Servable) -> None:
             warmup.replay(servable, self.runner)
 
         self.manager = ModelManager(opts.base_path, opts.model_name, opts.poll_seconds, warmup=warm)
         self.manager.start()
-        self.grpc = grpc_api.start(self.manager, self.runner, f"{opts.host}:{opts.grpc_port}")
-        self.rest = rest_api.start(self.manager, self.runner, opts.host, opts.rest_port)
+        self.grpc = grpc_api.start(
+            self.manager,
+            self.runner,
+            f"{opts.host}:{opts.grpc_port}",
+            max_concurrent_rpcs=opts.max_concurrent_rpcs,
+            metrics=self.metrics,
+        )
+        self.rest = rest_api.start(self.manager, self.runner, opts.host, opts.rest_port, metrics=self.metrics)
 
     def close(self) -> None:
         self.rest.shutdown()

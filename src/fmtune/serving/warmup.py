@@ -77,7 +77,7 @@ def replay(servable: Servable, runner: Runner) -> int:
     for request in requests * REPEATS:
         inputs = functools.partial(decode.tensors, protos=request.inputs)
         prediction = dataplane.submit(
-            runner, servable, request.model_spec.signature_name, inputs, request.output_filter
+            runner, servable, request.model_spec.signature_name, inputs, request.output_filter, bounded=False
         )
         prediction.outputs.result(REPLAY_TIMEOUT)
     if requests:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from fmtune.logs import trial_fields
 from fmtune.text import format_values, last_line
 from fmtune.trials import Epoch, Requeue, TrialRecord, TrialStatus, improves
 from fmtune.tuning.kt_internals import FINISHED, Status
@@ -91,7 +92,13 @@ class Book:
     def started(self, trial_id: str, worker: str, values: dict[str, Any]) -> None:
         requeues = self.attempt(trial_id).requeues
         self.attempts[trial_id] = Attempt(worker=worker, started_at=self.clock(), requeues=requeues)
-        log.info("trial %s started on %s: %s", trial_id, worker, format_values(values))
+        log.info(
+            "trial %s started on %s: %s",
+            trial_id,
+            worker,
+            format_values(values),
+            extra=trial_fields(trial_id, worker, hyperparameters=values),
+        )
 
     def requeued(self, trial_id: str) -> None:
         """Its worker went silent or came back without it: the run it had is abandoned."""
@@ -107,8 +114,15 @@ class Book:
         entry.reported_at = now
 
     def stopped(self, trial_id: str, by: str, epoch: int, why: str) -> None:
-        self.attempt(trial_id).stopped_by = by
-        log.info("trial %s stopped at epoch %d %s", trial_id, epoch + 1, why)
+        entry = self.attempt(trial_id)
+        entry.stopped_by = by
+        log.info(
+            "trial %s stopped at epoch %d %s",
+            trial_id,
+            epoch + 1,
+            why,
+            extra=trial_fields(trial_id, entry.worker, epoch=epoch + 1, stopped_by=by),
+        )
 
     def ended(self, trial: Any) -> None:
         self.attempt(trial.trial_id).ended_at = self.clock()
@@ -176,13 +190,22 @@ class Book:
         ended = entry.ended_at or self.clock()
         where = f"[trial {trial.trial_id} on {entry.worker}, {ended - (entry.started_at or ended):.0f}s]"
         progress = f"trial {len(self.finished)}/{max_trials or '?'}"
+        fields = trial_fields(trial.trial_id, entry.worker, status=str(trial.status), score=trial.score)
         if trial.status == Status.COMPLETED:
-            log.info("%s done: %s=%.4f (best %s) %s", progress, self.objective.name, trial.score, best_text, where)
+            log.info(
+                "%s done: %s=%.4f (best %s) %s",
+                progress,
+                self.objective.name,
+                trial.score,
+                best_text,
+                where,
+                extra=fields,
+            )
         elif trial.status in FINISHED:
             reason = last_line(trial.message, "stopped early")
-            log.info("%s %s: %s (best %s) %s", progress, trial.status.lower(), reason, best_text, where)
+            log.info("%s %s: %s (best %s) %s", progress, trial.status.lower(), reason, best_text, where, extra=fields)
         else:
-            log.info("trial %s failed and will be retried %s", trial.trial_id, where)
+            log.info("trial %s failed and will be retried %s", trial.trial_id, where, extra=fields)
 
     def get_state(self) -> dict[str, Attempt]:
         """The record as oracle.json keeps it: orjson writes dataclasses as they are, so it is not
@@ -194,3 +217,37 @@ class Book:
             trial_id: Attempt(**{**raw, "requeues": [tuple(r) for r in raw.get("requeues", [])]})
             for trial_id, raw in state.items()
         }
+
+
+class Refusals:
+    """Calls the coordinator refused, counted per worker and kind (a status view can show who
+    misbehaves); each (worker, kind) is logged once, with its first reason, so a worker that keeps
+    trying cannot flood the log. Honest workers are refused too, rarely: a report after their
+    lease ran out is ``not held``, logged at info."""
+
+    QUIET = frozenset({"not held"})  # what honest workers meet after a lost lease
+    MAX_KEYS = 1000  # distinct (worker, kind) pairs kept; made-up ids beyond it count as "others"
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def note(self, worker: str, kind: str, reason: str, where: str | None = None) -> None:
+        """Count a refused ``kind`` of call from ``worker`` (``where``: its address, for the log)."""
+        key = (worker[:64], kind)
+        if key not in self.counts and len(self.counts) >= self.MAX_KEYS:
+            key = ("others", kind)
+        first = key not in self.counts
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if first:
+            level = logging.INFO if kind in self.QUIET else logging.WARNING
+            log.log(level, "refused %s from %s: %s", kind, where or key[0], reason)
+
+    def by_worker(self) -> dict[str, dict[str, int]]:
+        """worker -> kind -> how many calls of that kind were refused."""
+        found: dict[str, dict[str, int]] = {}
+        for (worker, kind), count in sorted(self.counts.items()):
+            found.setdefault(worker, {})[kind] = count
+        return found
+
+    def total(self) -> int:
+        return sum(self.counts.values())

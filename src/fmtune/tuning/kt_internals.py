@@ -151,6 +151,10 @@ class OracleHooks(_OracleBase):
         """Called after every trial's end (Keras Tuner raises there after too many failures)."""
         super()._check_consecutive_failures()
 
+    def values_hash(self, values: dict[str, Any]) -> str:
+        """Keras Tuner's hash of a trial's values, as oracle.json's ``id_to_hash`` records it."""
+        return str(self._compute_values_hash(values))
+
     # The calls the servicer makes that Keras Tuner leaves unlocked.
 
     @locked

@@ -18,7 +18,8 @@ from typing import Any
 
 from fmtune.config import FaultTolerance
 from fmtune.text import last_line
-from fmtune.tuning.bookkeeping import Book, active_values
+from fmtune.tuning.bookkeeping import Book, Refusals, active_values
+from fmtune.tuning.checks import TunerLimits
 from fmtune.tuning.control import SearchControl
 from fmtune.tuning.kt_internals import MetricsTracker, Status, Trial, locked
 from fmtune.tuning.leases import Leases
@@ -51,6 +52,7 @@ class FmtuneOracle(PersistedOracle):
         self.control = SearchControl(lambda: self.max_trials)
         self.book = Book(self.objective, clock, stopping.rung if stopping is not None else lambda epochs: None)
         self.persister = Persister(self)
+        self.refusals = Refusals()  # calls refused, per worker and kind (held in memory)
 
     # -- where the search is -----------------------------------------------------------------------
 
@@ -113,12 +115,34 @@ class FmtuneOracle(PersistedOracle):
     def holder(self, trial_id: str) -> str | None:
         return next((tid for tid, t in self.ongoing_trials.items() if t.trial_id == trial_id), None)
 
-    def _refused(self, trial_id: str, caller: str | None) -> bool:
-        """A report about a trial the caller does not hold (any more) is refused."""
+    def _refused(self, trial_id: str, caller: str | None, kind: str = "report") -> bool:
+        """A call about a trial the caller does not hold (any more) is refused, and counted. The
+        caller is None only for the coordinator's own calls (the servicer asks every remote
+        caller for its id, which its credential proves)."""
         if caller is not None:
             self.leases.seen(caller)
         holder = self.holder(trial_id)
-        return holder is None or (caller is not None and caller != holder)
+        refused = holder is None or (caller is not None and caller != holder)
+        if refused and caller is not None:
+            whose = "no one (its lease ran out, or it ended)" if holder is None else "another worker"
+            self.refusals.note(
+                caller,
+                "not held" if holder is None else f"{kind} for another's trial",
+                f"a {kind} for trial {trial_id[:40]}, held by {whose}",
+            )
+        return refused
+
+    def tuner_limits(self) -> TunerLimits:
+        """What Keras Tuner's ``tuner/`` values may be here: Hyperband's epochs and brackets (its
+        ``_get_num_brackets``, from its public settings); no other algorithm sets any."""
+        max_epochs = getattr(self, "max_epochs", None)
+        if max_epochs is None:
+            return TunerLimits(None, 0, self.trials)
+        brackets, epochs = 0, float(max_epochs)
+        while epochs >= getattr(self, "min_epochs", 1):
+            epochs /= getattr(self, "factor", 3)
+            brackets += 1
+        return TunerLimits(int(max_epochs), brackets, self.trials)
 
     def _stopped_answer(self, trial_id: str) -> Any:
         known = self.trials.get(trial_id)
@@ -127,7 +151,7 @@ class FmtuneOracle(PersistedOracle):
     @locked
     def heartbeat(self, trial_id: str, caller: str | None) -> Any:
         """Renew the caller's lease; the answer's status says whether it should go on."""
-        if trial_id not in self.trials or self._refused(trial_id, caller):
+        if trial_id not in self.trials or self._refused(trial_id, caller, "heartbeat"):
             return self._stopped_answer(trial_id)
         self.leases.renew(trial_id)
         return self.trials[trial_id]
@@ -197,8 +221,8 @@ class FmtuneOracle(PersistedOracle):
 
     @locked
     def end_trial_from(self, caller: str | None, trial: Any) -> None:
-        if self._refused(trial.trial_id, caller):
-            log.info("ignored the end of trial %s from %s, which no longer holds it", trial.trial_id, caller)
+        if self._refused(trial.trial_id, caller, "end"):
+            log.info("ignored the end of trial %s from %s, which does not hold it", trial.trial_id, caller)
             return
         self.end_trial(trial)
 

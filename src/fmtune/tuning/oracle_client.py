@@ -1,5 +1,5 @@
-"""The worker's side of Keras Tuner's Oracle gRPC service: its client, with the caller's id on
-every call and a bounded wait for the chief.
+"""The worker's side of Keras Tuner's Oracle gRPC service: its client, with the caller's id and
+its credential (``fmtune.tuning.auth``) on every call, and a bounded wait for the chief.
 
 Workers give up, with a clear error, when the chief stays unreachable for
 ``coordinator_timeout_seconds``, instead of Keras Tuner's hour.
@@ -28,13 +28,14 @@ class CoordinatorUnreachable(RuntimeError):
 
 
 class CoordinatorRefused(RuntimeError):
-    """The coordinator refused this worker: a missing or wrong token, or a call it would not take."""
+    """The coordinator refused this worker: a missing or wrong credential, or a call it would not take."""
 
 
 class Client(OracleClient):
     """Keras Tuner's client with the caller's id on every call and a bounded wait for the chief."""
 
     def __init__(self, oracle: Any, tuner_id: str, timeout: float, token: Callable[[], str | None]):
+        """``token``: this worker's credential (``auth.credential``), asked again when refused."""
         super().__init__(oracle)
         self.tuner_id, self.timeout, self._token = tuner_id, timeout, token
         self._metadata = ((CALLER, tuner_id), *auth.call_metadata(token()))
@@ -53,12 +54,13 @@ class Client(OracleClient):
                 code = exc.code()
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     fresh = ((CALLER, self.tuner_id), *auth.call_metadata(self._token()))
-                    if fresh != self._metadata:  # the coordinator made its token after this worker looked
+                    if fresh != self._metadata:  # the coordinator made its secret after this worker looked
                         self._metadata = fresh
                         continue
                     raise CoordinatorRefused(
-                        f"the coordinator refused this worker's token: set {auth.TOKEN_ENV} to the coordinator's, "
-                        f"or share its work dir ({layout.TOKEN})"
+                        f"the coordinator refused this worker's credential for {self.tuner_id}: set "
+                        f"{auth.CREDENTIAL_ENV} to auth.worker_credential(secret, {self.tuner_id!r}), "
+                        f"or {auth.TOKEN_ENV} to the coordinator's secret, or share its work dir ({layout.TOKEN})"
                     ) from None
                 if code == grpc.StatusCode.INVALID_ARGUMENT:
                     raise CoordinatorRefused(f"the coordinator refused a call: {exc.details()}") from None

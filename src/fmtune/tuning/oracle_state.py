@@ -1,7 +1,8 @@
 """The oracle's state on disk: its files, written through the ``Persister`` once one runs, and
 fmtune's own record (``fmtune.tuning.bookkeeping``) and abort reason kept in oracle.json beside
 Keras Tuner's state, so that a restarted coordinator resumes where the last one stopped. An abort
-ends that start only: the next one (a restarted pod, an upgrade) tries again."""
+ends that start only: the next one (a restarted pod, an upgrade) tries again. What a restart
+reloads is checked against that record first (``fmtune.tuning.reload_check``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fmtune.tuning.control import SearchControl
 from fmtune.tuning.kt_internals import OracleHooks, Status, locked
 from fmtune.tuning.leases import Leases
 from fmtune.tuning.persist import Persister, oracle_json, trial_json
+from fmtune.tuning.reload_check import SCORES, Record, recorded_scores, refuse_untrusted
 
 log = logging.getLogger("fmtune")
 
@@ -28,6 +30,7 @@ class PersistedOracle(OracleHooks):
     leases: Leases
     _reporting = False  # set while an epoch's report is taken: its write is lazy (fmtune.tuning.persist)
     _resumed: dict[str, Any] = {}  # noqa: RUF012 - replaced, never changed in place
+    _reloaded: dict[str, Any] = {}  # noqa: RUF012 - oracle.json as the last reload read it
 
     def save(self) -> None:
         if self.persister.running:
@@ -72,7 +75,11 @@ class PersistedOracle(OracleHooks):
         }
 
     def get_state(self) -> dict[str, Any]:
-        own = {"fmtune_record": self.book.get_state(), "fmtune_abort": self.control.abort_reason}
+        own = {
+            "fmtune_record": self.book.get_state(),
+            "fmtune_abort": self.control.abort_reason,
+            SCORES: recorded_scores(self.trials, self.end_order),
+        }
         return {**super().get_state(), **own}
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -80,13 +87,19 @@ class PersistedOracle(OracleHooks):
         self.book.set_state(state.get("fmtune_record", {}))
         self.control.abort_reason = state.get("fmtune_abort")
         self._resumed = dict(self.ongoing_trials)
+        self._reloaded = state
 
     def reload(self) -> None:
         """Resume: trials in flight when the coordinator stopped keep their workers, with a fresh
         lease (Keras Tuner would queue them again); a worker that is gone too loses its trial to
         the queue when that lease runs out. Completed trials are never run again."""
         recover(self.state_dir)
+        declared = list(self.hyperparameters.space)
         super().reload()
+        record = Record.of(self, self._reloaded, declared)
+        for trial_id in refuse_untrusted(self.trials, record, self.state_dir):
+            self.retry_queue = [t for t in self.retry_queue if t != trial_id]
+            self._resumed = {w: t for w, t in self._resumed.items() if t.trial_id != trial_id}
         if self.control.abort_reason is not None:
             # Its cause may be gone (workers that were Pending now run, resources were fixed): the
             # search goes on, and stops again if the cause is still there.

@@ -11,15 +11,23 @@ An epoch's metrics nobody waits for: they are written at once when there is noth
 write, but while creates and ends are waiting, at most every ``LAZY_SECONDS``, so that a write
 never holds every running trial's file while creates and ends wait behind it. So only a
 coordinator that dies under such load can lose up to that second of a running trial's epochs.
+
+A write that fails (a full disk) loses nothing: what it held stays marked, and is written again
+with backoff until a write succeeds. A waiter is released only by a write that holds its change;
+one that waited ``patience`` seconds while writes fail gets ``NotWritten`` instead, so the worker
+hears "try again" (UNAVAILABLE) rather than "your result is safe". ``health`` says how writes go,
+for state.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
 from concurrent import futures
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -31,6 +39,8 @@ log = logging.getLogger("fmtune")
 
 
 LAZY_SECONDS = 1.0
+PATIENCE_SECONDS = 10.0  # how long a waiter waits for its change while writes fail
+BACKOFF_SECONDS = (0.05, 2.0)  # the first retry of a failed write, and the longest wait between
 ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
@@ -52,11 +62,23 @@ def trial_json(state: dict[str, Any]) -> bytes:
     return jsonio.dumps(state, finite=finite, option=ORJSON_OPTIONS)
 
 
+class NotWritten(RuntimeError):
+    """The oracle's state could not be written in time: the change waited for is not on disk (yet)."""
+
+
+@dataclass(frozen=True)
+class WriteHealth:
+    """How the writes of the oracle's state go: failed writes so far, and while they fail, why."""
+
+    failures: int = 0
+    error: str | None = None  # the last failure's, while writes fail (None once one succeeds)
+
+
 class Persister:
     """Coalesced, ordered writes of an oracle's files (see the module docstring)."""
 
-    def __init__(self, oracle: Any, interval: float = 0.01):
-        self.oracle, self.interval = oracle, interval
+    def __init__(self, oracle: Any, interval: float = 0.01, patience: float = PATIENCE_SECONDS):
+        self.oracle, self.interval, self.patience = oracle, interval, patience
         self._dirty_trials: set[str] = set()
         self._lazy_trials: set[str] = set()  # trials whose only change is a report
         self._lazy_at = 0.0  # monotonic time of the last write of the lazy ones
@@ -66,13 +88,20 @@ class Persister:
         # A change wakes only the writer; a write completes only the futures it covers, so a
         # report does not wake every create and end waiting for the disk.
         self._changed = threading.Condition()
-        self._waiting: list[tuple[int, futures.Future[None]]] = []  # (changes it needs, future)
+        self._waiting: list[tuple[int, float, futures.Future[None]]] = []  # (changes it needs, since, future)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failures = 0
+        self._error: str | None = None  # set while writes fail
+        self._backoff = 0.0
 
     @property
     def running(self) -> bool:
         return self._thread is not None
+
+    @property
+    def health(self) -> WriteHealth:
+        return WriteHealth(self._failures, self._error)
 
     def mark(self, trial_id: str | None = None, lazy: bool = False) -> None:
         """Note a change: a trial's, or the oracle's own. A lazy one nobody waits for (see above)."""
@@ -88,42 +117,82 @@ class Persister:
             self._changed.notify()
 
     def written(self) -> futures.Future[None]:
-        """A future done once every change marked so far is on disk (at once if no writer runs)."""
+        """A future done once every change marked so far is on disk (at once if no writer runs),
+        or failed with ``NotWritten`` when writes kept failing for ``patience`` seconds."""
         future: futures.Future[None] = futures.Future()
         with self._changed:
             if self._written >= self._marked or self._thread is None:
                 future.set_result(None)
             else:
-                self._waiting.append((self._marked, future))
+                self._waiting.append((self._marked, time.monotonic(), future))
         return future
 
-    def _complete(self, upto: int | None) -> None:
-        """Changes up to ``upto`` are on disk: complete the futures waiting for them (None: all)."""
+    def _complete(self, upto: int) -> None:
+        """Changes up to ``upto`` are on disk: complete the futures waiting for them."""
         with self._changed:
-            if upto is not None:
-                self._written = max(self._written, upto)
-            done = [f for ticket, f in self._waiting if upto is None or ticket <= self._written]
-            self._waiting = [(t, f) for t, f in self._waiting if upto is not None and t > self._written]
+            self._written = max(self._written, upto)
+            done = [f for ticket, _, f in self._waiting if ticket <= self._written]
+            self._waiting = [w for w in self._waiting if w[0] > self._written]
         for future in done:
-            future.set_result(None)
+            with contextlib.suppress(futures.InvalidStateError):  # cancelled: its caller went away
+                future.set_result(None)
+
+    def _give_up(self, older_than: float) -> None:
+        """Fail the waiters that have waited longer than ``older_than`` seconds (all: 0)."""
+        now = time.monotonic()
+        with self._changed:
+            expired = [f for _, since, f in self._waiting if now - since >= older_than]
+            self._waiting = [w for w in self._waiting if now - w[1] < older_than]
+            reason = self._error
+        for future in expired:
+            with contextlib.suppress(futures.InvalidStateError):
+                future.set_exception(NotWritten(f"the coordinator cannot write its state: {reason}"))
 
     def flush(self, everything: bool = True) -> None:
-        """Write what was marked so far, now: everything, or lazy changes only when due (above)."""
+        """Write what was marked so far, now: everything, or lazy changes only when due (above).
+        Raises OSError when the write fails, with every change it held still marked."""
         with self._changed:
             trial_ids, write_oracle, upto = self._dirty_trials, self._dirty_oracle, self._marked
+            lazy: set[str] = set()
             self._dirty_trials, self._dirty_oracle = set(), False
             idle = not trial_ids and not write_oracle
             if everything or idle or time.monotonic() - self._lazy_at >= LAZY_SECONDS:
-                trial_ids, self._lazy_trials, self._lazy_at = trial_ids | self._lazy_trials, set(), time.monotonic()
-        if not trial_ids and not write_oracle:
+                lazy, self._lazy_trials, self._lazy_at = self._lazy_trials - trial_ids, set(), time.monotonic()
+        if not trial_ids and not write_oracle and not lazy:
             return
+        try:
+            self._write(trial_ids | lazy, write_oracle)
+        except BaseException as exc:
+            with self._changed:  # not on disk: still to write
+                self._dirty_trials |= trial_ids
+                self._lazy_trials |= lazy
+                self._dirty_oracle |= write_oracle
+            self._failed(exc)
+            raise
+        self._recovered()
+        self._complete(upto)
+
+    def _write(self, trial_ids: set[str], write_oracle: bool) -> None:
         oracle = self.oracle
         trials, state = oracle.snapshot(trial_ids, write_oracle)  # consistent: taken under the oracle's lock
         for trial_id, text in trials.items():
             replace(oracle.trial_file(trial_id), text, unlink_first=True)
         if state is not None:  # last: it never names a trial whose file is not yet written
             replace(oracle.state_file, state, unlink_first=True)
-        self._complete(upto)
+
+    def _failed(self, exc: BaseException) -> None:
+        """Count a failed write; log the first of a run of them only (the disk stays full a while)."""
+        first = self._error is None
+        self._failures += 1
+        self._error = f"{type(exc).__name__}: {exc}"
+        self._backoff = BACKOFF_SECONDS[0] if first else min(2 * self._backoff, BACKOFF_SECONDS[1])
+        if first:
+            log.error("could not write the oracle's state (%s); retrying until it can", self._error, exc_info=exc)
+
+    def _recovered(self) -> None:
+        if self._error is not None:
+            log.warning("the oracle's state is written again, after %d failed write(s)", self._failures)
+            self._error, self._backoff = None, 0.0
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -133,8 +202,10 @@ class Persister:
                 )
             try:
                 self.flush(everything=False)
-            except Exception:  # a full disk must not kill the search; the next change retries
-                log.exception("could not write the oracle's state")
+            except Exception:  # a full disk must not kill the search: retried after a backoff
+                self._give_up(self.patience)
+                self._stop.wait(self._backoff)
+                continue
             self._stop.wait(self.interval)
 
     def start(self) -> None:
@@ -142,13 +213,25 @@ class Persister:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the writer after a last write, retried for up to ``patience`` seconds; raises
+        ``NotWritten`` if it never succeeds (the state on disk is then the last one written)."""
         self._stop.set()
         with self._changed:
             self._changed.notify_all()
         if self._thread is not None:
             self._thread.join()
         self._thread = None
+        deadline = time.monotonic() + self.patience
         try:
-            self.flush()
-        finally:
-            self._complete(None)
+            while True:
+                try:
+                    self.flush()
+                    break
+                except OSError as exc:
+                    if time.monotonic() >= deadline:
+                        raise NotWritten(f"the coordinator could not write its state: {self._error}") from exc
+                    time.sleep(self._backoff)
+        except BaseException:
+            self._give_up(0)
+            raise
+        self._complete(self._marked)

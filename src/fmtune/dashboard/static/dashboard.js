@@ -6,7 +6,7 @@ const POLL_MS = 1000;
 const COLUMNS = [
   ["trial_id", "trial"], ["status", "status"], ["score", "objective"], ["best_epoch", "best epoch"],
   ["epochs", "epochs"], ["worker", "worker"], ["seconds", "time"], ["hyperparameters", "hyperparameters"],
-  ["error", "error"],
+  ["stop_reason", "why it ended there"],
 ];
 const page = { view: null, etag: null, sortKey: "trial_id", sortDir: 1, filter: "" };
 
@@ -39,6 +39,14 @@ function renderHeader(s) {
   const phase = document.getElementById("phase");
   phase.textContent = s.phase;
   phase.className = `badge ${s.phase}`;
+  const steps = document.getElementById("phases");
+  steps.replaceChildren();
+  for (const step of s.phases) {
+    const item = el("li", step.phase, `step ${step.status}`);
+    item.dataset.phase = step.phase;
+    item.title = step.status;
+    steps.append(item);
+  }
   document.getElementById("subtitle").textContent =
     [s.algorithm && `${s.algorithm} search`, s.family && `over ${s.family}`, s.dataset && `on ${s.dataset}`]
       .filter(Boolean).join(" ");
@@ -60,11 +68,11 @@ function renderFinal(s) {
   box.replaceChildren();
   const dep = s.deployment;
   stat(box, "retraining", s.retrain ? `${s.retrain.epochs_run} epochs, ${fmtSeconds(s.retrain.seconds)}` :
-    (s.phase === "retrain" ? "running" : "not yet"));
+    (s.phase === "retrain" ? `running: epoch ${s.retrain_epochs_so_far} done` : "not yet"));
   stat(box, "test accuracy", s.test_accuracy === null ? "n/a" : fmtNumber(s.test_accuracy));
   stat(box, "exported version", s.exported_version === null ? "n/a" : s.exported_version);
   stat(box, "deployment", dep ? `${dep.outcome}${dep.version !== null ? " v" + dep.version : ""}` +
-    (dep.message ? `: ${dep.message}` : "") : (s.phase === "export" ? "in progress" : "n/a"));
+    (dep.message ? `: ${dep.message}` : "") : (s.phase === "deploy" ? "in progress" : "n/a"));
   const accuracy = box.querySelectorAll(".stat .value")[1];
   accuracy.id = "test-accuracy";
 }
@@ -128,19 +136,14 @@ function renderTrials(view) {
     const status = el("td", null, "status-cell");
     status.append(el("span", t.status, `status ${t.status}`));
     if (t.requeued_from.length) status.append(el("div", `re-queued from ${t.requeued_from.join(", ")}`, "requeued"));
-    if (t.stopped_by) status.append(el("div", stoppedBy(t), "requeued"));
+    const planned = t.planned_epochs ?? epochs;
     row.append(el("td", t.trial_id), status, el("td", fmtNumber(t.score), "num"), el("td", t.best_epoch ?? "", "num"),
-      el("td", epochs ? `${t.epochs}/${epochs}` : t.epochs, "num"), el("td", t.worker ?? ""),
-      el("td", fmtSeconds(t.seconds), "num"), el("td", fmtValues(t.hyperparameters), "hp"), el("td", t.error));
+      el("td", planned ? `${t.epochs}/${planned}` : t.epochs, "num"), el("td", t.worker ?? ""),
+      el("td", fmtSeconds(t.seconds), "num"), el("td", fmtValues(t.hyperparameters), "hp"),
+      el("td", t.stop_reason, "reason"));
     body.append(row);
   }
   document.getElementById("trial-count").textContent = `${rows.length} of ${view.trials.length}`;
-}
-
-function stoppedBy(t) {
-  if (t.stopped_by === "budget") return "stopped: the search's time was up";
-  const rung = t.rung === null ? "" : ` at rung ${t.rung + 1}`;
-  return `stopped by ${t.stopped_by === "Asha" ? "ASHA" : t.stopped_by}${rung}`;
 }
 
 function renderCharts(figures, shares) {
