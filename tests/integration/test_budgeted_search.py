@@ -95,6 +95,7 @@ def check_asha_decisions(res: results.Results) -> int:
     return checked
 
 
+@pytest.mark.slow  # timing-bound rung shares: failed once in fresh-clone CI at e76688d; to look into
 def test_asha_keeps_two_workers_busy_within_the_budget(slower_data: Path, tmp_path: Path) -> None:
     budget = 100.0
     started = time.time()
