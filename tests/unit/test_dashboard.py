@@ -142,6 +142,24 @@ def test_an_unchanged_state_is_not_sent_again(tmp_path: Path) -> None:
         assert again.status == 200 and orjson.loads(again.read())["summary"]["experiment"] == "other"
 
 
+def test_metrics_read_the_record_once_per_change_of_its_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Prometheus scraping every few seconds costs a stat, not a parse of state.json."""
+    from fmtune.dashboard import server as dashboard_server
+
+    reads: list[Path] = []
+    real = run_state.for_experiment
+    monkeypatch.setattr(dashboard_server.run_state, "for_experiment", lambda d: reads.append(d) or real(d))
+    run_state.save(sample_state(), tmp_path)
+    with serving(tmp_path, "127.0.0.1", 0) as server:
+        pages = [request(server.url, path="/metrics").read().decode() for _ in range(3)]
+        request(server.url, path="/api/view").read()
+        assert len(reads) == 1 and all("fmtune_trials{" in page for page in pages)
+        time.sleep(0.01)
+        run_state.save(sample_state("other"), tmp_path)
+        request(server.url, path="/metrics").read()
+        assert len(reads) == 2
+
+
 def test_charts_skip_values_every_trial_shares() -> None:
     dims = charts.parallel_coordinates(sample_state())["data"][0]["dimensions"]
     assert [d["label"] for d in dims] == ["activation", "learning_rate (log10)", "units", "val_accuracy"]
@@ -260,6 +278,17 @@ def test_limits_refuse_nonsense() -> None:
     for bad in ({"connections": 0}, {"request_seconds": 0}, {"write_seconds": -1}):
         with pytest.raises(ValidationError):
             Limits(**bad)
+
+
+def test_the_dashboard_never_takes_the_oracles_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel may hand out a port it just freed again: the launcher's second pick must not be its first."""
+    from fmtune.tuning import roles
+
+    handed = iter([5001, 5001, 5002])
+    monkeypatch.setattr(roles.socket.socket, "getsockname", lambda self: ("127.0.0.1", next(handed)))
+    assert pinned(environ={}, avoid={5001})["FMTUNE_DASHBOARD_PORT"] == "5002"
+    with pytest.raises(PlacementError, match="oracle"):
+        pinned(environ={"FMTUNE_DASHBOARD_PORT": "5001"}, avoid={5001})
 
 
 def test_the_bind_address_is_its_own_setting_and_loopback_by_default() -> None:
@@ -570,3 +599,11 @@ def test_twelve_hyperparameters_get_titles_at_an_angle_and_room_above() -> None:
     assert figure["layout"]["margin"]["t"] > 100 and figure["layout"]["height"] > charts.BASE_LAYOUT["height"]
     few = charts.parallel_coordinates(sample_state())["data"][0]
     assert few["labelangle"] == 0  # four short titles sit level
+
+
+def test_the_summary_says_when_the_coordinator_cannot_write_its_state() -> None:
+    """The page's message then names the failure (dashboard.js), beside the metric and the log."""
+    state = sample_state().model_copy(update={"state_write_failures": 3, "state_write_error": "No space left"})
+    shown = view.summary(state)
+    assert (shown["state_write_failures"], shown["state_write_error"]) == (3, "No space left")
+    assert view.summary(sample_state())["state_write_error"] is None

@@ -14,9 +14,10 @@ import httpx
 import numpy as np
 import pytest
 import tensorflow as tf
+from prometheus_client.parser import text_string_to_metric_families
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from fmtune.serving import decode
+from fmtune.serving import decode, metrics
 
 from .._builtin_server import Loopback, builtin_server, export_version, tiny_model
 
@@ -227,3 +228,43 @@ def test_a_body_shorter_than_its_length_then_closed_gets_no_answer(served: Loopb
         sock.sendall(head.encode() + b'{"instances": ')
         sock.shutdown(socket.SHUT_WR)
         assert sock.recv(65536) == b""
+
+
+def predicts_counted(server: Loopback) -> dict[tuple[str, str], float]:
+    """The served page's predict counts, by model and status code name."""
+    page = httpx.get(server.rest_target + metrics.PATH, timeout=20).text
+    return {
+        (sample.labels["model_name"], sample.labels["status"]): sample.value
+        for family in text_string_to_metric_families(page)
+        if family.name == ":tensorflow:serving:request_count"  # the parser names its samples <name>_total
+        for sample in family.samples
+    }
+
+
+def test_a_predict_refused_before_the_data_plane_is_counted_under_its_statuses_code(served: Loopback) -> None:
+    """Refusals of the body count as TF Serving counts the data plane's own errors: 413 as
+    RESOURCE_EXHAUSTED, an encoding it cannot read as INVALID_ARGUMENT; a status call not at all."""
+    before = predicts_counted(served)
+    with socket.create_connection(("127.0.0.1", served.rest_port), timeout=10) as sock:
+        head = f"POST /v1/models/fmtune:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {1 << 40}\r\n\r\n"
+        sock.sendall(head.encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 413")
+    reply = httpx.post(
+        served.rest_target + "/v1/models/fmtune:predict", content=b"{}", headers={"Content-Encoding": "br"}, timeout=20
+    )
+    assert reply.status_code == 415
+    assert get(served, "/v1/models/fmtune")[0] == 200
+    after = predicts_counted(served)
+    grown = {key: after[key] - before.get(key, 0.0) for key in after if after[key] != before.get(key, 0.0)}
+    assert grown == {("fmtune", "RESOURCE_EXHAUSTED"): 1.0, ("fmtune", "INVALID_ARGUMENT"): 1.0}
+
+
+def test_a_grpc_status_call_is_not_counted_as_a_predict(served: Loopback) -> None:
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    before = predicts_counted(served)
+    with grpc.insecure_channel(served.grpc_target) as channel:
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "fmtune"
+        model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(request, timeout=20)
+    assert predicts_counted(served) == before

@@ -5,6 +5,7 @@ writes never follow a planted symlink, and a restart loads no trial the coordina
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -34,18 +36,43 @@ SIX = "search.max_trials=6"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def full_disk(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """While the returned event is set, every write of the oracle's files fails as on a full disk."""
+def failing_writes(monkeypatch: pytest.MonkeyPatch, module: Any) -> threading.Event:
+    """While the returned event is set, every file ``module`` writes (through its ``replace``)
+    fails as on a full disk."""
     full = threading.Event()
-    real = persist.replace
+    real = module.replace
 
     def replace(path: Path, content: bytes, **kwargs: Any) -> None:
         if full.is_set():
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real(path, content, **kwargs)
 
-    monkeypatch.setattr(persist, "replace", replace)
+    monkeypatch.setattr(module, "replace", replace)
     return full
+
+
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """While the returned event is set, every write of the oracle's files fails as on a full disk."""
+    return failing_writes(monkeypatch, persist)
+
+
+@contextlib.contextmanager
+def first_ended_on_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, score: float
+) -> Iterator[tuple[Any, threading.Event, Any, Any]]:
+    """(oracle, full, first, second): two trials handed out and on disk, then the disk full
+    (``full`` set) before the first was ended with ``score``; the oracle's writer runs meanwhile."""
+    full = full_disk(monkeypatch)
+    oracle = oracle_for(tmp_path, SIX)
+    oracle.start_background()
+    try:
+        first, second = oracle.create_trial("tuner0"), oracle.create_trial("tuner1")
+        oracle.persister.written().result(timeout=10)
+        full.set()
+        finish(oracle, first, "tuner0", score)
+        yield oracle, full, first, second
+    finally:
+        oracle.stop_background()
 
 
 def reloaded(directory: Path) -> Any:
@@ -57,14 +84,7 @@ def reloaded(directory: Path) -> Any:
 def test_a_trial_ended_while_the_disk_is_full_is_written_once_it_has_room(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    full = full_disk(monkeypatch)
-    oracle = oracle_for(tmp_path, SIX)
-    oracle.start_background()
-    try:
-        first, second = oracle.create_trial("tuner0"), oracle.create_trial("tuner1")
-        oracle.persister.written().result(timeout=10)
-        full.set()
-        finish(oracle, first, "tuner0", 0.61)
+    with first_ended_on_a_full_disk(tmp_path, monkeypatch, 0.61) as (oracle, full, first, second):
         first_on_disk = oracle.persister.written()
         time.sleep(0.3)  # several failed writes
         assert not first_on_disk.done(), "a worker was told its result is safe while the disk was full"
@@ -72,8 +92,6 @@ def test_a_trial_ended_while_the_disk_is_full_is_written_once_it_has_room(
         finish(oracle, second, "tuner1", 0.72)  # a later change, written at once
         oracle.persister.written().result(timeout=10)
         first_on_disk.result(timeout=10)
-    finally:
-        oracle.stop_background()
     again = reloaded(tmp_path)
     assert {t: (again.trials[t].status, again.trials[t].score) for t in again.trials} == {
         first.trial_id: ("COMPLETED", pytest.approx(0.61)),
@@ -162,22 +180,13 @@ def test_end_trial_answers_unavailable_while_the_disk_is_full_and_the_worker_ret
 
 def test_a_waiter_that_went_away_does_not_hold_up_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker's call cut off by its deadline cancels its wait; the others are released all the same."""
-    full = full_disk(monkeypatch)
-    oracle = oracle_for(tmp_path, SIX)
-    oracle.start_background()
-    try:
-        first, second = oracle.create_trial("tuner0"), oracle.create_trial("tuner1")
-        oracle.persister.written().result(timeout=10)
-        full.set()
-        finish(oracle, first, "tuner0", 0.5)
+    with first_ended_on_a_full_disk(tmp_path, monkeypatch, 0.5) as (oracle, full, _, second):
         gone, kept = oracle.persister.written(), oracle.persister.written()
         assert gone.cancel()
         full.clear()
         finish(oracle, second, "tuner1", 0.6)
         kept.result(timeout=10)
         oracle.persister.written().result(timeout=10)
-    finally:
-        oracle.stop_background()
 
 
 # -- a real small filesystem -------------------------------------------------------------------
@@ -401,15 +410,7 @@ def test_state_json_says_when_the_coordinator_cannot_write_its_state(
     oracle = oracle_for(tmp_path / "oracle", SIX)
     writer = StateWriter(cfg, oracle, None)
     full = full_disk(monkeypatch)
-    real = state_writer.replace
-    failing_state = threading.Event()
-
-    def replace(path: Path, content: bytes, **kwargs: Any) -> None:
-        if failing_state.is_set():
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        real(path, content, **kwargs)
-
-    monkeypatch.setattr(state_writer, "replace", replace)
+    failing_state = failing_writes(monkeypatch, state_writer)
     oracle.start_background()
     try:
         trial = oracle.create_trial("tuner0")

@@ -212,8 +212,11 @@ def titled(labels: list[str]) -> tuple[int, dict[str, Any]]:
     widths = [title_width(label) for label in labels] or [0.0]
     rise, run = math.sin(math.radians(-angle)), math.cos(math.radians(angle))
     top = 40 + TITLE_GAP_PX + TITLE_PX + max(widths) * rise  # the chart's title, then the axes' titles
-    right = max(PARALLEL_MARGIN["r"], (widths[-1] * run if angle else widths[-1] / 2) + 10)
-    left = max(PARALLEL_MARGIN["l"], widths[0] / 2 + 10) if angle == 0 else PARALLEL_MARGIN["l"]
+    # Any title, not only the last, can reach past the last axis when it is long enough.
+    reach = [(w * run if angle else w / 2) - (len(widths) - 1 - i) * spacing for i, w in enumerate(widths)]
+    right = max(PARALLEL_MARGIN["r"], max(reach) + 10)
+    spill = max(w / 2 - i * spacing for i, w in enumerate(widths))
+    left = max(PARALLEL_MARGIN["l"], spill + 10) if angle == 0 else PARALLEL_MARGIN["l"]
     return angle, {**PARALLEL_MARGIN, "l": round(left), "r": round(right), "t": round(top)}
 
 

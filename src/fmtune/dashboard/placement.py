@@ -15,7 +15,7 @@ import contextlib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 HOST_VAR = "FMTUNE_DASHBOARD_HOST"
@@ -69,10 +69,13 @@ def resolve(environ: Mapping[str, str] | None = None) -> Placement:
     return Placement(True, host, int(raw or 0))
 
 
-def pinned(environ: Mapping[str, str] | None = None, host: str | None = None) -> dict[str, str]:
+def pinned(
+    environ: Mapping[str, str] | None = None, host: str | None = None, avoid: Collection[int] = ()
+) -> dict[str, str]:
     """The dashboard's address for a launcher to hand its coordinator, as environment variables:
-    a free port chosen now when any would do, so that the launcher can print the address at once.
-    ``host`` (``fmtune tune --dashboard-host``) comes before the environment's."""
+    a free port chosen now when any would do (none in ``avoid``, the oracle's), so that the
+    launcher can print the address at once. ``host`` (``fmtune tune --dashboard-host``) comes
+    before the environment's."""
     from fmtune.tuning.roles import free_port
 
     env = dict(os.environ if environ is None else environ)
@@ -81,4 +84,6 @@ def pinned(environ: Mapping[str, str] | None = None, host: str | None = None) ->
     where = resolve(environ=env)
     if not where.enabled:
         return {PORT_VAR: "off"}
-    return {HOST_VAR: where.host, PORT_VAR: str(where.port or free_port())}
+    if where.port in avoid:
+        raise PlacementError(f"{PORT_VAR}={where.port} is the port of the run's oracle; choose another")
+    return {HOST_VAR: where.host, PORT_VAR: str(where.port or free_port(avoid=avoid))}

@@ -73,6 +73,7 @@ class ExperimentSource:
         self.experiment_dir = experiment_dir
         self._lock = threading.Lock()
         self._key: tuple[Any, ...] | None = None
+        self._state: run_state.RunState | None = None
         self._body = b""
         self._shares: dict[str, float] = {}
         self._shares_for: tuple[int, bool] | None = None
@@ -90,19 +91,34 @@ class ExperimentSource:
                 key += [None, None]
         return tuple(key)
 
+    def _refresh(self) -> tuple[Any, ...]:
+        """Read the files again if they changed since the last read (under the lock); their key."""
+        key = self._files_key()
+        if key != self._key:
+            self._state = run_state.for_experiment(self.experiment_dir)
+            self._body = b""  # the view is built when first asked for
+            self._key = key
+        return key
+
+    def state(self) -> run_state.RunState | None:
+        """The run's record as the files are now: what every scrape of /metrics reads, parsed once
+        per change of the files rather than once per scrape."""
+        with self._lock:
+            self._refresh()
+            return self._state
+
     def current(self) -> tuple[str, bytes]:
         """(ETag, JSON body) of the view as the files are now."""
         with self._lock:
-            key = self._files_key()
-            if key != self._key:
-                state = run_state.for_experiment(self.experiment_dir)
+            key = self._refresh()
+            if not self._body:
+                state = self._state
                 if state is None:
-                    body = orjson.dumps({"missing": str(self.experiment_dir)})
+                    self._body = orjson.dumps({"missing": str(self.experiment_dir)})
                 else:
-                    body = orjson.dumps(view.build(state, self._importance(state)))
-                self._key, self._body = key, body
+                    self._body = orjson.dumps(view.build(state, self._importance(state)))
             self.fetched_at, self.fetched_key = time.monotonic(), key
-            return f'"{hash(self._key) & 0xFFFFFFFFFFFF:x}"', self._body
+            return f'"{hash(key) & 0xFFFFFFFFFFFF:x}"', self._body
 
     def served_latest(self) -> bool:
         """Whether the last view sent reflects the files as they are now."""
@@ -202,7 +218,7 @@ class DashboardServer(ThreadingHTTPServer):
 
     def __init__(self, experiment_dir: Path, host: str, port: int, limits: Limits | None = None):
         self.source = ExperimentSource(experiment_dir)
-        self.metrics = metrics.registry(lambda: run_state.for_experiment(experiment_dir))
+        self.metrics = metrics.registry(self.source.state)
         self.limits = limits or Limits()
         self._plotly: bytes | None = None
         self._slots = threading.BoundedSemaphore(self.limits.connections)

@@ -152,6 +152,8 @@ def summary(state: RunState) -> dict[str, Any]:
         "elapsed_seconds": elapsed,
         "budget": state.budget.model_dump() if state.budget else None,
         "message": state.message,
+        "state_write_failures": state.state_write_failures,
+        "state_write_error": state.state_write_error,
         "retrain": None
         if r is None
         else {"epochs_run": r.epochs_run, "seconds": r.seconds, "train_samples": r.train_samples},

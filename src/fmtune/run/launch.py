@@ -59,7 +59,8 @@ def prepare_local(
     one), its dashboard on ``dashboard_host`` (None: the environment's). PlacementError (a bad
     dashboard address) or experiment.ConfigChanged (the experiment exists under another config)
     before anything is written."""
-    board = placement.pinned(host=dashboard_host)
+    oracle_port = port or free_port()
+    board = placement.pinned(host=dashboard_host, avoid={oracle_port})
     started_at = time.time()  # the budget covers everything from here (the checks before excluded)
     config_path = experiment.prepare(cfg, fresh)
     if write_inputs is not None:
@@ -69,7 +70,7 @@ def prepare_local(
         config_path,
         cfg.experiment_dir,
         workers,
-        port or free_port(),
+        oracle_port,
         threads_per_worker=max(1, (os.cpu_count() or 1) // workers),
         max_restarts=max_restarts,
         out=out,

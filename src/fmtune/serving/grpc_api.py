@@ -63,34 +63,37 @@ def _parser(message: Any) -> Callable[[bytes], Any]:
     return parse
 
 
-def _answered(method: Method) -> Method:
+def _answered(*, counted: bool = False) -> Callable[[Method], Method]:
     """Turn a method's outcome into its gRPC status: typed for the client's mistakes, generic
-    otherwise. A predict is counted with its status (the server's metrics, as TF Serving's)."""
+    otherwise. A ``counted`` method (predict) is counted with its status, as TF Serving counts it."""
 
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started, code = time.perf_counter(), grpc.StatusCode.CANCELLED  # if the call ends otherwise
-        try:
-            if request is UNDECODABLE:
-                code = grpc.StatusCode.INVALID_ARGUMENT
-                await context.abort(code, "the request is not a valid protobuf message")
+    def decorate(method: Method) -> Method:
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started, code = time.perf_counter(), grpc.StatusCode.CANCELLED  # if the call ends otherwise
             try:
-                answer = await method(self, request, context)
-                code = grpc.StatusCode.OK
-                return answer
-            except ServingError as exc:
-                code = STATUS[exc.kind]
-                await context.abort(code, exc.message)
-            except Exception:
-                log.exception("%s failed", method.__name__)
-                code = grpc.StatusCode.INTERNAL
-                await context.abort(code, "internal error (details in the server log)")
-        finally:
-            if method.__name__ == "Predict":
-                model = "" if request is UNDECODABLE else request.model_spec.name
-                self.dataplane.predicted(model, "GRPC", code.name, time.perf_counter() - started)
+                if request is UNDECODABLE:
+                    code = grpc.StatusCode.INVALID_ARGUMENT
+                    await context.abort(code, "the request is not a valid protobuf message")
+                try:
+                    answer = await method(self, request, context)
+                    code = grpc.StatusCode.OK
+                    return answer
+                except ServingError as exc:
+                    code = STATUS[exc.kind]
+                    await context.abort(code, exc.message)
+                except Exception:
+                    log.exception("%s failed", method.__name__)
+                    code = grpc.StatusCode.INTERNAL
+                    await context.abort(code, "internal error (details in the server log)")
+            finally:
+                if counted:
+                    model = "" if request is UNDECODABLE else request.model_spec.name
+                    self.dataplane.predicted(model, "GRPC", code.name, time.perf_counter() - started)
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
 def _to_proto(value: Any) -> Any:
@@ -118,7 +121,7 @@ class PredictionService:
     def __init__(self, dataplane: DataPlane):
         self.dataplane = dataplane
 
-    @_answered
+    @_answered(counted=True)
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         target = _target(request)
         inputs = functools.partial(decode.tensors, protos=request.inputs)
@@ -130,7 +133,7 @@ class PredictionService:
             response.outputs[output].CopyFrom(_to_proto(value))
         return response
 
-    @_answered
+    @_answered()
     async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         target = _target(request)
         if not request.metadata_field:
@@ -152,7 +155,7 @@ class ModelService:
     def __init__(self, dataplane: DataPlane):
         self.dataplane = dataplane
 
-    @_answered
+    @_answered()
     async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         response = get_model_status_pb2.GetModelStatusResponse()
         for version in self.dataplane.status(_target(request)):

@@ -57,6 +57,14 @@ READ_SECONDS = 30.0  # for one request, from its first byte to its last (and for
 WORKERS = 64
 
 
+def refusal_code(status: int) -> str:
+    """The code name a request refused before the data plane is counted under: the data plane's
+    own for the statuses they share (404, 413, 503), INVALID_ARGUMENT for the rest (400, 411, 415)."""
+    shared = (Kind.NOT_FOUND, Kind.TOO_LARGE, Kind.UNAVAILABLE)
+    codes: dict[int, str] = {HTTP_STATUS[kind]: CODE_NAME[kind] for kind in shared}
+    return codes.get(status, "INVALID_ARGUMENT")
+
+
 def status_json(dataplane: DataPlane, target: Target) -> dict[str, Any]:
     return {
         "model_version_status": [
@@ -180,41 +188,39 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        """Read, decode and answer one request. A predict is counted with its status's code name,
+        as TF Serving counts its REST requests, refused ones included."""
         path = self.path.split("?", 1)[0]
+        started, close = time.perf_counter(), False
         try:
-            body = self._read_body(self._content_length(method))
+            try:
+                body = self._read_body(self._content_length(method))
+            except Refusal:
+                close = True  # the body is not read: what follows on this connection is not a request
+                raise
+            started = time.perf_counter()  # the request in hand: what TF Serving's latency counts
+            body = decoded_body(self.headers.get("Content-Encoding"), body)
+            status, payload, code = self._answer(method, path, body)
         except Refusal as exc:
-            self._reply(exc.status, {"error": exc.message}, close=True)
-            return
+            status, payload, code = exc.status, {"error": exc.message}, refusal_code(exc.status)
         except OSError:  # timed out or gone mid-body: nothing sensible can follow on this connection
             self.close_connection = True
             return
-        try:
-            body = decoded_body(self.headers.get("Content-Encoding"), body)
-        except Refusal as exc:
-            self._reply(exc.status, {"error": exc.message})
-            return
-        self._reply(*self._answer(method, path, body))
+        if method == "POST" and (match := POST_PATH.fullmatch(path)):
+            self.server.dataplane.predicted(match["name"], "REST", code, time.perf_counter() - started)
+        self._reply(status, payload, close=close)
 
-    def _answer(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
-        """The status and payload: the data plane's errors as their HTTP statuses. A predict is
-        counted with its status's code name, as TF Serving counts its REST requests."""
-        started, code = time.perf_counter(), "OK"
+    def _answer(self, method: str, path: str, body: bytes) -> tuple[int, Any, str]:
+        """The status, payload and code name: the data plane's errors as their HTTP statuses."""
         try:
-            return HTTPStatus.OK, answer(self.server.dataplane, method, path, body)
-        except Refusal as exc:
-            code = "INVALID_ARGUMENT"
-            return exc.status, {"error": exc.message}
+            return HTTPStatus.OK, answer(self.server.dataplane, method, path, body), "OK"
+        except Refusal:  # the caller's to answer, as it answers those raised before the data plane
+            raise
         except ServingError as exc:
-            code = CODE_NAME[exc.kind]
-            return HTTP_STATUS[exc.kind], {"error": exc.message}
+            return HTTP_STATUS[exc.kind], {"error": exc.message}, CODE_NAME[exc.kind]
         except Exception:  # never drop the connection without an answer, nor say what broke
             log.exception("REST %s %s failed", method, path)
-            code = "INTERNAL"
-            return HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL
-        finally:
-            if method == "POST" and (match := POST_PATH.fullmatch(path)):
-                self.server.dataplane.predicted(match["name"], "REST", code, time.perf_counter() - started)
+            return HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL, "INTERNAL"
 
     def _content_length(self, method: str) -> int:
         """The body length the headers announce, if it is one that can be read."""

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +37,17 @@ class ServeOptions(BaseModel):
         return self.model_repo / self.model_name
 
 
-def tf_serving_argv(binary: str, opts: ServeOptions) -> list[str]:
+def monitoring_config(folder: Path) -> Path:
+    """TF Serving's ``--monitoring_config_file``, written in ``folder``: its Prometheus metrics on
+    the REST port at the built-in server's path (the chart's ConfigMap says the same)."""
+    from fmtune.serving.metrics import PATH
+
+    path = folder / "monitoring_config.txt"
+    path.write_text(f'prometheus_config {{\n  enable: true\n  path: "{PATH}"\n}}\n')
+    return path
+
+
+def tf_serving_argv(binary: str, opts: ServeOptions, monitoring: Path) -> list[str]:
     return [
         binary,
         f"--port={opts.grpc_port}",
@@ -44,6 +55,7 @@ def tf_serving_argv(binary: str, opts: ServeOptions) -> list[str]:
         f"--model_name={opts.model_name}",
         f"--model_base_path={opts.base_path.resolve()}",
         f"--file_system_poll_wait_seconds={max(1, round(opts.poll_seconds))}",
+        f"--monitoring_config_file={monitoring}",
     ]
 
 
@@ -92,7 +104,8 @@ class BuiltinServer:
 def serve(opts: ServeOptions, builtin: bool = False) -> None:
     binary = None if builtin else shutil.which(TF_SERVING)
     if binary:
-        argv = tf_serving_argv(binary, opts)
+        # A private folder of its own, left behind: the server replaces this process.
+        argv = tf_serving_argv(binary, opts, monitoring_config(Path(tempfile.mkdtemp(prefix="fmtune-serve-"))))
         log.info("running %s", " ".join(argv))
         os.execv(binary, argv)
     server = BuiltinServer(opts)

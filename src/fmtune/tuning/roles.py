@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 TUNER_ID = "KERASTUNER_TUNER_ID"
@@ -76,8 +76,13 @@ def from_env(expect_chief: bool, environ: Mapping[str, str] | None = None) -> Ro
     return Role(tuner_id, host, int(raw_port))
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free right now (gRPC binds with SO_REUSEPORT, so collisions go unnoticed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def free_port(host: str = "127.0.0.1", avoid: Collection[int] = ()) -> int:
+    """A port that is free right now and not in ``avoid`` (ports already chosen for another server
+    of the same run, since the kernel may hand a port it just freed out again). gRPC binds with
+    SO_REUSEPORT, so collisions would go unnoticed."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port

@@ -58,9 +58,12 @@ function renderHeader(s) {
   stat(stats, "best trial", s.best_trial === null ? "n/a" : s.best_trial);
   stat(stats, "elapsed", fmtSeconds(s.elapsed_seconds) || "n/a");
   if (s.budget) stat(stats, "budget used", `${fmtSeconds(s.budget.used_seconds)} of ${fmtSeconds(s.budget.seconds)}`);
+  const unwritten = s.state_write_error &&
+    `The coordinator cannot write its state (${s.state_write_failures} failed writes, retrying): ${s.state_write_error}`;
   const message = document.getElementById("message");
-  message.hidden = !s.message;
-  message.textContent = s.message || "";
+  const text = [s.message, unwritten].filter(Boolean).join(" ");
+  message.hidden = !text;
+  message.textContent = text;
 }
 
 function renderFinal(s) {
