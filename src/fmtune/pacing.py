@@ -62,17 +62,36 @@ def cosine_rate(step: int, base: float, warmup_steps: int, total_steps: int) -> 
 
 
 class WarmupCosine(keras.callbacks.Callback):
-    """Sets the optimiser's learning rate before every batch (``cosine_rate``); ``total_steps`` may
-    be changed once the plan is known (``EpochPlan``)."""
+    """Sets the optimiser's learning rate before every batch: a linear warm-up to ``base``, then a
+    cosine decay that reaches zero at ``total_steps``. ``replan`` moves that end when the plan
+    changes (``EpochPlan``): the decay goes on from the rate reached, so the rate never jumps and
+    never rises, whether the plan grows or shrinks."""
 
     def __init__(self, base: float, warmup_steps: int, total_steps: int):
         super().__init__()
         self.base, self.warmup_steps, self.total_steps = base, warmup_steps, total_steps
         self.step = 0
+        self._from_step, self._from_rate = warmup_steps, base  # where the current decay began
+
+    def rate(self, step: int) -> float:
+        """The rate at ``step`` under the current plan.
+
+        >>> schedule = WarmupCosine(1.0, warmup_steps=0, total_steps=4)
+        >>> schedule.step = 2; schedule.replan(6)  # halfway at 0.5, then four more steps to zero
+        >>> [round(schedule.rate(s), 3) for s in range(2, 7)]
+        [0.5, 0.427, 0.25, 0.073, 0.0]
+        """
+        if step < self.warmup_steps:
+            return cosine_rate(step, self.base, self.warmup_steps, self.total_steps)
+        return cosine_rate(step - self._from_step, self._from_rate, 0, self.total_steps - self._from_step)
+
+    def replan(self, total_steps: int) -> None:
+        if self.step > self._from_step:
+            self._from_step, self._from_rate = self.step, self.rate(self.step)
+        self.total_steps = total_steps
 
     def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
-        rate = cosine_rate(self.step, self.base, self.warmup_steps, self.total_steps)
-        self.model.optimizer.learning_rate.assign(rate)
+        self.model.optimizer.learning_rate.assign(self.rate(self.step))
         self.step += 1
 
 
@@ -90,11 +109,13 @@ class EpochPlan(keras.callbacks.Callback):
     """Ends training after the planned epochs: ``max_epochs``, or under a deadline as many as fit
     before it with ``reserve_epochs`` (the final evaluation, in epochs) to spare.
 
-    The plan is made after the first epoch and made again after the second, whose cost leaves out
-    the model's build and tracing. After that it is checked at every epoch against the recent
-    epochs' median cost and only shortened, so that a host that slows down still gets a schedule
-    that decays to its end, and the learning rate never rises again. An epoch that would end past
-    the deadline is not begun."""
+    The plan is made again after every epoch from the recent epochs' median cost, leaving out the
+    first, which also builds and traces the model. A host that slows down gets a shorter plan, and
+    one that speeds up a longer one: retraining's first epochs can share the cores with workers
+    still finishing their last trials, and a plan kept from them left minutes unused
+    (reports/accuracy.md). The schedule's decay is moved with the plan (``WarmupCosine.replan``),
+    so it still ends at zero with the last epoch. An epoch that would end past the deadline is not
+    begun."""
 
     def __init__(
         self,
@@ -128,11 +149,11 @@ class EpochPlan(keras.callbacks.Callback):
     def _plan(self, epoch: int, now: float, deadline: float, cost: float) -> None:
         fits = int((deadline - now) / cost - self.reserve_epochs)
         planned = max(epoch + 1, min(self.max_epochs, epoch + 1 + fits))
-        if epoch >= 2 and planned >= self.planned:  # from here on, only shortened
+        if planned == self.planned:
             return
         self.planned = planned
         if self.schedule is not None:
-            self.schedule.total_steps = self.planned * self.steps_per_epoch
+            self.schedule.replan(self.planned * self.steps_per_epoch)
         log.info(
             "retrain: epoch %d took %.1fs; %d epoch(s) in all fit in the %.0fs left",
             epoch + 1,

@@ -27,6 +27,7 @@ class RetrainRecord(BaseModel):
     best_epoch: int
     history: list[Epoch]
     epoch_seconds: list[float] = Field(default_factory=list)
+    warm_start: str | None = Field(default=None, description="the weights retraining started from, if not from scratch")
     holdout_metrics: dict[str, float]
     test_loss: float
     test_accuracy: float

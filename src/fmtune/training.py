@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -25,6 +26,7 @@ import numpy as np
 
 from fmtune.config import ExperimentConfig, RetrainConfig
 from fmtune.data import Dataset, Split, stratified_split
+from fmtune.layout import ExperimentDir
 from fmtune.models.plugins import build_from_values
 from fmtune.pacing import EpochLog, EpochPlan, WarmupCosine
 from fmtune.results import RetrainRecord
@@ -119,6 +121,28 @@ def with_flip_average(model: keras.Model, input_shape: Sequence[int]) -> keras.M
     return keras.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
 
 
+def best_trial_weights(cfg: ExperimentConfig, trial_id: str | None) -> Path | None:
+    """The best trial's saved weights, for ``retrain.warm_start``: None when it is off or when no
+    worker left them (its volume was not shared, or the trial ended before its first epoch)."""
+    if not cfg.retrain.warm_start or trial_id is None:
+        return None
+    found = ExperimentDir(cfg.experiment_dir).checkpoints(trial_id)
+    if not found:
+        log.warning("retrain: starts from scratch, as trial %s left no weights", trial_id)
+    return found[0] if found else None
+
+
+def _loaded(model: keras.Model, weights: Path) -> bool:
+    """Whether ``weights`` (a trial's checkpoint) loaded into ``model``; why not, in the log."""
+    try:
+        model.load_weights(str(weights))
+    except (OSError, ValueError, KeyError) as error:
+        log.warning("retrain: starts from scratch, as %s did not load: %s", weights, error)
+        return False
+    log.info("retrain: starts from %s", weights)
+    return True
+
+
 def _compile(model: keras.Model, settings: RetrainConfig, learning_rate: float) -> None:
     """The tuned optimiser again, with label smoothing when asked (which needs one-hot labels)."""
     loss: Any = (
@@ -169,10 +193,12 @@ def retrain(
     dataset: Dataset,
     deadline: float | None = None,
     on_epoch: Callable[[Epoch], None] | None = None,
+    initial_weights: Path | None = None,
 ) -> tuple[keras.Model, RetrainRecord]:
     """Train the configuration ``values`` on train+val and evaluate it on the test set; with a
     ``deadline`` (wall clock), training and the evaluation end in time for it. ``on_epoch`` hears
-    of each epoch as it ends."""
+    of each epoch as it ends. ``initial_weights``: a trial's saved weights to start from; weights
+    that do not load leave the model as built, from scratch."""
     started = time.monotonic()
     settings = cfg.retrain
     full = merged_train_val(dataset)
@@ -184,6 +210,10 @@ def retrain(
 
     keras.utils.set_random_seed(cfg.seed)
     model, hp = build_from_values(cfg.search, values, dataset.input_shape, dataset.num_classes)
+    if initial_weights is not None and not _loaded(model, initial_weights):
+        keras.utils.set_random_seed(cfg.seed)  # a half-loaded model would be neither start
+        model, hp = build_from_values(cfg.search, values, dataset.input_shape, dataset.num_classes)
+        initial_weights = None
     batch_size = int(hp.values.get("batch_size", DEFAULT_BATCH_SIZE))
     # fmtune's own families are compiled again with the recipe's loss; a user's model keeps its own
     # compile (optimiser, loss, metrics), and the schedule moves its optimiser's learning rate.
@@ -246,6 +276,7 @@ def retrain(
         best_epoch=best_epoch,
         history=epoch_log.history,
         epoch_seconds=[round(s, 2) for s in epoch_log.seconds],
+        warm_start=str(initial_weights) if initial_weights is not None else None,
         holdout_metrics={k: float(v) for k, v in holdout_metrics.items()},
         test_loss=float(test["loss"]),
         test_accuracy=float(test["accuracy"]) if "accuracy" in test else accuracy(final, batches(dataset.test, False)),

@@ -128,7 +128,7 @@ def reproduce(run_dir: Path, res: Results, work: Path) -> dict:
     for i in (1, 2):
         out = work / f"retrain{i}.json"
         argv = [sys.executable, "-m", "tests.bench.retrain_again", str(path.parent / "config.yaml"), str(values)]
-        argv += [str(epochs), str(out)]
+        argv += [str(epochs), str(out), res.retrain.warm_start or ""]
         with (work / f"retrain{i}.log").open("w") as log:
             code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, env=bench_env())
         if code != 0:

@@ -10,7 +10,8 @@ on the same machine, one at a time (tests/bench/accuracy.py runs them after the 
   processes sharing one journal file, each on its share of the cores as fmtune's workers are.
   Trials train as fmtune's do: the same trial subset, epochs, validation split and fit. The search
   closes by fmtune's own budget rule (``fmtune.run.budget.Budget``), from the epochs it measured;
-  then the best trial is retrained with the preset's recipe for the time left.
+  then the best trial is retrained with the preset's recipe for the time left (from its best
+  epoch's weights where the recipe has ``warm_start``, as fmtune's).
 
 Each writes one JSON record (``--out``): its test accuracy, where the time went, and its trials.
 
@@ -84,10 +85,12 @@ def declared_space(cfg: ExperimentConfig, input_shape: Any, num_classes: int) ->
     return space
 
 
-def retrain_for(cfg: ExperimentConfig, values: dict[str, Any], dataset: Any, deadline: float) -> dict[str, Any]:
+def retrain_for(
+    cfg: ExperimentConfig, values: dict[str, Any], dataset: Any, deadline: float, weights: Path | None = None
+) -> dict[str, Any]:
     from fmtune import training
 
-    _, record = training.retrain(cfg, values, dataset, deadline=deadline)
+    _, record = training.retrain(cfg, values, dataset, deadline=deadline, initial_weights=weights)
     return {
         "test_accuracy": record.test_accuracy,
         "retrain_epochs": record.epochs_run,
@@ -211,6 +214,14 @@ def search_worker(args: argparse.Namespace, started: float) -> None:
         model, hp = build_from_values(cfg.search, values, dataset.input_shape, dataset.num_classes)
         hypermodel = plugins.for_search(cfg.search, dataset.input_shape, dataset.num_classes)
         report = Report(trial)
+        # Each trial's best epoch, for a retraining that starts from the best trial (retrain.warm_start).
+        saved = keras.callbacks.ModelCheckpoint(
+            str(trial_weights(args.journal, trial.number)),
+            monitor=name,
+            mode=cfg.search.objective.direction,
+            save_best_only=True,
+            save_weights_only=True,
+        )
         history = hypermodel.fit(
             hp,
             model,
@@ -218,7 +229,7 @@ def search_worker(args: argparse.Namespace, started: float) -> None:
             train.labels,
             validation_data=(dataset.val.images, dataset.val.labels),
             epochs=cfg.search.epochs,
-            callbacks=[report],
+            callbacks=[report, saved],
             verbose=0,
         )
         scores = history.history[name]
@@ -242,13 +253,18 @@ def search_worker(args: argparse.Namespace, started: float) -> None:
     )
 
 
+def trial_weights(journal: Path, number: int) -> Path:
+    return journal.with_name(f"{journal.stem}-trial{number}.weights.h5")
+
+
 def run_optuna(args: argparse.Namespace, started: float) -> dict[str, Any]:
     import optuna
 
     from fmtune.run.budget import EXPORT_SECONDS
 
     journal = args.out.with_suffix(".journal")
-    journal.unlink(missing_ok=True)
+    for stale in (journal, *journal.parent.glob(f"{journal.stem}-trial*.weights.h5")):
+        stale.unlink(missing_ok=True)
     argv = [sys.executable, "-m", "tests.bench.baselines", "worker", "--preset", args.preset, "--seed", str(args.seed)]
     argv += ["--workers", str(args.workers), "--journal", str(journal), "--started", repr(started)]
     argv += ["--data-dir", str(args.data_dir)] if args.data_dir else []
@@ -270,6 +286,7 @@ def run_optuna(args: argparse.Namespace, started: float) -> dict[str, Any]:
         raise SystemExit(f"no Optuna trial completed before the budget closed the search ({len(states)} began)")
     dataset = cfg.load_dataset()
     values = dict(done.best_trial.params)
+    weights = trial_weights(journal, done.best_trial.number) if cfg.retrain.warm_start else None
     assert cfg.budget_minutes is not None
     deadline = started + cfg.budget_minutes * 60 - EXPORT_SECONDS
     return {
@@ -283,7 +300,7 @@ def run_optuna(args: argparse.Namespace, started: float) -> dict[str, Any]:
         "trial_epochs": sum(t.user_attrs.get("epochs", 0) for t in done.trials),
         "search_s": search_s,
         "trials_ended": ended,  # (minutes since start, its best validation score)
-        **retrain_for(cfg, values, dataset, deadline),
+        **retrain_for(cfg, values, dataset, deadline, weights),
     }
 
 

@@ -87,33 +87,48 @@ def test_cosine_retraining_ends_in_time_for_its_deadline(synthetic_dir: Path) ->
     assert record.test_accuracy > 0.5
 
 
-def run_plan(epoch_seconds: list[float]) -> tuple[int, EpochPlan, float]:
+def run_plan(epoch_seconds: list[float]) -> tuple[int, EpochPlan, float, list[float]]:
     """Drives a plan for a 100 s deadline through epochs of the given costs on a fake clock, as
-    Keras would: the epochs run, the plan and the clock at the end."""
+    Keras would: the epochs run, the plan, the clock at the end, and the rate at every step."""
     clock = [0.0]
-    schedule = WarmupCosine(0.01, warmup_steps=0, total_steps=1000 * 10)
+    schedule = WarmupCosine(0.01, warmup_steps=10, total_steps=1000 * 10)
     plan = EpochPlan(1000, deadline=100.0, schedule=schedule, steps_per_epoch=10, clock=lambda: clock[0])
-    plan.set_model(SimpleNamespace(stop_training=False))
+    model = SimpleNamespace(stop_training=False, optimizer=SimpleNamespace(learning_rate=SimpleNamespace()))
+    rates: list[float] = []
+    model.optimizer.learning_rate.assign = rates.append
+    plan.set_model(model)
+    schedule.set_model(model)
     for epoch, seconds in enumerate(epoch_seconds):
         plan.on_epoch_begin(epoch)
+        for batch in range(10):
+            schedule.on_train_batch_begin(batch)
         clock[0] += seconds
         plan.on_epoch_end(epoch)
         if plan.model.stop_training:
-            return epoch + 1, plan, clock[0]
-    return len(epoch_seconds), plan, clock[0]
+            return epoch + 1, plan, clock[0], rates
+    return len(epoch_seconds), plan, clock[0], rates
+
+
+def decays_to_zero(rates: list[float], warmup_steps: int = 10) -> bool:
+    """Warms up, then never rises and ends near zero: the plan's changes never made it jump."""
+    decay = rates[warmup_steps - 1 :]
+    return all(a >= b for a, b in itertools.pairwise(decay)) and decay[-1] < 0.01 * decay[0]
 
 
 def test_a_host_that_slows_down_gets_a_shorter_schedule_that_still_decays_to_its_end() -> None:
     # The first epoch traces (5 s), the next run at 2 s (a plan of 48 epochs), then at 4 s from epoch 6.
-    ran, plan, ended = run_plan([5.0] + [2.0] * 5 + [4.0] * 100)
+    ran, plan, ended, rates = run_plan([5.0] + [2.0] * 5 + [4.0] * 100)
     assert ended <= 100.0 and ran == plan.planned
     assert plan.schedule.total_steps == ran * 10  # the cosine ends with the last epoch
-    assert 20 <= ran < 48
+    assert 20 <= ran < 48 and decays_to_zero(rates)
 
 
-def test_a_plan_is_not_lengthened_after_the_second_epoch() -> None:
-    ran, plan, _ = run_plan([5.0, 4.0] + [1.0] * 200)  # planned 24 at 4 s; faster later
-    assert ran == plan.planned == 24 and plan.schedule.total_steps == 240  # so the rate never rises again
+def test_a_plan_grows_when_epochs_get_faster_and_the_rate_never_rises() -> None:
+    # Planned 24 at 4 s (workers still finishing their trials), then epochs of 1 s: the plan grows
+    # to fill the time, and the decay goes on from the rate reached.
+    ran, plan, ended, rates = run_plan([5.0, 4.0] + [1.0] * 200)
+    assert ended <= 100.0 and ran == plan.planned and ran > 80
+    assert plan.schedule.total_steps == ran * 10 and decays_to_zero(rates)
 
 
 def test_retraining_one_configuration_twice_gives_the_same_accuracy(synthetic_dir: Path) -> None:
@@ -182,3 +197,37 @@ def test_a_users_model_keeps_its_compile_and_digits_are_never_flipped(tmp_path: 
     assert type(model.optimizer).__name__ == "SGD" and "flip_averaged" not in model.name
     assert record.epochs_run == 4
     assert record.test_accuracy > 0.5  # ten digits from a softmax over 64 pixels, four epochs
+
+
+def test_warm_start_continues_from_a_trials_weights_and_falls_back_to_scratch(
+    synthetic_dir: Path, tmp_path: Path
+) -> None:
+    """A trial's checkpoint starts retraining where the trial left off; weights that do not load
+    leave retraining as it would be from scratch, and the record says which it was."""
+    dataset = data.load(SYNTHETIC, synthetic_dir.parent, download=False)
+    trained, _ = retrain(retrain_cfg(synthetic_dir, "retrain.max_epochs=4"), VALUES, dataset)
+    weights = tmp_path / "checkpoint.weights.h5"
+    trained.save_weights(str(weights))
+    cfg = retrain_cfg(synthetic_dir, "retrain.max_epochs=1", "retrain.warmup_epochs=0")
+    _, scratch = retrain(cfg, VALUES, dataset)
+    _, warm = retrain(cfg, VALUES, dataset, initial_weights=weights)
+    assert warm.warm_start == str(weights) and scratch.warm_start is None
+    assert warm.history[0].metrics["loss"] < scratch.history[0].metrics["loss"]
+    garbage = tmp_path / "garbage.weights.h5"
+    garbage.write_bytes(b"not hdf5")
+    _, fallback = retrain(cfg, VALUES, dataset, initial_weights=garbage)
+    assert fallback.warm_start is None and abs(fallback.test_accuracy - scratch.test_accuracy) <= 0.003
+
+
+def test_the_best_trials_weights_are_found_in_whichever_worker_ran_it(synthetic_dir: Path, tmp_path: Path) -> None:
+    from fmtune.layout import PROJECT, ExperimentDir
+    from fmtune.training import best_trial_weights
+
+    cfg = retrain_cfg(synthetic_dir, f"workdir={tmp_path}", "retrain.warm_start=true")
+    checkpoint = ExperimentDir(cfg.experiment_dir).worker("tuner1") / PROJECT / "trial_003" / "checkpoint.weights.h5"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"")
+    assert best_trial_weights(cfg, "003") == checkpoint
+    assert best_trial_weights(cfg, "004") is None and best_trial_weights(cfg, None) is None
+    off = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"warm_start": False})})
+    assert best_trial_weights(off, "003") is None

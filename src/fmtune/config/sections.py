@@ -141,6 +141,11 @@ class RetrainConfig(_Strict):
     min_epochs: PositiveInt = Field(
         default=5, description="with a budget: the search leaves time for at least this many retraining epochs"
     )
+    warm_start: bool = Field(
+        default=False,
+        description="start from the best trial's saved weights (its best epoch) instead of from scratch, "
+        "where its worker left them on the shared volume; from scratch otherwise",
+    )
 
     @model_validator(mode="after")
     def _holdout_for_early_stopping(self) -> RetrainConfig:

@@ -295,7 +295,8 @@ def retrain_and_export(
     hear of each retraining epoch, the export's start, and the deployer's (once the version is
     staged)."""
     assert record.best_hyperparameters is not None
-    model, retrained = training.retrain(cfg, record.best_hyperparameters, dataset, deadline, on_epoch)
+    weights = training.best_trial_weights(cfg, record.best_trial_id)
+    model, retrained = training.retrain(cfg, record.best_hyperparameters, dataset, deadline, on_epoch, weights)
     card = ModelCard(
         model_name=cfg.model_name,
         dataset=cfg.dataset_name,
