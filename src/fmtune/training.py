@@ -6,7 +6,8 @@ Two recipes (``retrain.schedule``):
   rate when the holdout stops improving;
 - ``cosine``: a linear warm-up, then a cosine decay to zero over the planned epochs, with no early
   stopping, so the result does not hang on one noisy holdout epoch. Under a time budget the plan
-  is made after the first epoch, from what it cost: as many epochs as fit before the deadline.
+  is as many epochs as fit before the deadline, made again after every epoch from what the
+  epochs cost (``fmtune.pacing.EpochPlan``).
 
 The test set is touched exactly once, at the end, by the model that is exported (with test-time
 flips when ``retrain.test_time_flip`` is set).
