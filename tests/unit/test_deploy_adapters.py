@@ -3,6 +3,7 @@ loopback stand-in of the API, and ``GrpcServingCheck`` against the built-in serv
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from fmtune import data, export
 from fmtune.client import ModelNotFoundError
+from fmtune.data import registry
 from fmtune.deploy import (
     SMOKE_IMAGES,
     ClusterError,
@@ -285,6 +287,8 @@ def test_smoke_images_are_the_datasets_first_test_images_else_random(
     test, _ = data.load_test(SYNTHETIC, synthetic_dir)
     np.testing.assert_array_equal(smoke_images(SYNTHETIC, (28, 28), synthetic_dir), test.images[:SMOKE_IMAGES])
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached fashion_mnist either
+    fashion = registry.DATASETS["fashion_mnist"]  # nor Debian's package, which `make run` installs
+    monkeypatch.setitem(registry.DATASETS, "fashion_mnist", dataclasses.replace(fashion, system_dirs=()))
     for dataset, data_dir in ((SYNTHETIC, None), ("fashion_mnist", tmp_path)):
         images = smoke_images(dataset, (28, 28), data_dir)
         assert (images.shape, images.dtype) == ((SMOKE_IMAGES, 28, 28), np.uint8)
