@@ -100,6 +100,7 @@ $(BENCH_STAMP): $(STAMP) requirements/bench.txt
 bench: install $(BENCH_STAMP) data ## the benchmarks into reports/ (hours on 2 cores)
 	$(BIN)/python -m tests.bench.accuracy --baselines --shorter
 	$(BIN)/python -m tests.bench.elpv
+	$(BIN)/python -m tests.bench.precision
 	$(BIN)/python -m tests.bench.serving
 	$(BIN)/python -m tests.bench.capacity
 	$(BIN)/python -m tests.bench.efficiency

@@ -15,6 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+CPUINFO = Path("/proc/cpuinfo")
+#: CPU flags of native bfloat16 arithmetic, which oneDNN uses for TensorFlow's bfloat16 kernels.
+BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 #: Set to 1 (the chart does, on workers with workers.gpu > 0) when a GPU is required.
 REQUIRE_GPU = "FMTUNE_REQUIRE_GPU"
 _TRUE, _FALSE = {"1", "true", "yes"}, {"", "0", "false", "no"}
@@ -88,3 +91,23 @@ def check_gpu(devices: Sequence[object] | None = None, environ: Mapping[str, str
             "device plugin, that LD_LIBRARY_PATH includes /usr/local/nvidia/lib64 (GKE), and that "
             "the image has TensorFlow's CUDA libraries (tensorflow[and-cuda])."
         )
+
+
+def native_bfloat16(cpuinfo: Path = CPUINFO) -> bool:
+    """Whether this CPU computes bfloat16 natively. Elsewhere TensorFlow emulates it, slower than
+    float32, so ``auto`` precision keeps float32 there."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    return any(
+        BFLOAT16_FLAGS & set(line.partition(":")[2].split()) for line in text.splitlines() if line.startswith("flags")
+    )
+
+
+def precision(wanted: str, cpuinfo: Path = CPUINFO) -> str:
+    """The Keras dtype policy for ``search.precision`` on this machine: ``auto`` is mixed_bfloat16
+    where the CPU computes bfloat16 natively (figures: reports/precision.md), else float32."""
+    if wanted != "auto":
+        return wanted
+    return "mixed_bfloat16" if native_bfloat16(cpuinfo) else "float32"

@@ -25,6 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from fmtune import devices
 from fmtune.config import ExperimentConfig, RetrainConfig
 from fmtune.data import Dataset, Split, stratified_split
 from fmtune.layout import ExperimentDir
@@ -144,6 +145,15 @@ def _loaded(model: keras.Model, weights: Path) -> bool:
     return True
 
 
+def _in_float32(model: keras.Model, cfg: ExperimentConfig, values: dict[str, Any], dataset: Dataset) -> keras.Model:
+    """The trained weights in a float32 copy of the model, which computes in float32 wherever it is
+    served: CPUs without native bfloat16 emulate it, slower than float32."""
+    search = cfg.search.model_copy(update={"precision": "float32"})
+    copy, _ = build_from_values(search, values, dataset.input_shape, dataset.num_classes)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def _compile(model: keras.Model, settings: RetrainConfig, learning_rate: float) -> None:
     """The tuned optimiser again, with label smoothing when asked (which needs one-hot labels)."""
     loss: Any = (
@@ -209,6 +219,7 @@ def retrain(
     else:
         fit, holdout = full, None
 
+    precision = devices.precision(cfg.search.precision)
     keras.utils.set_random_seed(cfg.seed)
     model, hp = build_from_values(cfg.search, values, dataset.input_shape, dataset.num_classes)
     if initial_weights is not None and not _loaded(model, initial_weights):
@@ -232,7 +243,7 @@ def retrain(
     reserve = evaluated / len(fit) / 3
     callbacks = [epoch_log, *_callbacks(settings, cfg.search.objective, learning_rate, steps, deadline, reserve)]
     log.info(
-        "retrain: %d images%s, %s schedule, up to %d epochs%s, batch size %s%s",
+        "retrain: %d images%s, %s schedule, up to %d epochs%s, batch size %s%s%s",
         len(fit),
         f" (+{len(holdout)} held out)" if holdout is not None else "",
         settings.schedule,
@@ -240,6 +251,7 @@ def retrain(
         f" within {deadline - time.time():.0f}s" if deadline is not None else "",
         batch_size,
         f", augmented ({' + '.join(kinds)})" if kinds else "",
+        f", {precision}" if precision != "float32" else "",
     )
 
     def batches(split: Split, train: bool) -> Any:
@@ -255,6 +267,9 @@ def retrain(
         verbose=0,
     )
 
+    if precision != "float32":
+        model = _in_float32(model, cfg, values, dataset)
+        _compile(model, settings, learning_rate)
     final = with_flip_average(model, dataset.input_shape) if flip_average else model
     if final is not model:
         if own_recipe:

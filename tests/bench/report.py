@@ -1,6 +1,6 @@
 """One report from the benchmarks' parts: reports/bench.json and reports/bench.md.
 
-Each part (accuracy, elpv, serving, capacity, efficiency) writes its own JSON and Markdown, so one
+Each part (accuracy, elpv, precision, serving, capacity, efficiency) writes its own JSON and Markdown, so one
 part can be re-run alone; this gathers whatever parts are there. Run by `make bench` last.
 """
 
@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-PARTS = ("accuracy", "elpv", "serving", "capacity", "efficiency")
+PARTS = ("accuracy", "elpv", "precision", "serving", "capacity", "efficiency")
 
 
 def main() -> None:

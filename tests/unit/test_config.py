@@ -218,3 +218,11 @@ def test_a_users_hypermodel_leaves_the_presets_family_space_out() -> None:
             assignments=["search.hypermodel=my_model:build_model", "search.hyperparameters.units=[32]"],
             environ={},
         )
+    preset = config.load("standard", assignments=["search.precision=auto"], environ={})
+    assert preset.search.precision == "auto"
+    mine = config.load("standard", assignments=["search.hypermodel=my_model:build_model"], environ={})
+    assert mine.search.precision == "float32"
+    with pytest.raises(config.ConfigError, match=r"search\.precision: only for the built-in families"):
+        config.load(
+            "quick", assignments=["search.hypermodel=my_model:build_model", "search.precision=auto"], environ={}
+        )

@@ -100,3 +100,25 @@ def test_tensorflow_is_not_imported_unless_a_device_list_is_needed() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu avx2 avx512f avx512_bf16 avx512_vnni", True),
+        ("fpu avx2 amx_bf16 amx_tile", True),
+        ("fpu avx2 avx512f avx512bw", False),  # AVX-512 alone: bfloat16 emulated, slower than float32
+        ("", False),
+    ],
+)
+def test_auto_precision_is_bfloat16_only_where_the_cpu_computes_it(tmp_path: Path, flags: str, native: bool) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert devices.native_bfloat16(cpuinfo) is native
+    assert devices.precision("auto", cpuinfo) == ("mixed_bfloat16" if native else "float32")
+    assert devices.precision("float32", cpuinfo) == "float32"
+    assert devices.precision("mixed_bfloat16", cpuinfo) == "mixed_bfloat16"
+
+
+def test_a_machine_without_cpuinfo_keeps_float32(tmp_path: Path) -> None:
+    assert devices.precision("auto", tmp_path / "absent") == "float32"

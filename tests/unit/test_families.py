@@ -143,3 +143,17 @@ def test_each_algorithm_searches(algorithm: str, tiny: data.Dataset, tmp_path: P
         for trial in continued:
             steps = [obs.step for obs in trial.metrics.get_history("val_accuracy")]
             assert steps[0] == trial.hyperparameters.values["tuner/initial_epoch"] > 0
+
+
+@pytest.mark.parametrize("family", sorted(DEFAULTS))
+def test_mixed_bfloat16_computes_in_bfloat16_and_answers_in_float32(family: str, tiny: data.Dataset) -> None:
+    hm = FAMILIES[family](precision="mixed_bfloat16")
+    hp = kt.HyperParameters()
+    model = hm.build(hp)
+    computing = {layer.compute_dtype for layer in model.layers if layer.weights and layer.name != "probabilities"}
+    assert computing == {"bfloat16"}
+    assert {w.dtype for w in model.weights} == {"float32"}  # the weights stay float32
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    hm.fit(hp, model, tiny.train.images[:64], tiny.train.labels[:64], epochs=1, steps_per_epoch=1, verbose=0)
+    assert model.predict(tiny.test.images[:3], verbose=0).dtype == np.float32
+    assert FAMILIES[family]().build(kt.HyperParameters()).layers[2].compute_dtype == "float32"  # left as it was

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 PRESETS = ("quick", "standard", "mnist")
 ENV_PREFIX = "FMTUNE_"
+FAMILY_ONLY = ("hyperparameters", "precision")  # search settings of the built-in families alone
 
 
 class ConfigError(ValueError):
@@ -100,8 +101,13 @@ class ExperimentConfig(_Strict):
         problems = []
         if self.search.hypermodel is None:
             problems += spaces.check_overrides(self.search.family, self.search.hyperparameters)
-        elif self.search.hyperparameters:
-            problems.append("search.hyperparameters: only for the built-in families (your hypermodel declares its own)")
+        else:
+            if self.search.hyperparameters:
+                problems.append(
+                    "search.hyperparameters: only for the built-in families (your hypermodel declares its own)"
+                )
+            if self.search.precision != "float32":
+                problems.append("search.precision: only for the built-in families (your model sets its dtype policy)")
         try:
             if self.data is None:
                 resolve_spec(self.dataset, self.data_dir)
@@ -267,8 +273,9 @@ def load(
     the experiment (``run.experiment.seed_for``: a resumed run's own, else a new one); without it,
     the default.
 
-    A preset's ``search.hyperparameters`` narrow its built-in family's space; with the user's own
-    ``search.hypermodel`` from a later layer they are left out (the hypermodel declares its own)."""
+    A preset's ``search.hyperparameters`` narrow its built-in family's space, and its
+    ``search.precision`` sets the family's arithmetic; with the user's own ``search.hypermodel``
+    from a later layer both are left out (the hypermodel declares its own)."""
     raw: dict[str, Any] = {}
     if file is not None:
         raw = read_file(file)
@@ -281,7 +288,7 @@ def load(
     base = preset(preset_name) if preset_name else {}
     search = raw.get("search")
     if isinstance(search, dict) and search.get("hypermodel") and isinstance(base.get("search"), dict):
-        base["search"] = {k: v for k, v in base["search"].items() if k != "hyperparameters"}
+        base["search"] = {k: v for k, v in base["search"].items() if k not in FAMILY_ONLY}
     merged = _merge(base, raw)
     cfg = validate(merged)
     if seed is not None and "seed" not in merged:

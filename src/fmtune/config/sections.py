@@ -13,6 +13,7 @@ from fmtune.spaces import Family, HyperParameterSpec
 from fmtune.spaces import Strict as _Strict
 
 Algorithm = Literal["bayesian", "random", "hyperband", "grid"]
+Precision = Literal["float32", "mixed_bfloat16", "auto"]
 PICKLED = "pickle:"  # a hypermodel pickled by fmtune.tune() from a notebook: pickle:<path>
 
 
@@ -54,6 +55,12 @@ class SearchConfig(_Strict):
     )
     hyperband_factor: int = Field(default=3, ge=2)
     asha: AshaConfig = AshaConfig()
+    precision: Precision = Field(
+        default="float32",
+        description="the built-in families' arithmetic in trials and retraining: mixed_bfloat16 computes in "
+        "bfloat16 with float32 weights; auto: mixed_bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX), "
+        "else float32. The exported model computes in float32. Your hypermodel sets its own (a Keras dtype policy)",
+    )
 
     @property
     def model(self) -> str:

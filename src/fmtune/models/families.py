@@ -6,13 +6,17 @@ inside the graph, so the exported model serves the same bytes it was trained on.
 any shape; the CNNs take H x W x C. Batch size is a tuned hyperparameter (applied in ``fit``), as
 in the seed project that subclassed the Bayesian tuner for it.
 
+Under ``search.precision: mixed_bfloat16`` the layers compute in bfloat16 with float32 weights, and
+the probabilities in float32; retraining hands its weights to a float32 copy for the export.
+
 The spaces themselves (each family's defaults, and the config's overrides of them) are declared
 in ``fmtune.spaces``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import keras
@@ -31,10 +35,12 @@ class FamilyHyperModel(keras_tuner.HyperModel):
         overrides: Mapping[str, HyperParameterSpec] | None = None,
         input_shape: Sequence[int] = (28, 28),
         num_classes: int = 10,
+        precision: str = "float32",
     ):
+        """``precision``: the Keras dtype policy its layers compute in (``fmtune.devices.precision``)."""
         super().__init__(name=self.family)
         self.specs = resolved_specs(self.family, overrides or {})
-        self.input_shape, self.num_classes = tuple(input_shape), num_classes
+        self.input_shape, self.num_classes, self.precision = tuple(input_shape), num_classes, precision
 
     def declare(self, hp: keras_tuner.HyperParameters, name: str) -> Any:
         spec = spec_for(self.specs, name)
@@ -49,9 +55,12 @@ class FamilyHyperModel(keras_tuner.HyperModel):
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         self.declare(hp, "batch_size")
-        inputs = keras.Input(shape=self.input_shape, dtype="uint8", name="image")
-        x = keras.layers.Rescaling(1.0 / 255.0, name="normalise")(inputs)
-        outputs = keras.layers.Dense(self.num_classes, activation="softmax", name="probabilities")(self.body(hp, x))
+        with _dtype_policy(self.precision):
+            inputs = keras.Input(shape=self.input_shape, dtype="uint8", name="image")
+            x = keras.layers.Rescaling(1.0 / 255.0, name="normalise")(inputs)
+            outputs = keras.layers.Dense(self.num_classes, activation="softmax", name="probabilities", dtype="float32")(
+                self.body(hp, x)
+            )
         model = keras.Model(inputs, outputs, name=self.family)
         model.compile(
             optimizer=keras.optimizers.Adam(self.declare(hp, "learning_rate")),
@@ -65,6 +74,17 @@ class FamilyHyperModel(keras_tuner.HyperModel):
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
         return model.fit(*args, batch_size=hp.get("batch_size"), **kwargs)
+
+
+@contextmanager
+def _dtype_policy(name: str) -> Iterator[None]:
+    """Layers made inside take the policy ``name``; the global one is left as it was."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 class MLP(FamilyHyperModel):

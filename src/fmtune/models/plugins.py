@@ -30,7 +30,7 @@ from typing import Any
 import keras
 import keras_tuner
 
-from fmtune import usercode
+from fmtune import devices, usercode
 from fmtune.config.sections import PICKLED, SearchConfig
 from fmtune.text import one_line
 
@@ -120,10 +120,12 @@ def hypermodel(
     num_classes: int,
     overrides: Mapping[str, Any] | None = None,
     found: Any = None,
+    precision: str = "float32",
 ) -> keras_tuner.HyperModel:
     """The HyperModel ``name`` points at, for data of ``input_shape`` with ``num_classes`` classes
-    (``overrides``: the config's changes to a built-in family's space; ``found``: the attribute
-    itself, when the caller holds it already, e.g. a notebook's function before it is pickled)."""
+    (``overrides`` and ``precision``: the config's changes to a built-in family's space, and its
+    arithmetic; ``found``: the attribute itself, when the caller holds it already, e.g. a
+    notebook's function before it is pickled)."""
     shape = tuple(input_shape)
     if found is None:
         found = load_attr(name)
@@ -133,7 +135,7 @@ def hypermodel(
     if isinstance(found, type) and issubclass(found, keras_tuner.HyperModel):
         kwargs = _shape_kwargs(found, shape, num_classes)
         if name.startswith(f"{BUILT_IN}:"):
-            kwargs["overrides"] = overrides
+            kwargs["overrides"], kwargs["precision"] = overrides, devices.precision(precision)
         try:
             return found(**kwargs)
         except (Exception, SystemExit) as exc:
@@ -148,7 +150,7 @@ def hypermodel(
 
 
 def for_search(search: SearchConfig, input_shape: Sequence[int], num_classes: int) -> keras_tuner.HyperModel:
-    return hypermodel(plugin_name(search), input_shape, num_classes, search.hyperparameters)
+    return hypermodel(plugin_name(search), input_shape, num_classes, search.hyperparameters, precision=search.precision)
 
 
 def build_from_values(

@@ -58,7 +58,7 @@ def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
     dataset = cfg.load_dataset()
     train = training.trial_split(cfg, dataset)
     log.info(
-        "worker %s: coordinator %s, experiment %s (config %s), %s (%d train / %d val images)",
+        "worker %s: coordinator %s, experiment %s (config %s), %s (%d train / %d val images), %s",
         role.tuner_id,
         role.address,
         cfg.name,
@@ -66,6 +66,7 @@ def run(cfg: ExperimentConfig, role: Role, threads: int = 0) -> None:
         cfg.dataset_name,
         len(train),
         len(dataset.val),
+        devices.precision(cfg.search.precision) if cfg.search.hypermodel is None else "the model's own precision",
     )
     tuner = FmtuneTuner(cfg, dataset, ExperimentDir(cfg.experiment_dir).worker(role.tuner_id), checkpoints=True)
     try:
