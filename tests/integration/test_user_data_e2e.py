@@ -65,7 +65,9 @@ def test_digits_from_a_folder_to_predictions_on_its_own_files(tmp_path: Path) ->
 
 def test_rgb_pictures_from_a_folder_to_predictions_of_any_size(tmp_path: Path) -> None:
     written = write_rgb_folder(tmp_path / "pictures", per_class=24)
-    repo = tune("two_conv_cnn.py:build_model", tmp_path / "pictures", tmp_path, "data.image_size=[32, 32]")
+    # A fixed seed: random search may draw a learning rate of 1e-2, which some drawn seeds do not
+    # bring to a model that tells red from blue in 3 epochs of 68 images.
+    repo = tune("two_conv_cnn.py:build_model", tmp_path / "pictures", tmp_path, "data.image_size=[32, 32]", "seed=3")
     red = next(path for path, (label, _) in written.items() if RGB_CLASSES[label] == "red")
     other_size = Image.open(red).convert("RGB").resize((50, 40))
     with running_server(repo) as served:
