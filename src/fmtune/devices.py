@@ -8,6 +8,7 @@ TensorFlow is imported only when a device list is actually needed.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -93,6 +94,7 @@ def check_gpu(devices: Sequence[object] | None = None, environ: Mapping[str, str
         )
 
 
+@functools.cache
 def native_bfloat16(cpuinfo: Path = CPUINFO) -> bool:
     """Whether this CPU computes bfloat16 natively. Elsewhere TensorFlow emulates it, slower than
     float32, so ``auto`` precision keeps float32 there."""

@@ -87,13 +87,11 @@ def epoch_seconds(step_seconds: float, batch: int) -> float:
 
 
 def render(results: dict[str, Any]) -> str:
-    from fmtune.devices import native_bfloat16
-
     lines = [
         "# Training speed: float32 against mixed bfloat16",
         "",
         f"Command: `{COMMAND}`. Machine: {platform.machine()}, {results['cpu']}, native bfloat16: "
-        f"{'yes' if native_bfloat16() else 'no'}. Each figure: seconds for a retraining epoch of "
+        f"{'yes' if results['native_bfloat16'] else 'no'}. Each figure: seconds for a retraining epoch of "
         f"{EPOCH_IMAGES:,} images (from {results['steps']} timed steps on all the cores), median (min-max) "
         f"over {results['rounds']} rounds, the two precisions alternating.",
         "",
@@ -134,7 +132,15 @@ def main() -> None:
     if args.one:
         print(measure(args.one[0], args.one[1], args.steps))
         return
-    results: dict[str, Any] = {"cpu": cpu_model(), "rounds": args.rounds, "steps": args.steps, "cases": {}}
+    from fmtune.devices import native_bfloat16
+
+    results: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "native_bfloat16": native_bfloat16(),
+        "rounds": args.rounds,
+        "steps": args.steps,
+        "cases": {},
+    }
     for case, spec in CASES.items():
         row: dict[str, Any] = {"batch": spec["values"]["batch_size"], **{p: [] for p in POLICIES}}
         for round_ in range(args.rounds):

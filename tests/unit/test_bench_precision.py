@@ -13,6 +13,7 @@ def test_a_measurement_trains_the_case_in_the_precision_asked() -> None:
 def test_the_report_gives_each_case_its_median_range_and_speed_up() -> None:
     results = {
         "cpu": "a CPU",
+        "native_bfloat16": True,
         "rounds": 3,
         "steps": 10,
         "cases": {
