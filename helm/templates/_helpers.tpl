@@ -265,19 +265,24 @@ checksum/model-source: {{ .Values.model.source | sha256sum }}
 {{- end -}}
 {{- end -}}
 
-{{/* TF Serving's thread pools: serving.threads, else the CPU limit rounded up ("2", 1.5, "1500m"),
-else 1 with no limit. */}}
-{{- define "fmtune.servingThreads" -}}
-{{- $threads := int .Values.serving.threads -}}
-{{- if eq $threads 0 -}}
-{{- $cpu := toString (dig "limits" "cpu" "1" .Values.serving.resources) -}}
+{{/* TensorFlow threads for a container: "threads" when set, else its CPU limit rounded up ("2",
+1.5, "1500m"), else "otherwise" with no limit. */}}
+{{- define "fmtune.threads" -}}
+{{- $threads := int .threads -}}
+{{- $cpu := dig "limits" "cpu" "" .resources | toString -}}
+{{- if and (eq $threads 0) $cpu -}}
 {{- if hasSuffix "m" $cpu -}}
 {{- $threads = div (add (trimSuffix "m" $cpu | int) 999) 1000 -}}
 {{- else -}}
 {{- $threads = ceil (float64 $cpu) | int -}}
 {{- end -}}
 {{- end -}}
-{{- max $threads 1 -}}
+{{- if eq $threads 0 }}{{ .otherwise }}{{ else }}{{ max $threads 1 }}{{ end -}}
+{{- end -}}
+
+{{/* TF Serving's thread pools: serving.threads, else its CPU limit rounded up, else 1. */}}
+{{- define "fmtune.servingThreads" -}}
+{{- include "fmtune.threads" (dict "threads" .Values.serving.threads "resources" .Values.serving.resources "otherwise" 1) -}}
 {{- end -}}
 
 {{/* The coordinator's first step: runs/ and models/ exist and are writable by the pods' user,

@@ -23,17 +23,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fmtune import config
 from fmtune.config import ExperimentConfig
+from fmtune.tuning.centre import centre, fill
 
 UNCAPPED_EPOCHS = 1000  # the centre trains until its deadline, not to the preset's epoch cap
 
@@ -41,38 +40,6 @@ UNCAPPED_EPOCHS = 1000  # the centre trains until its deadline, not to the prese
 def load_config(preset: str, seed: int, data_dir: Path | None, sets: list[str]) -> ExperimentConfig:
     flags = {"seed": seed, "download": False, "data_dir": data_dir}
     return config.load(preset, None, sets, flags=flags)
-
-
-# The centre of a space, and a space sampled by Optuna: both walk Keras Tuner's space as its own
-# oracles do, so that a conditional hyperparameter gets a value only when its condition holds.
-
-
-def fill(space: Any, choose: Callable[[Any], Any]) -> dict[str, Any]:
-    """Values for the active hyperparameters of ``space`` (kt.HyperParameters), each from ``choose``."""
-    import keras_tuner as kt
-
-    hps = kt.HyperParameters()
-    for hp in space.space:
-        hps.merge([hp])
-        if hps.is_active(hp):
-            hps.values[hp.name] = choose(hp)
-    return {name: value for name, value in hps.values.items() if hps.is_active(name)}
-
-
-def centre(hp: Any) -> Any:
-    """The middle of one hyperparameter's range: the middle choice, the (log-)midpoint on its step."""
-    kind = type(hp).__name__
-    if kind == "Choice":
-        return hp.values[len(hp.values) // 2]
-    if kind == "Fixed":
-        return hp.value
-    if kind == "Boolean":
-        return hp.default
-    low, high = hp.min_value, hp.max_value
-    middle = math.sqrt(low * high) if hp.sampling == "log" else (low + high) / 2
-    if hp.step is not None and hp.sampling != "log":
-        middle = low + round((middle - low) / hp.step) * hp.step
-    return round(middle) if kind == "Int" else float(middle)
 
 
 def declared_space(cfg: ExperimentConfig, input_shape: Any, num_classes: int) -> Any:
@@ -162,8 +129,7 @@ def search_worker(args: argparse.Namespace, started: float) -> None:
     from fmtune import devices, training
     from fmtune.models import plugins
     from fmtune.pacing import typical_epoch
-    from fmtune.run.budget import Budget
-    from fmtune.run.coordinator import retrain_epoch_scale
+    from fmtune.run.budget import Budget, retrain_epoch_scale
 
     threads = max(1, devices.tensorflow_threads() // args.workers)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -182,7 +148,10 @@ def search_worker(args: argparse.Namespace, started: float) -> None:
         cfg.retrain.min_epochs,
         cfg.retrain.max_epochs,
         epoch_costs=lambda: later_epochs,
-        epoch_scale=retrain_epoch_scale(cfg, dataset),  # as fmtune's coordinator scales it
+        # as fmtune's coordinator scales it
+        epoch_scale=retrain_epoch_scale(
+            cfg, dataset, plugins.for_search(cfg.search, dataset.input_shape, dataset.num_classes), threads
+        ),
     )
     name = cfg.search.objective.name
     the_study = study(cfg, args.journal, (args.seed * 1000 + args.worker) % 2**32)  # numpy's seeds are 32-bit

@@ -139,6 +139,24 @@ def test_tf_serving_threads_follow_the_pods_cpu_limit(settings: list[str], threa
         assert f"--{flag}={threads}" in args, (flag, args)
 
 
+@pytest.mark.parametrize(
+    ("settings", "threads"),
+    [
+        ([], "2"),  # the workers' default CPU limit
+        (["--set-string", "workers.resources.limits.cpu=1500m"], "2"),
+        (["--set", "workers.threads=4"], "4"),
+        (["--set", "workers.resources.limits.cpu=null"], "0"),  # no CPU limit: unknown
+    ],
+)
+def test_the_coordinator_knows_the_threads_a_trial_ran_on(settings: list[str], threads: str) -> None:
+    """It predicts a retraining epoch on its own CPUs from trial epochs on a worker's."""
+    docs = objects(render(4, "default", *settings).stdout)
+    job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].startswith("fmtune-coordinator"))
+    (container,) = [c for c in job["spec"]["template"]["spec"]["containers"] if c["name"] == "coordinator"]
+    args = container["args"]
+    assert args[args.index("--trial-threads") + 1] == threads
+
+
 @pytest.mark.parametrize("values", list(VALUES))
 def test_every_image_is_fully_qualified(values: str) -> None:
     """A short name is refused by CRI-O and read as docker.io/library/... elsewhere."""

@@ -126,3 +126,27 @@ def test_the_scale_counts_validation_at_its_cost() -> None:
     assert epoch_scale((1000, 0), (4000, 0)) == 4.0  # images alone
     assert epoch_scale((1000, 3000), (4000, 0)) == pytest.approx(4000 / (1000 + 3000 * VALIDATION_COST))
     assert epoch_scale((1000, 3000), (4000, 3000)) == pytest.approx((4000 + 1000) / (1000 + 1000))
+
+
+def test_retraining_threads_speed_up_what_the_model_spreads_over_them(
+    monkeypatch: pytest.MonkeyPatch, synthetic_dir: Path
+) -> None:
+    """A conv family's trial epoch on 1 thread of 2 predicts a faster retraining epoch on both; an
+    MLP's, or a model that declares nothing (a user's), gets no credit, nor do equal threads."""
+    from fmtune import data, devices
+    from fmtune.config import ExperimentConfig
+    from fmtune.models import families
+    from fmtune.run import budget
+
+    from ..conftest import SYNTHETIC
+
+    monkeypatch.setattr(devices, "tensorflow_threads", lambda: 2)
+    cfg = ExperimentConfig.model_validate({"search": {"train_samples": 300}})
+    dataset = data.load(SYNTHETIC, synthetic_dir, val_fraction=0.1, seed=3, download=False)
+    plain = budget.retrain_epoch_scale(cfg, dataset, object(), trial_threads=1)
+    assert budget.retrain_epoch_scale(cfg, dataset, families.MLP(), trial_threads=1) == plain
+    assert budget.retrain_epoch_scale(cfg, dataset, families.VGG(), trial_threads=2) == plain
+    assert budget.retrain_epoch_scale(cfg, dataset, families.VGG(), trial_threads=0) == plain  # as many as here
+    conv = budget.retrain_epoch_scale(cfg, dataset, families.VGG(), trial_threads=1)
+    assert conv == pytest.approx(plain / budget.thread_speedup(families.VGG.parallel_share, 1, 2))
+    assert 1.4 < plain / conv < 1.8  # the speed-up measured on standard (reports/retraining-pace.md)

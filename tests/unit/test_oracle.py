@@ -123,6 +123,22 @@ def test_bayesian_suggestions_follow_trials_that_asha_stopped(tmp_path: Path, mo
     assert waited < 30
 
 
+def test_a_bayesian_search_begins_at_the_centre_of_its_space(tmp_path: Path) -> None:
+    """The first trial is the space's middle (what no search would train); the random phase follows."""
+    import keras_tuner as kt
+
+    space = kt.HyperParameters()
+    space.Int("units", 8, 64)
+    space.Float("learning_rate", 1e-4, 1e-2, sampling="log")
+    space.Choice("batch_size", [64, 128, 256])
+    oracle: Any = plain_oracle(tmp_path, "search.algorithm=bayesian", "search.max_trials=10", space=space)
+    first = oracle.create_trial("tuner0")
+    finish(oracle, first, "tuner0", 0.5)
+    second = oracle.create_trial("tuner0")
+    assert first.hyperparameters.values == pytest.approx({"units": 36, "learning_rate": 1e-3, "batch_size": 128})
+    assert second.hyperparameters.values != first.hyperparameters.values
+
+
 def test_bayesian_search_over_a_space_with_nothing_to_tune_runs_its_one_configuration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -208,6 +208,9 @@ def coordinator(
     port: Annotated[int | None, typer.Option(help="oracle port (env KERASTUNER_ORACLE_PORT)")] = None,
     retrain: Annotated[bool, typer.Option(help="retrain, evaluate and export the best trial")] = True,
     deploy: Annotated[Path | None, typer.Option(help="deploy.yaml: deploy to TF Serving on Kubernetes")] = None,
+    trial_threads: Annotated[
+        int, typer.Option(help="each worker's TensorFlow threads, to predict retraining's epochs (0: as many as here)")
+    ] = 0,
     log_format: LogFormatOpt = None,
 ) -> None:
     """Run the chief oracle for distributed workers, then retrain and export the best model."""
@@ -226,7 +229,7 @@ def coordinator(
     from fmtune.run.coordinator import SearchError, run
 
     try:
-        run(cfg, role, retrain=retrain, deploy=deploy, dataset=dataset)
+        run(cfg, role, retrain=retrain, deploy=deploy, dataset=dataset, trial_threads=trial_threads)
     except GateRefused as exc:
         err.print("[yellow]not deployed:[/]", escape(str(exc)), highlight=False)
     except (DatasetError, SearchError, DeployError) as exc:

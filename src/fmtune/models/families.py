@@ -26,9 +26,14 @@ from fmtune.spaces import Choice, FloatRange, HyperParameterSpec, IntRange, reso
 
 
 class FamilyHyperModel(keras_tuner.HyperModel):
-    """Shared plumbing: declaring hyperparameters from specs, compiling, batch size in fit."""
+    """Shared plumbing: declaring hyperparameters from specs, compiling, batch size in fit.
+
+    ``parallel_share``: the share of an epoch's work that spreads over more threads (Amdahl's
+    law), with which the budget predicts a retraining epoch on all the cores from trial epochs on
+    one (``fmtune.run.budget.thread_speedup``). An MLP's small matrices gain next to nothing."""
 
     family = ""
+    parallel_share = 0.0
 
     def __init__(
         self,
@@ -112,6 +117,9 @@ class MLP(FamilyHyperModel):
 # Keras's default (0.99) leaves the moving statistics far from the data's after the few hundred
 # steps of an ASHA rung, so a trial's first validation scores would measure that lag, not the model.
 BN_MOMENTUM = 0.9
+# A VGG epoch on 2 threads alone ran 1.5-1.7x as fast as on 1 thread beside another worker
+# (reports/retraining-pace.md); the other conv families are taken to spread alike.
+CONV_PARALLEL_SHARE = 0.7
 
 
 def _as_image(x: Any, input_shape: tuple[int, ...]) -> Any:
@@ -137,6 +145,7 @@ class CNN(FamilyHyperModel):
     """Two conv blocks, each pooled straight away (cheap on CPU), then a small dense head."""
 
     family = "cnn"
+    parallel_share = CONV_PARALLEL_SHARE
 
     def body(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
         kernel = self.declare(hp, "kernel_size")
@@ -158,6 +167,7 @@ class DeepCNN(FamilyHyperModel):
     """2, 4 or 6 conv layers in blocks of two, pooled after each block, filters doubling."""
 
     family = "deep_cnn"
+    parallel_share = CONV_PARALLEL_SHARE
 
     def body(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
         conv_layers = int(self.declare(hp, "conv_layers"))
@@ -179,6 +189,7 @@ class VGG(FamilyHyperModel):
     doubling from ``width`` per block; width and depth (``blocks``) are tuned, as is the head."""
 
     family = "vgg"
+    parallel_share = CONV_PARALLEL_SHARE
 
     def body(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
         blocks = int(self.declare(hp, "blocks"))

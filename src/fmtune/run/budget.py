@@ -8,7 +8,7 @@ directory (``budget.json``), so a restarted coordinator or a resumed run keeps t
 The search closes when only the reserve is left: ``retrain.budget_share`` of the budget, but no
 less than ``retrain.min_epochs`` epochs of retraining and no more than ``retrain.max_epochs`` (time
 kept beyond those would go unused), each at the cost the search measured (a trial's epoch, scaled
-to the retraining's images: ``epoch_scale``), and FINISH_SECONDS for the test
+to the retraining's images and threads: ``epoch_scale``), and FINISH_SECONDS for the test
 evaluation and the export. Retraining then sizes its epochs to the time that really remains, up
 to ``retrain_deadline``, which keeps EXPORT_SECONDS for the export and the exit.
 """
@@ -20,7 +20,11 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from fmtune import devices, training
+from fmtune.config import ExperimentConfig
+from fmtune.data import Dataset
 from fmtune.files import replace
 from fmtune.pacing import typical_epoch
 from fmtune.tuning.bookkeeping import Book
@@ -31,8 +35,6 @@ log = logging.getLogger("fmtune")
 FINISH_SECONDS = 30.0
 EXPORT_SECONDS = 10.0
 # An image's forward pass alone (a trial's validation) against a training step's forward and backward.
-# Retraining's threads get no credit: on the quick preset, a retraining epoch on all the cores cost
-# what a trial epoch on one did, per image (reports/accuracy.md, "How the budget was spent").
 VALIDATION_COST = 1 / 3
 
 
@@ -112,14 +114,44 @@ class Budget:
         return self.clock() < self.search_deadline()
 
 
-def epoch_scale(trial: tuple[int, int], retrain: tuple[int, int]) -> float:
+def epoch_scale(trial: tuple[int, int], retrain: tuple[int, int], speedup: float = 1.0) -> float:
     """A retraining epoch's cost over a trial epoch's: ``trial`` and ``retrain`` are (images
-    trained on, images validated on) per epoch.
+    trained on, images validated on) per epoch, ``speedup`` how much faster retraining's threads
+    run an epoch than a trial's (``thread_speedup``).
 
     >>> round(epoch_scale((15000, 6000), (60000, 0)), 2)  # standard: trials on a subset
     3.53
+    >>> round(epoch_scale((15000, 6000), (60000, 0), speedup=thread_speedup(0.7, 1, 2)), 2)
+    2.29
     """
-    return (retrain[0] + VALIDATION_COST * retrain[1]) / (trial[0] + VALIDATION_COST * trial[1])
+    return (retrain[0] + VALIDATION_COST * retrain[1]) / (trial[0] + VALIDATION_COST * trial[1]) / speedup
+
+
+def thread_speedup(parallel_share: float, trial_threads: int, retrain_threads: int) -> float:
+    """How much faster an epoch runs on ``retrain_threads`` than on ``trial_threads``, by Amdahl's
+    law: ``parallel_share`` of the work spreads over the threads, the rest does not.
+
+    >>> round(thread_speedup(0.7, 1, 2), 2), thread_speedup(0.0, 1, 2), thread_speedup(0.7, 2, 2)
+    (1.54, 1.0, 1.0)
+    """
+    return 1 / (1 - parallel_share + parallel_share * trial_threads / retrain_threads)
+
+
+def retrain_epoch_scale(cfg: ExperimentConfig, dataset: Dataset, hypermodel: Any, trial_threads: int) -> float:
+    """A retraining epoch's cost over a trial epoch's, from the images each trains and validates
+    on, and the threads each has: a trial's ``trial_threads`` (0: as many as retraining's), and
+    retraining's, all this container's CPUs, which speed up the share of the work that
+    ``hypermodel`` declares spreads over threads (``parallel_share``; none if it declares none)."""
+    retrain_images = training.retrain_samples(cfg, dataset)
+    retrain_threads = devices.tensorflow_threads()
+    speedup = thread_speedup(
+        getattr(hypermodel, "parallel_share", 0.0), trial_threads or retrain_threads, retrain_threads
+    )
+    return epoch_scale(
+        (len(training.trial_split(cfg, dataset)), len(dataset.val)),
+        (retrain_images, len(dataset.train) + len(dataset.val) - retrain_images),
+        speedup,
+    )
 
 
 def started_at(path: Path, outcome: str, clock: Callable[[], float] = time.time) -> float:

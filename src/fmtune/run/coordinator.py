@@ -22,7 +22,7 @@ from fmtune.dashboard import server as dashboard_server
 from fmtune.export import ModelCard, publish
 from fmtune.layout import ExperimentDir, adopt_own_files
 from fmtune.results import Results
-from fmtune.run.budget import Budget, epoch_scale, trial_epoch_costs
+from fmtune.run.budget import Budget, retrain_epoch_scale, trial_epoch_costs
 from fmtune.run.budget import started_at as budget_start
 from fmtune.run.state_writer import StateWriter
 from fmtune.run.tracking import tracked
@@ -106,15 +106,6 @@ def finished_before(cfg: ExperimentConfig) -> Results | None:
     return previous
 
 
-def retrain_epoch_scale(cfg: ExperimentConfig, dataset: data.Dataset) -> float:
-    """A retraining epoch's cost over a trial epoch's, from the images each trains and validates on."""
-    retrain_images = training.retrain_samples(cfg, dataset)
-    return epoch_scale(
-        (len(training.trial_split(cfg, dataset)), len(dataset.val)),
-        (retrain_images, len(dataset.train) + len(dataset.val) - retrain_images),
-    )
-
-
 def run(
     cfg: ExperimentConfig,
     role: Role,
@@ -122,9 +113,11 @@ def run(
     retrain: bool = True,
     deploy: Path | None = None,
     dataset: data.Dataset | None = None,
+    trial_threads: int = 0,
 ) -> Results:
     """Search, then (unless told not to) retrain the best trial, evaluate and export it
-    (``dataset``: the experiment's, if already loaded)."""
+    (``dataset``: the experiment's, if already loaded; ``trial_threads``: each worker's
+    TensorFlow threads, 0 if as many as this process has)."""
     kt_internals.install()
     experiment = ExperimentDir(cfg.experiment_dir)
     for name in adopt_own_files(experiment):  # left beside the workers' files by an earlier version
@@ -159,7 +152,7 @@ def run(
             cfg.retrain.min_epochs,
             cfg.retrain.max_epochs,
             epoch_costs=trial_epoch_costs(oracle.book),
-            epoch_scale=retrain_epoch_scale(cfg, dataset),
+            epoch_scale=retrain_epoch_scale(cfg, dataset, tuner.hypermodel, trial_threads),
         )
         oracle.control.search_open = budget.search_open
         log.info(

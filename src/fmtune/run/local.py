@@ -114,7 +114,7 @@ class LocalCluster:
         chief = Role(CHIEF, "127.0.0.1", port)
         self.coordinator = Child(
             "coordinator",
-            [*cmd, "coordinator", "--resolved", str(config_path)],
+            [*cmd, "coordinator", "--resolved", str(config_path), "--trial-threads", str(threads_per_worker)],
             {**base, **chief.env(), auth.TOKEN_ENV: secret},
         )
         self.workers = [

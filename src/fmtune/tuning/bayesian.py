@@ -7,6 +7,7 @@ from typing import Any
 import keras_tuner as kt
 import numpy as np
 
+from fmtune.tuning.centre import fill
 from fmtune.tuning.kt_internals import FINISHED, Status, Trial, locked
 from fmtune.tuning.oracle import FmtuneOracle
 from fmtune.tuning.stopping import Asha
@@ -18,7 +19,8 @@ SUGGESTION_WAIT_SECONDS = 30.0
 class FmtuneBayesianOracle(FmtuneOracle, kt.oracles.BayesianOptimizationOracle):
     """Bayesian optimisation whose suggestions come from ``fmtune.tuning.suggest``. A worker asking
     for a trial waits for a suggestion without holding the oracle's lock, so reports and heartbeats
-    are answered meanwhile. ``beta`` is accepted and kept for Keras Tuner's state file, but the
+    are answered meanwhile. The first trial is the centre of the space (``fmtune.tuning.centre``),
+    then come the random initial points. ``beta`` is accepted and kept for Keras Tuner's state file, but the
     acquisition is expected improvement, which has no such knob."""
 
     create_may_wait = True
@@ -87,6 +89,8 @@ class FmtuneBayesianOracle(FmtuneOracle, kt.oracles.BayesianOptimizationOracle):
             self._point = None
 
     def populate_space(self, trial_id: str) -> dict[str, Any]:
+        if not self.trials:  # the search's first trial, which no random draw would likely come near
+            return {"status": Status.RUNNING, "values": fill(self.hyperparameters)}
         if self._point is None or len(self._completed()) < self._initial_points():
             return self.random_populate_space()
         values = self.vector_to_values(self._point)
