@@ -30,6 +30,7 @@ from fmtune.tuning.stopping.asha import rungs
 from tests.bench.efficiency import (
     INITIAL_POINTS,
     SEEDS,
+    fmtune_start,
     in_scratch,
     objective,
     random_points,
@@ -138,7 +139,7 @@ STEPPERS: dict[str, Callable[[int], Stepper]] = {
     "fmtune random + ASHA": lambda seed: FmtuneAsha("random", seed),
     "optuna TPE + Hyperband": lambda seed: OptunaHyperband(tpe(seed), seed),
     "optuna TPE + Hyperband, same start": lambda seed: OptunaHyperband(
-        tpe(seed), seed, random_points(seed, INITIAL_POINTS)
+        tpe(seed), seed, fmtune_start(seed, INITIAL_POINTS)
     ),
     "optuna random + Hyperband": lambda seed: OptunaHyperband(random_sampler(seed), seed),
     # Every trial one of fmtune's random search's draws, in its order: only the stopping rules differ.
@@ -219,7 +220,8 @@ def markdown(result: dict[str, Any]) -> list[str]:
         f"the best trial that ran all {epochs} epochs so far.",
         "",
         "Rows: `fmtune bayesian + ASHA` is `make_oracle` on the quick preset's search: fmtune's Bayesian oracle "
-        f"({INITIAL_POINTS} random trials first, then it learns from every trial's first-epoch score) with its ASHA "
+        f"({INITIAL_POINTS} initial trials first, the centre of the space and then random ones; then it learns "
+        "from every trial's first-epoch score) with its ASHA "
         f"rule, which judges trials after epochs {rungs}, driven through `update_trial_from` as a worker drives it; "
         "`fmtune random + ASHA` is the same with random search. `optuna TPE + Hyperband` is Optuna's "
         f"HyperbandPruner ({result['hyperband_brackets']} brackets: the first judges after epochs {rungs} as ASHA "
@@ -227,7 +229,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
         f"{INITIAL_POINTS} random trials first, counted per bracket, since under Hyperband TPE sees only its "
         "bracket's trials); `optuna random + Hyperband` has RandomSampler instead. Optuna's random draws are its "
         "own, so these rows also differ from fmtune's by the luck of the draw. `, same start` rows start from the "
-        f"{INITIAL_POINTS} random points fmtune's Bayesian oracle starts from (`study.enqueue_trial`; TPE still draws "
+        f"{INITIAL_POINTS} points fmtune's Bayesian oracle starts from (`study.enqueue_trial`; TPE still draws "
         "its own random trials per bracket after them); in `optuna random + Hyperband, same draws` the n-th trial "
         "is the n-th that fmtune's random search hands out, so against `fmtune random + ASHA` only the stopping "
         "rules differ.",

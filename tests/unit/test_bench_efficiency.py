@@ -94,3 +94,15 @@ def test_optuna_can_start_from_the_very_points_fmtunes_searches_draw() -> None:
         stepper.report(1, 0.0)
         stepper.end(0.0, finished=False)
     assert efficiency.random_points(3, 4) == drawn
+
+
+def test_optuna_can_start_from_the_very_points_fmtunes_bayesian_search_starts_from() -> None:
+    searcher = efficiency.OracleSearcher(efficiency.fmtune_oracle(3))
+    handed = []
+    for _ in range(4):
+        asked = searcher.ask()
+        assert asked is not None
+        handed.append(dict(asked[1]))
+        searcher.tell(asked[0], 0.0)
+    start = efficiency.fmtune_start(3, 4)
+    assert handed == start and start[0] == efficiency.fill(efficiency.space())
