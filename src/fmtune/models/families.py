@@ -117,9 +117,10 @@ class MLP(FamilyHyperModel):
 # Keras's default (0.99) leaves the moving statistics far from the data's after the few hundred
 # steps of an ASHA rung, so a trial's first validation scores would measure that lag, not the model.
 BN_MOMENTUM = 0.9
-# A VGG epoch on 2 threads alone ran 1.5-1.7x as fast as on 1 thread beside another worker
-# (reports/retraining-pace.md); the other conv families are taken to spread alike.
-CONV_PARALLEL_SHARE = 0.7
+# A VGG epoch on 2 threads alone ran 1.5-2.1x as fast as on 1 thread beside another worker, 1.65x
+# in the median of four standard runs (reports/search-centre.md); the other conv families are
+# taken to spread alike.
+CONV_PARALLEL_SHARE = 0.8
 
 
 def _as_image(x: Any, input_shape: tuple[int, ...]) -> Any:

@@ -121,8 +121,8 @@ def epoch_scale(trial: tuple[int, int], retrain: tuple[int, int], speedup: float
 
     >>> round(epoch_scale((15000, 6000), (60000, 0)), 2)  # standard: trials on a subset
     3.53
-    >>> round(epoch_scale((15000, 6000), (60000, 0), speedup=thread_speedup(0.7, 1, 2)), 2)
-    2.29
+    >>> round(epoch_scale((15000, 6000), (60000, 0), speedup=thread_speedup(0.8, 1, 2)), 2)
+    2.12
     """
     return (retrain[0] + VALIDATION_COST * retrain[1]) / (trial[0] + VALIDATION_COST * trial[1]) / speedup
 
@@ -131,8 +131,8 @@ def thread_speedup(parallel_share: float, trial_threads: int, retrain_threads: i
     """How much faster an epoch runs on ``retrain_threads`` than on ``trial_threads``, by Amdahl's
     law: ``parallel_share`` of the work spreads over the threads, the rest does not.
 
-    >>> round(thread_speedup(0.7, 1, 2), 2), thread_speedup(0.0, 1, 2), thread_speedup(0.7, 2, 2)
-    (1.54, 1.0, 1.0)
+    >>> round(thread_speedup(0.8, 1, 2), 2), thread_speedup(0.0, 1, 2), thread_speedup(0.8, 2, 2)
+    (1.67, 1.0, 1.0)
     """
     return 1 / (1 - parallel_share + parallel_share * trial_threads / retrain_threads)
 
