@@ -64,8 +64,6 @@ def run_fmtune(preset: str, work: Path, data_dir: Path | None, extra: list[str])
 def run_tune(args: list[str], work: Path, label: str, cwd: Path | None = None) -> tuple[Results, float, float, list]:
     """One fresh `fmtune tune ARGS --workers 2` in its own work dir: its results, wall time, start
     time and counted levels (ASHA's rungs and the full length)."""
-    from fmtune import config, results
-
     argv = [sys.executable, "-m", "fmtune", "tune", *args, "--workers", "2", "--fresh"]
     argv += ["--workdir", str(work / "runs"), "--model-repo", str(work / "models")]
     work.mkdir(parents=True, exist_ok=True)
@@ -76,11 +74,19 @@ def run_tune(args: list[str], work: Path, label: str, cwd: Path | None = None) -
     wall = time.monotonic() - started
     if code != 0:
         raise SystemExit(f"{label}: fmtune tune exited {code}; see {log}")
+    res, counted = finished(work)
+    return res, wall, launched_at, counted
+
+
+def finished(work: Path) -> tuple[Results, list[int]]:
+    """A finished run's results (under ``work``/runs), and the levels counted for it: ASHA's rungs
+    and the full length, from its own resolved config."""
+    from fmtune import config, results
+
     (path,) = results.find(work / "runs")
     cfg = config.load_resolved(path.parent / "config.yaml")
     asha = cfg.search.asha
-    counted = levels(asha.grace_epochs, asha.reduction_factor, cfg.search.epochs)
-    return results.load(path), wall, launched_at, counted
+    return results.load(path), levels(asha.grace_epochs, asha.reduction_factor, cfg.search.epochs)
 
 
 def run_vanilla(dataset: str, budget_minutes: float, work: Path, data_dir: Path | None) -> dict:

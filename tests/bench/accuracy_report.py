@@ -189,7 +189,8 @@ def markdown(report: dict) -> str:
         f"Command: `{report['command']}`. Machine: {report['machine']}. Each preset: `fmtune tune --preset P "
         "--workers 2 --fresh` (search, retraining on train+val, one test evaluation, export) on the real dataset, "
         "each run in a new work dir; wall time is that of the whole process. Then vanilla Keras Tuner under the "
-        "same budget (below). Times in minutes; figures over runs are the median (min-max).",
+        "same budget (below). Times in minutes; figures over runs are the median (min-max). A run *by hand* was "
+        "started the same way outside the bench, timed by GNU time, and added by tests/bench/adopt.py.",
         "",
         "**Targets**",
         "",
@@ -218,7 +219,8 @@ def markdown(report: dict) -> str:
             times = " | ".join(fmt(r[f"{k}_s"], 1, 60) for k in ("wall", *TIMING_KEYS))
             reach = ", ".join(f"{level}: {n}" for level, n in r["reached"].items())
             lines.append(
-                f"| {name} | {i} | {times} | {r['test_accuracy']:.4f} | {r['trials']} | {reach} | "
+                f"| {name} | {i}{' (by hand)' if r.get('by_hand') else ''} | {times} | {r['test_accuracy']:.4f} | "
+                f"{r['trials']} | {reach} | "
                 f"{r['stopped_asha']} / {r['stopped_budget']} | {r['retrain_epochs']} | {'yes' if r['met'] else 'no'} |"
             )
     lines += [

@@ -1,4 +1,5 @@
-"""The accuracy benchmark's pure parts on fabricated results, and (slow) the whole bench on tiny data."""
+"""The accuracy benchmark's pure parts on fabricated results, runs made by hand joining its report, and
+(slow) the whole bench on tiny data."""
 
 from __future__ import annotations
 
@@ -182,6 +183,70 @@ def test_the_report_is_written_with_runs_medians_and_the_side_by_side(tmp_path: 
     assert json.loads((tmp_path / "accuracy.json").read_text()) == report
     png = (tmp_path / "accuracy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def run_by_hand(directory: Path) -> Path:
+    """A finished quick run's directory as tests.bench.adopt takes it: its results, resolved config
+    and GNU time's report at the end of its log."""
+    from fmtune import config, results
+
+    experiment = directory / "runs" / "quick"
+    experiment.mkdir(parents=True)
+    results.save(fabricated(), experiment)
+    (experiment / "config.yaml").write_text(config.load("quick", None, [], flags={"seed": 7}).to_yaml())
+    (directory / "log").write_text("...\n\tElapsed (wall clock) time (h:mm:ss or m:ss): 3:50.25\n\tExit status: 0\n")
+    return directory
+
+
+def adopt(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> None:
+    from tests.bench import adopt as adopting
+
+    monkeypatch.setattr(sys, "argv", ["adopt", *map(str, args)])
+    adopting.main()
+
+
+def test_runs_made_by_hand_join_the_report_as_the_bench_s_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    accuracy_report.write(sample_report(), tmp_path / "reports")
+    baseline = tmp_path / "centre.json"
+    record = {"baseline": "centre", "preset": "quick", "test_accuracy": 0.9, "retrain_s": 230.0, "seed": 7}
+    baseline.write_text(json.dumps({**record, "retrain_epochs": 71, "wall_s": 239.0}))
+    run = run_by_hand(tmp_path / "a")
+    adopt(monkeypatch, "quick", "--run", run, "--baseline", baseline, "--out", tmp_path / "reports")
+    quick = json.loads((tmp_path / "reports" / "accuracy.json").read_text())["presets"]["quick"]
+    assert len(quick["runs"]) == 3 and quick["runs"][2]["by_hand"] and quick["runs"][2]["wall_s"] == 230.25
+    assert [b["seed"] for b in quick["baselines"]["centre"]] == [5, 7]
+    assert quick["summary"]["test_accuracy"]["median"] == 0.91 and quick["vanilla"]
+    text = (tmp_path / "reports" / "accuracy.md").read_text()
+    assert "| quick | 3 (by hand) | 3.8 |" in text
+
+    adopt(monkeypatch, "quick", "--run", run_by_hand(tmp_path / "b"), "--replace", "--out", tmp_path / "reports")
+    quick = json.loads((tmp_path / "reports" / "accuracy.json").read_text())["presets"]["quick"]
+    assert len(quick["runs"]) == 1 and not quick["baselines"] and quick["vanilla"]
+
+
+@pytest.mark.parametrize(
+    ("log", "problem"),
+    [
+        ("no time here\n", "no report from GNU time"),
+        ("\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:00.00\n\tExit status: 1\n", "fmtune tune exited 1"),
+    ],
+)
+def test_a_run_by_hand_without_a_clean_gnu_time_report_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: str, problem: str
+) -> None:
+    accuracy_report.write(sample_report(), tmp_path / "reports")
+    before = (tmp_path / "reports" / "accuracy.json").read_text()
+    run = run_by_hand(tmp_path / "a")
+    (run / "log").write_text(log)
+    with pytest.raises(SystemExit, match=problem):
+        adopt(monkeypatch, "quick", "--run", run, "--out", tmp_path / "reports")
+    assert (tmp_path / "reports" / "accuracy.json").read_text() == before  # nothing half-written
+
+
+def test_a_run_of_another_preset_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    accuracy_report.write(sample_report(), tmp_path / "reports")
+    with pytest.raises(SystemExit, match="a run of preset 'quick', not 'mnist'"):
+        adopt(monkeypatch, "mnist", "--run", run_by_hand(tmp_path / "a"), "--out", tmp_path / "reports")
 
 
 @pytest.mark.slow
