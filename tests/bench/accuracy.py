@@ -42,6 +42,7 @@ from tests.bench.accuracy_report import (
     PRESETS,
     REPRODUCE_SECONDS,
     levels,
+    new_entry,
     run_row,
     summary,
     vanilla_row,
@@ -194,14 +195,7 @@ def main() -> None:
     for name, preset in PRESETS.items():
         if args.only and name not in args.only:
             continue
-        entry: dict[str, Any] = {
-            **preset.model_dump(exclude={"runs", "baseline_runs", "shorter_budgets"}),
-            "required_runs": preset.runs,
-            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "runs": [],
-            "reproduced": None,
-            "vanilla": None,
-        }
+        entry = new_entry(preset)
         if args.more and name in previous:  # its earlier runs, reproduction and side-by-side stay
             kept = ("runs", "summary", "budget_minutes", "reproduced", "vanilla", "baselines", "shorter")
             entry |= {key: previous[name][key] for key in kept if key in previous[name]}

@@ -79,6 +79,19 @@ PRESETS = {
 }
 
 
+def new_entry(preset: Preset) -> dict[str, Any]:
+    """A preset's entry in the report before any of its runs: its targets, and when it was measured."""
+    return {
+        **preset.model_dump(exclude={"runs", "baseline_runs", "shorter_budgets"}),
+        "required_runs": preset.runs,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "runs": [],
+        "baselines": {},
+        "reproduced": None,
+        "vanilla": None,
+    }
+
+
 def levels(grace_epochs: int, reduction_factor: int, max_epochs: int) -> list[int]:
     """The epochs whose reach is counted: ASHA's rungs and a trial's full length."""
     return [*rungs(grace_epochs, reduction_factor, max_epochs), max_epochs]

@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.bench.accuracy import finished
-from tests.bench.accuracy_report import PRESETS, run_row, summary, write
+from tests.bench.accuracy_report import PRESETS, new_entry, run_row, summary, write
 
 GNU_TIME_WALL = re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)")
 GNU_TIME_STATUS = re.compile(r"Exit status: (\d+)")
@@ -83,14 +82,9 @@ def main() -> None:
     baselines = [adopted_baseline(f, args.preset) for f in args.baseline]
     report = json.loads((args.out / "accuracy.json").read_text())
     preset = PRESETS[args.preset]
-    entry = report["presets"].setdefault(args.preset, {"vanilla": None, "reproduced": None})
-    if args.replace or "runs" not in entry:
-        entry |= {"runs": [], "baselines": {}, "reproduced": None, "shorter": []}
-        entry |= {
-            **preset.model_dump(exclude={"runs", "baseline_runs", "shorter_budgets"}),
-            "required_runs": preset.runs,
-        }
-        entry["measured_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    kept = report["presets"].get(args.preset)
+    entry = kept if kept and not args.replace else new_entry(preset) | {"vanilla": (kept or {}).get("vanilla")}
+    report["presets"][args.preset] = entry
     entry["runs"] += runs
     for record in baselines:
         entry.setdefault("baselines", {}).setdefault(record["baseline"], []).append(record)
