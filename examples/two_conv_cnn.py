@@ -15,7 +15,9 @@ def build_model(hp, input_shape=(28, 28), num_classes=10):
         x = keras.layers.Reshape((*input_shape, 1))(x)
     for i in range(2):
         filters = hp.Int(f"filters_{i}", 32, 128, step=32)
-        x = keras.layers.Conv2D(filters, hp.Choice(f"kernel_{i}", [3, 5]), activation="relu", kernel_regularizer=l2)(x)
+        kernel = hp.Choice(f"kernel_{i}", [3, 5])
+        # "same" padding keeps the image's size, so two 5x5 kernels still fit on 8x8 digits.
+        x = keras.layers.Conv2D(filters, kernel, padding="same", activation="relu", kernel_regularizer=l2)(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(hp.Int("units", 32, 128, step=32), activation="relu", kernel_regularizer=l2)(x)
     model = keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))

@@ -46,7 +46,7 @@ def tune(plugin: str, data: Path, workdir: Path, *extra: str) -> Path:
 
 def test_digits_from_a_folder_to_predictions_on_its_own_files(tmp_path: Path) -> None:
     write_digits_folder(tmp_path / "digits")
-    repo = tune("two_conv_cnn.py:build_model", tmp_path / "digits", tmp_path)
+    repo = tune("two_conv_cnn.py:build_model", tmp_path / "digits", tmp_path, "seed=1")  # fixed: see the next test
     files = [tmp_path / "digits" / str(d) / name for d, name in ((0, "0000.png"), (7, "0007.png"), (3, "0003.png"))]
     with running_server(repo) as served:
         for target in (served.grpc_target, served.rest_target):

@@ -31,6 +31,17 @@ def test_consecutive_failures_stop_the_search(tmp_path: Path) -> None:
     assert oracle.create_trial("tuner1").status == "STOPPED"
 
 
+def test_a_failed_trial_is_never_the_best(tmp_path: Path) -> None:
+    oracle = oracle_for(tmp_path, "fault_tolerance.max_retries_per_trial=0", "search.max_trials=3")
+    failed = oracle.create_trial("tuner0")
+    failed.status, failed.message = "FAILED", "Traceback...\nValueError: output size would be zero"
+    oracle.end_trial_from("tuner0", failed)
+    assert oracle.get_best_trials(1) == []  # Keras Tuner's own would offer the failed trial
+    done = oracle.create_trial("tuner0")
+    finish(oracle, done, "tuner0", 0.5)
+    assert [t.trial_id for t in oracle.get_best_trials(2)] == [done.trial_id]
+
+
 @pytest.mark.parametrize(("value", "stopped"), [(0.2, True), (0.8, False)])
 def test_median_stopping(tmp_path: Path, value: float, stopped: bool) -> None:
     oracle = oracle_for(

@@ -121,9 +121,9 @@ class FmtuneBayesianOracle(FmtuneOracle, kt.oracles.BayesianOptimizationOracle):
         dimensions = len(self.nonfixed_space())
         pending = [self._vector(t) for t in self.ongoing_trials.values()]
         return Observations(
-            x=np.array([self._vector(t) for t in completed]).reshape(-1, dimensions),
+            x=np.array([self._vector(t) for t in completed]).reshape(len(completed), dimensions),
             y=sign * np.array(scores, dtype=float),
-            pending=np.array(pending).reshape(-1, dimensions),
+            pending=np.array(pending).reshape(len(pending), dimensions),
             workers=len(self.tuner_ids),
             enough=dimensions > 0 and len(completed) >= self._initial_points(),  # see _wants_suggestion
         )

@@ -171,7 +171,9 @@ class OracleHooks(_OracleBase):
 
     @locked
     def get_best_trials(self, num_trials: int = 1) -> Any:
-        return super().get_best_trials(num_trials)
+        """Keras Tuner's ranking, without the trials it pads it with when too few completed: one
+        with no score (it failed) is nobody's best, and retraining it would fail again."""
+        return [t for t in super().get_best_trials(num_trials) if t.score is not None]
 
     # Keras Tuner's private hooks, routed to the public names above.
 
