@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from fmtune import config as config_mod
 from fmtune.config.sections import PICKLED
 from fmtune.data.source import DataSourceConfig, source_from_text
+from fmtune.text import parse_duration
 
 if TYPE_CHECKING:
     from fmtune.config import ExperimentConfig
@@ -97,7 +98,6 @@ def tune(
     """
     from fmtune.models.checks import check_search
     from fmtune.run import experiment, launch, shipping
-    from fmtune.run.budget import parse_duration
 
     flags, nulls = _settings(settings)
     minutes = parse_duration(budget) if isinstance(budget, str) else budget

@@ -56,3 +56,22 @@ def one_line(exc: BaseException) -> str:
     if len(text) > MAX_REASON:
         text = text[: MAX_REASON - 3] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def parse_duration(text: str) -> float:
+    """Minutes from ``90s``, ``45m``, ``1.5h`` or a bare number of minutes.
+
+    >>> parse_duration("1h"), parse_duration("90s"), parse_duration("4")
+    (60.0, 1.5, 4.0)
+    """
+    units = {"s": 1 / 60, "m": 1.0, "h": 60.0}
+    raw = text.strip().lower()
+    scale = units.get(raw[-1:])
+    number = raw[:-1] if scale is not None else raw
+    try:
+        minutes = float(number) * (scale or 1.0)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a duration such as 45m, 1.5h or 90s") from None
+    if not minutes > 0 or minutes == float("inf"):
+        raise ValueError(f"'{text}' is not a positive duration")
+    return minutes

@@ -13,10 +13,10 @@ from fmtune.run.budget import (
     VALIDATION_COST,
     Budget,
     epoch_scale,
-    parse_duration,
     started_at,
     trial_epoch_costs,
 )
+from fmtune.text import parse_duration
 
 from .conftest import Clock, oracle_for
 
