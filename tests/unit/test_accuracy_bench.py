@@ -15,6 +15,7 @@ from fmtune.config import Objective
 from fmtune.results import Results, RetrainRecord
 from fmtune.trials import Epoch, TrialRecord
 from tests.bench import accuracy_report
+from tests.bench.host import cpu_model
 
 from ..conftest import REPO_ROOT, SYNTHETIC, write_dataset
 
@@ -179,7 +180,7 @@ def test_the_report_is_written_with_runs_medians_and_the_side_by_side(tmp_path: 
     assert "| quick | centre | 1 | **0.8900** | - | - | 3.8 | 70 | 5 |" in text
     assert "| quick | optuna | 1 | **0.8950** | 20 (14) | 2.0 | 1.7 | 30 | 5 |" in text
     # 220 s of 240 used; retraining epochs of 6 and 7 s after the first, against an estimate of 8 s
-    assert "| quick | 1 | 7 | 8.3% | 8.0 | 6.5 | +23% |" in text
+    assert f"| quick | 1 | 7 | {cpu_model()} | 8.3% | 8.0 | 6.5 | +23% |" in text  # each run names its CPU
     assert json.loads((tmp_path / "accuracy.json").read_text()) == report
     png = (tmp_path / "accuracy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
@@ -253,19 +254,20 @@ def test_a_run_of_another_preset_is_refused(tmp_path: Path, monkeypatch: pytest.
 @pytest.mark.timeout(900)
 def test_the_whole_bench_runs_on_tiny_data_within_a_tiny_budget(tmp_path: Path) -> None:
     data = write_dataset(tmp_path / "data" / SYNTHETIC, train=3000, test=300)
-    sets = [f"dataset={SYNTHETIC}", "retrain.min_epochs=2", "retrain.max_epochs=3"]
-    argv = [sys.executable, "-m", "tests.bench.accuracy", "--only", "quick", "--runs", "2", "--budget", "60s"]
+    # The budget counts from the command's start, whose imports take up to ~25 s on a slow host.
+    sets = [f"dataset={SYNTHETIC}", "retrain.min_epochs=2", "retrain.max_epochs=3", "retrain.budget_share=0.4"]
+    argv = [sys.executable, "-m", "tests.bench.accuracy", "--only", "quick", "--runs", "2", "--budget", "90s"]
     argv += ["--data-dir", str(data.parent), "--out", str(tmp_path / "reports"), "--workdir", str(tmp_path / "work")]
     argv += [arg for s in sets for arg in ("--set", s)]
     subprocess.run(argv, cwd=REPO_ROOT, check=True, timeout=800)
     report = json.loads((tmp_path / "reports" / "accuracy.json").read_text())
     quick = report["presets"]["quick"]
-    assert len(quick["runs"]) == 2 and quick["budget_minutes"] == 1
+    assert len(quick["runs"]) == 2 and quick["budget_minutes"] == 1.5
     for run in quick["runs"]:
         assert run["trials"] >= 1 and run["reached"]["1"] == run["trials"] and run["curve"]
-        assert run["wall_s"] <= 60 * 1.15, run
+        assert run["wall_s"] <= 90 * 1.1, run
     vanilla = quick["vanilla"]
-    assert vanilla["trials"] and vanilla["wall_seconds"] <= 60 * 1.15, vanilla
+    assert vanilla["trials"] and vanilla["wall_seconds"] <= 90 * 1.1, vanilla
     assert 0 <= vanilla["test_accuracy"] <= 1
     again = quick["reproduced"]
     assert again["epochs"] >= 1 and len(again["test_accuracy"]) == 2 and again["met"], again

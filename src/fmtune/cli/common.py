@@ -6,6 +6,7 @@ import enum
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -19,6 +20,8 @@ from fmtune import logs
 from fmtune.config import ConfigError, ExperimentConfig
 
 err = Console(stderr=True)
+# When the command began: `fmtune tune`'s budget counts from here, its heavy imports and data checks included.
+STARTED = time.time()
 log = logging.getLogger("fmtune")
 
 

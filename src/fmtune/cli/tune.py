@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from fmtune import logs
 from fmtune.cli.common import (
+    STARTED,
     ConfigOpt,
     DataDirOpt,
     LogFormatOpt,
@@ -29,6 +30,7 @@ from fmtune.cli.common import (
 from fmtune.cli.results import show_results
 from fmtune.config import ExperimentConfig
 from fmtune.run import experiment
+from fmtune.text import parse_duration
 from fmtune.tuning import roles
 from fmtune.tuning.roles import Role
 
@@ -37,8 +39,6 @@ if TYPE_CHECKING:
 
 
 def duration_minutes(text: str) -> float:
-    from fmtune.run.budget import parse_duration
-
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -121,7 +121,13 @@ def tune(
     dataset = checked_dataset(cfg)
     try:
         launch = prepare_local(
-            cfg, workers, fresh=fresh, port=port, max_restarts=max_restarts, dashboard_host=dashboard_host
+            cfg,
+            workers,
+            fresh=fresh,
+            port=port,
+            max_restarts=max_restarts,
+            dashboard_host=dashboard_host,
+            started_at=STARTED,
         )
     except (experiment.ConfigChanged, PlacementError) as exc:
         fail(str(exc), 2)

@@ -52,16 +52,18 @@ def prepare_local(
     extra_env: dict[str, str] | None = None,
     write_inputs: Callable[[Path], None] | None = None,
     dashboard_host: str | None = None,
+    started_at: float | None = None,
 ) -> LocalRun:
     """Write the experiment's config (``fresh``: discard an earlier run first), then what
     ``write_inputs`` puts beside it (a notebook's pickled model and arrays), record when the budget
-    began, and make the cluster of a coordinator and ``workers`` workers on ``port`` (0: a free
-    one), its dashboard on ``dashboard_host`` (None: the environment's). PlacementError (a bad
-    dashboard address) or experiment.ConfigChanged (the experiment exists under another config)
-    before anything is written."""
+    began (``started_at``, e.g. the command's start, else now), and make the cluster of a
+    coordinator and ``workers`` workers on ``port`` (0: a free one), its dashboard on
+    ``dashboard_host`` (None: the environment's). PlacementError (a bad dashboard address) or
+    experiment.ConfigChanged (the experiment exists under another config) before anything is
+    written."""
     oracle_port = port or free_port()
     board = placement.pinned(host=dashboard_host, avoid={oracle_port})
-    started_at = time.time()  # the budget covers everything from here (the checks before excluded)
+    started_at = time.time() if started_at is None else started_at
     config_path = experiment.prepare(cfg, fresh)
     if write_inputs is not None:
         write_inputs(cfg.experiment_dir)
