@@ -35,8 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fmtune.config import parse_assignment
 from fmtune.results import Results
-from fmtune.run.budget import parse_duration
+from fmtune.text import parse_duration
 from tests.bench.accuracy_report import (
     COMMAND,
     PRESETS,
@@ -233,9 +234,8 @@ def main() -> None:
             print(
                 f"accuracy: {name} vanilla Keras Tuner (log in {work / name / 'vanilla' / 'vanilla.log'})", flush=True
             )
-            entry["vanilla"] = run_vanilla(
-                preset.dataset, entry["budget_minutes"], work / name / "vanilla", args.data_dir
-            )
+            dataset = dict(map(parse_assignment, args.sets)).get("dataset", preset.dataset)  # as the runs'
+            entry["vanilla"] = run_vanilla(dataset, entry["budget_minutes"], work / name / "vanilla", args.data_dir)
             write(report, args.out)
     keep_order()
     write(report, args.out)

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from fmtune.results import Results
 from fmtune.tuning.stopping.asha import rungs
+from tests.bench.host import cpu_model
 
 COMMAND = "make bench  (python -m tests.bench.accuracy)"
 TIMING_KEYS = ("startup", "search", "retrain", "export")
@@ -129,6 +130,7 @@ def run_row(res: Results, wall_s: float, launched_at: float, rung_levels: Sequen
         **estimate(res),
         "unused": 1 - wall_s / ((res.budget_minutes or preset.budget_minutes) * 60),
         "seed": res.seed,
+        "cpu": cpu_model(),
         "best_val_accuracy": max((t.score for t in res.trials if t.score is not None), default=None),
         "best_hyperparameters": res.best_hyperparameters,
         "curve": best_so_far(trials_at, maximise=res.objective.direction == "max"),
@@ -314,6 +316,11 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpus(rows: Iterable[dict]) -> str:
+    """The CPUs ``rows`` ran on ("-" for records older than that field)."""
+    return ", ".join(sorted({r["cpu"] for r in rows if r.get("cpu")})) or "-"
+
+
 def baselines_markdown(presets: dict) -> list[str]:
     """fmtune beside no search and a peer tuner (tests/bench/baselines.py), and how well each
     fmtune run's budget was spent."""
@@ -323,11 +330,12 @@ def baselines_markdown(presets: dict) -> list[str]:
         "*centre* trains the middle of the preset's space with the preset's retraining recipe for the whole "
         "budget; *Optuna* searches the same space with TPE and its Hyperband pruner in 2 worker processes, "
         "trials trained as fmtune's, closed by fmtune's budget rule, then the same retraining for the time left. "
-        "Each baseline run uses the seed of the fmtune run of the same number.",
+        "Each baseline run uses the seed of the fmtune run of the same number. Figures from different CPUs "
+        "(the CPU column) are not comparable.",
         "",
         "| preset | method | runs | test accuracy | trials (pruned or stopped) | search | retraining | "
-        "retraining epochs | seeds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "retraining epochs | seeds | CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, p in presets.items():
         runs = p["runs"]
@@ -338,7 +346,7 @@ def baselines_markdown(presets: dict) -> list[str]:
             f"{fmt_spread(spread(r['search_s'] for r in runs), 1, 60)} | "
             f"{fmt_spread(spread(r['retrain_s'] for r in runs), 1, 60)} | "
             f"{fmt_spread(spread(r['retrain_epochs'] for r in runs), 0)} | "
-            f"{', '.join(str(r.get('seed', '-')) for r in runs)} |"
+            f"{', '.join(str(r.get('seed', '-')) for r in runs)} | {cpus(runs)} |"
         )
         for method, rows in (p.get("baselines") or {}).items():
             trials = "-"
@@ -350,7 +358,7 @@ def baselines_markdown(presets: dict) -> list[str]:
                 f"| {trials} | {fmt_spread(spread(r.get('search_s') for r in rows), 1, 60)} | "
                 f"{fmt_spread(spread(r['retrain_s'] for r in rows), 1, 60)} | "
                 f"{fmt_spread(spread(r['retrain_epochs'] for r in rows), 0)} | "
-                f"{', '.join(str(r['seed']) for r in rows)} |"
+                f"{', '.join(str(r['seed']) for r in rows)} | {cpus(rows)} |"
             )
     shorter = [(name, r) for name, p in presets.items() if p.get("shorter") for r in [*p["shorter"], *p["runs"]]]
     if shorter:
@@ -380,14 +388,14 @@ def baselines_markdown(presets: dict) -> list[str]:
             "retraining-epoch estimate the search closed on against the real retraining epochs (median of all but "
             "the first; target: within 20%).",
             "",
-            "| preset | run | seed | unused | estimated epoch (s) | real epoch (s) | error |",
-            "|---|---|---|---|---|---|---|",
+            "| preset | run | seed | CPU | unused | estimated epoch (s) | real epoch (s) | error |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for name, i, r in estimated:
             error = "-" if r["estimate_error"] is None else f"{r['estimate_error']:+.0%}"
             lines.append(
-                f"| {name} | {i} | {r['seed']} | {r['unused']:.1%} | {fmt(r['retrain_epoch_estimate_s'])} | "
-                f"{fmt(r['retrain_epoch_real_s'])} | {error} |"
+                f"| {name} | {i} | {r['seed']} | {cpus([r])} | {r['unused']:.1%} | "
+                f"{fmt(r['retrain_epoch_estimate_s'])} | {fmt(r['retrain_epoch_real_s'])} | {error} |"
             )
     return lines
 

@@ -33,6 +33,7 @@ from typing import Any
 from fmtune import config
 from fmtune.config import ExperimentConfig
 from fmtune.tuning.centre import centre, fill
+from tests.bench.host import cpu_model
 
 UNCAPPED_EPOCHS = 1000  # the centre trains until its deadline, not to the preset's epoch cap
 
@@ -291,7 +292,7 @@ def main() -> None:
         search_worker(args, started)
         return
     record = run_centre(args, started) if args.baseline == "centre" else run_optuna(args, started)
-    record |= {"preset": args.preset, "seed": args.seed, "wall_s": time.time() - started}
+    record |= {"preset": args.preset, "seed": args.seed, "wall_s": time.time() - started, "cpu": cpu_model()}
     args.out.write_text(json.dumps(record, indent=2))
     print(json.dumps(record), flush=True)
 

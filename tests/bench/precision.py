@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.bench.host import cpu_model
+
 COMMAND = "make bench  (python -m tests.bench.precision)"
 POLICIES = ("float32", "mixed_bfloat16")
 WARMUP_STEPS = 5
@@ -113,13 +115,6 @@ def render(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
