@@ -130,6 +130,7 @@ def test_asha_keeps_two_workers_busy_within_the_budget(slower_data: Path, tmp_pa
     assert idle <= 0.05 * (idle + busy)
 
 
+@pytest.mark.slow  # about 100 s; the fast suite resumes a restarted coordinator in test_fault_tolerance.py
 def test_a_coordinator_killed_mid_rung_resumes_and_no_completed_rung_runs_again(
     slower_data: Path, tmp_path: Path
 ) -> None:

@@ -1,5 +1,7 @@
-"""The seed-style examples in examples/, each run end to end on real 8x8 digits written out as a
-folder of class folders: search, retraining, export, and predictions from the exported model."""
+"""The seed-style examples in examples/: each checked as a plugin on real 8x8 digits, and run end to
+end on them written out as a folder of class folders (search, retraining, export, and predictions
+from the exported model). The fast suite runs one of them end to end, the custom tuner with its
+own batch size; the others are slow tests, since each such run takes about 30 s."""
 
 from __future__ import annotations
 
@@ -7,7 +9,11 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_digits
+
+from fmtune.models.checks import check
 
 from ..conftest import REPO_ROOT
 from ..datasets import write_digits_folder
@@ -41,7 +47,20 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+END_TO_END_IN_FAST_SUITE = "bayesian_mlp.py:BatchSizeMLP"
+
+
 @pytest.mark.parametrize("plugin", sorted(EXAMPLES))
+def test_an_example_builds_and_trains_on_digits_from_its_defaults(plugin: str) -> None:
+    images = (load_digits().images[:4] * 15).astype(np.uint8)  # 0-16 to 0-240
+    model = check(str(REPO_ROOT / "examples" / plugin), images, num_classes=10, metric="accuracy")
+    assert model.output_shape == (None, 10)
+
+
+@pytest.mark.parametrize(
+    "plugin",
+    [p if p == END_TO_END_IN_FAST_SUITE else pytest.param(p, marks=pytest.mark.slow) for p in sorted(EXAMPLES)],
+)
 def test_an_example_runs_end_to_end_on_digits(plugin: str, digits: Path, tmp_path: Path) -> None:
     sets = [arg for assignment in [*SHORT, *EXAMPLES[plugin]] for arg in ("--set", assignment)]
     argv = [
