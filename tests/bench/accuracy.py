@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sets = [arg for a in args.sets for arg in ("--set", a)]
+    overrides = dict(map(parse_assignment, args.sets))
     extra = sets + (["--budget", args.budget] if args.budget else [])
     shortened = ["--set", f"budget_minutes={parse_duration(args.budget)}"] if args.budget else []
 
@@ -234,7 +235,7 @@ def main() -> None:
             print(
                 f"accuracy: {name} vanilla Keras Tuner (log in {work / name / 'vanilla' / 'vanilla.log'})", flush=True
             )
-            dataset = dict(map(parse_assignment, args.sets)).get("dataset", preset.dataset)  # as the runs'
+            dataset = overrides.get("dataset", preset.dataset)  # as the runs'
             entry["vanilla"] = run_vanilla(dataset, entry["budget_minutes"], work / name / "vanilla", args.data_dir)
             write(report, args.out)
     keep_order()

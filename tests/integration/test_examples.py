@@ -9,14 +9,12 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
 from fmtune.models.checks import check
 
 from ..conftest import REPO_ROOT
-from ..datasets import write_digits_folder
+from ..datasets import digits_arrays, write_digits_folder
 from .helpers import run
 
 EXAMPLES = {
@@ -52,7 +50,7 @@ END_TO_END_IN_FAST_SUITE = "bayesian_mlp.py:BatchSizeMLP"
 
 @pytest.mark.parametrize("plugin", sorted(EXAMPLES))
 def test_an_example_builds_and_trains_on_digits_from_its_defaults(plugin: str) -> None:
-    images = (load_digits().images[:4] * 15).astype(np.uint8)  # 0-16 to 0-240
+    images = digits_arrays()[0][:4]
     model = check(str(REPO_ROOT / "examples" / plugin), images, num_classes=10, metric="accuracy")
     assert model.output_shape == (None, 10)
 
