@@ -106,16 +106,20 @@ def typical_epoch(seconds: Iterable[float]) -> float | None:
 
 
 class EpochPlan(keras.callbacks.Callback):
-    """Ends training after the planned epochs: ``max_epochs``, or under a deadline as many as fit
-    before it with ``reserve_epochs`` (the final evaluation, in epochs) to spare.
+    """Ends training after the planned steps: ``max_epochs`` of them, or under a deadline as many
+    as fit before it with ``reserve_epochs`` (the final evaluation, in epochs) to spare.
 
     The plan is made again after every epoch from the recent epochs' median cost, leaving out the
     first, which also builds and traces the model. A host that slows down gets a shorter plan, and
     one that speeds up a longer one: retraining's first epochs can share the cores with workers
     still finishing their last trials, and a plan kept from them left minutes unused
     (reports/accuracy.md). The schedule's decay is moved with the plan (``WarmupCosine.replan``),
-    so it still ends at zero with the last epoch. An epoch that would end past the deadline is not
-    begun."""
+    so it still ends at zero with the last step.
+
+    The plan counts steps, so its last epoch may be cut short: where an epoch takes minutes, whole
+    epochs left up to one of them unused (reports/accuracy.md, standard on a slow host). Once an
+    epoch has been timed, training also stops at the step where the deadline, less the reserve,
+    has come, however much the host slowed within the epoch."""
 
     def __init__(
         self,
@@ -129,35 +133,57 @@ class EpochPlan(keras.callbacks.Callback):
         super().__init__()
         self.max_epochs, self.deadline, self.schedule, self.clock = max_epochs, deadline, schedule, clock
         self.steps_per_epoch, self.reserve_epochs = steps_per_epoch, reserve_epochs
-        self.planned = max_epochs
+        self.planned_steps = max_epochs * steps_per_epoch
+        self.steps = 0
         self._started = 0.0
         self._seconds: list[float] = []
+        self._stop_at = math.inf  # the clock at which a step ends training: the deadline less the reserve
+
+    @property
+    def planned(self) -> int:
+        """The epochs planned, the last of them perhaps cut short."""
+        return math.ceil(self.planned_steps / self.steps_per_epoch)
+
+    @property
+    def last_epoch_share(self) -> float:
+        """The share of its steps the last epoch ran (1.0 unless it was cut short)."""
+        part = self.steps % self.steps_per_epoch
+        return part / self.steps_per_epoch if part else 1.0
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self._started = self.clock()
 
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.steps += 1
+        if self.steps >= self.planned_steps or self.clock() >= self._stop_at:
+            self.model.stop_training = True
+
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if self.model.stop_training:  # the plan's last step, or the deadline, came in this epoch
+            return
         now = self.clock()
         self._seconds.append(now - self._started)
-        if self.deadline is not None:  # a plan with no room for another epoch ends at this one
+        if self.deadline is not None:  # a plan with no room for another step ends at this epoch
             recent = typical_epoch(self._seconds[1:][-3:] or self._seconds)
             assert recent is not None
+            self._stop_at = self.deadline - self.reserve_epochs * recent
             self._plan(epoch, now, self.deadline, recent)
-        if epoch + 1 >= self.planned:
+        if self.steps >= self.planned_steps:
             self.model.stop_training = True
 
     def _plan(self, epoch: int, now: float, deadline: float, cost: float) -> None:
-        fits = int((deadline - now) / cost - self.reserve_epochs)
-        planned = max(epoch + 1, min(self.max_epochs, epoch + 1 + fits))
-        if planned == self.planned:
+        done = self.steps
+        fits = int(((deadline - now) / cost - self.reserve_epochs) * self.steps_per_epoch)
+        planned = max(done, min(self.max_epochs * self.steps_per_epoch, done + fits))
+        if planned == self.planned_steps:
             return
-        self.planned = planned
+        self.planned_steps = planned
         if self.schedule is not None:
-            self.schedule.replan(self.planned * self.steps_per_epoch)
+            self.schedule.replan(planned)
         log.info(
-            "retrain: epoch %d took %.1fs; %d epoch(s) in all fit in the %.0fs left",
+            "retrain: epoch %d took %.1fs; %.1f epoch(s) in all fit in the %.0fs left",
             epoch + 1,
             self._seconds[-1],
-            self.planned,
+            planned / self.steps_per_epoch,
             deadline - now,
         )

@@ -6,8 +6,8 @@ Two recipes (``retrain.schedule``):
   rate when the holdout stops improving;
 - ``cosine``: a linear warm-up, then a cosine decay to zero over the planned epochs, with no early
   stopping, so the result does not hang on one noisy holdout epoch. Under a time budget the plan
-  is as many epochs as fit before the deadline, made again after every epoch from what the
-  epochs cost (``fmtune.pacing.EpochPlan``).
+  is as many steps as fit before the deadline (the last epoch perhaps cut short), made again
+  after every epoch from what the epochs cost (``fmtune.pacing.EpochPlan``).
 
 The test set is touched exactly once, at the end, by the model that is exported (with test-time
 flips when ``retrain.test_time_flip`` is set).
@@ -171,14 +171,15 @@ def _callbacks(
     steps_per_epoch: int,
     deadline: float | None,
     reserve_epochs: float,
-) -> list[keras.callbacks.Callback]:
+) -> tuple[EpochPlan, list[keras.callbacks.Callback]]:
+    """The plan of retraining's steps, and every callback of the recipe, the plan among them."""
     if settings.schedule == "cosine":
         warmup = round(settings.warmup_epochs * steps_per_epoch)
         schedule = WarmupCosine(learning_rate, warmup, settings.max_epochs * steps_per_epoch)
-        return [schedule, EpochPlan(settings.max_epochs, deadline, schedule, steps_per_epoch, reserve_epochs)]
-    callbacks: list[keras.callbacks.Callback] = [
-        EpochPlan(settings.max_epochs, deadline, None, steps_per_epoch, reserve_epochs)
-    ]
+        plan = EpochPlan(settings.max_epochs, deadline, schedule, steps_per_epoch, reserve_epochs)
+        return plan, [schedule, plan]
+    plan = EpochPlan(settings.max_epochs, deadline, None, steps_per_epoch, reserve_epochs)
+    callbacks: list[keras.callbacks.Callback] = [plan]
     if settings.patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -195,7 +196,7 @@ def _callbacks(
                 min_lr=1e-6,
             )
         )
-    return callbacks
+    return plan, callbacks
 
 
 def retrain(
@@ -241,7 +242,7 @@ def retrain(
     # The evaluations after training, in epochs: a training step costs about three forward passes.
     evaluated = (len(dataset.test) + (len(holdout) if holdout is not None else 0)) * (1 + flip_average)
     reserve = evaluated / len(fit) / 3
-    callbacks = [epoch_log, *_callbacks(settings, cfg.search.objective, learning_rate, steps, deadline, reserve)]
+    plan, recipe = _callbacks(settings, cfg.search.objective, learning_rate, steps, deadline, reserve)
     log.info(
         "retrain: %d images%s, %s schedule, up to %d epochs%s, batch size %s%s%s",
         len(fit),
@@ -263,7 +264,7 @@ def retrain(
         batches(fit, train=True),
         validation_data=batches(holdout, train=False) if holdout is not None else None,
         epochs=settings.max_epochs,
-        callbacks=callbacks,
+        callbacks=[epoch_log, *recipe],
         verbose=0,
     )
 
@@ -292,6 +293,7 @@ def retrain(
         best_epoch=best_epoch,
         history=epoch_log.history,
         epoch_seconds=[round(s, 2) for s in epoch_log.seconds],
+        last_epoch_share=plan.last_epoch_share,
         warm_start=str(initial_weights) if initial_weights is not None else None,
         holdout_metrics={k: float(v) for k, v in holdout_metrics.items()},
         test_loss=float(test["loss"]),

@@ -78,6 +78,18 @@ def test_the_reserve_grows_with_what_retraining_costs(tmp_path: Path) -> None:
     assert oracle.create_trial("tuner2").status == "STOPPED"
 
 
+def test_epochs_slowed_by_the_other_workers_do_not_raise_the_estimate(tmp_path: Path) -> None:
+    # Retraining runs alone; a trial's epochs share the cores. One undisturbed epoch of 3 s, two of
+    # 6 s while another worker ran: the estimate follows the 3 s one, not the median.
+    clock = Clock()
+    oracle, budget = budgeted(tmp_path, clock, 200, share=0.2, scale=4.0)
+    trial = oracle.create_trial("tuner0")
+    for step, seconds in enumerate([9, 6, 3, 6]):
+        clock.now += seconds
+        report(oracle, trial, "tuner0", 0.5 + step / 10, step)
+    assert budget.retrain_epoch_estimate() == pytest.approx(12.0, abs=0.01)
+
+
 def test_the_start_is_kept_from_the_first_start(tmp_path: Path) -> None:
     path = tmp_path / "budget.json"
     assert started_at(path, "a", clock=lambda: 100.0) == 100.0  # the first start keeps its time

@@ -89,7 +89,8 @@ def test_cosine_retraining_ends_in_time_for_its_deadline(synthetic_dir: Path) ->
 
 def run_plan(epoch_seconds: list[float]) -> tuple[int, EpochPlan, float, list[float]]:
     """Drives a plan for a 100 s deadline through epochs of the given costs on a fake clock, as
-    Keras would: the epochs run, the plan, the clock at the end, and the rate at every step."""
+    Keras would: a step at a time, ending the epoch at the step that stops training. Returns the
+    epochs run (the last perhaps cut short), the plan, the clock at the end, and the rate at every step."""
     clock = [0.0]
     schedule = WarmupCosine(0.01, warmup_steps=10, total_steps=1000 * 10)
     plan = EpochPlan(1000, deadline=100.0, schedule=schedule, steps_per_epoch=10, clock=lambda: clock[0])
@@ -102,9 +103,12 @@ def run_plan(epoch_seconds: list[float]) -> tuple[int, EpochPlan, float, list[fl
         plan.on_epoch_begin(epoch)
         for batch in range(10):
             schedule.on_train_batch_begin(batch)
-        clock[0] += seconds
+            clock[0] += seconds / 10
+            plan.on_train_batch_end(batch)
+            if model.stop_training:
+                break
         plan.on_epoch_end(epoch)
-        if plan.model.stop_training:
+        if model.stop_training:
             return epoch + 1, plan, clock[0], rates
     return len(epoch_seconds), plan, clock[0], rates
 
@@ -118,8 +122,8 @@ def decays_to_zero(rates: list[float], warmup_steps: int = 10) -> bool:
 def test_a_host_that_slows_down_gets_a_shorter_schedule_that_still_decays_to_its_end() -> None:
     # The first epoch traces (5 s), the next run at 2 s (a plan of 48 epochs), then at 4 s from epoch 6.
     ran, plan, ended, rates = run_plan([5.0] + [2.0] * 5 + [4.0] * 100)
-    assert ended <= 100.0 and ran == plan.planned
-    assert plan.schedule.total_steps == ran * 10  # the cosine ends with the last epoch
+    assert 99.0 < ended < 100.001 and ran == plan.planned
+    assert plan.schedule.total_steps == plan.planned_steps == plan.steps  # the cosine ends with the last step
     assert 20 <= ran < 48 and decays_to_zero(rates)
 
 
@@ -127,8 +131,35 @@ def test_a_plan_grows_when_epochs_get_faster_and_the_rate_never_rises() -> None:
     # Planned 24 at 4 s (workers still finishing their trials), then epochs of 1 s: the plan grows
     # to fill the time, and the decay goes on from the rate reached.
     ran, plan, ended, rates = run_plan([5.0, 4.0] + [1.0] * 200)
-    assert ended <= 100.0 and ran == plan.planned and ran > 80
-    assert plan.schedule.total_steps == ran * 10 and decays_to_zero(rates)
+    assert 99.0 < ended < 100.001 and ran == plan.planned and ran > 80
+    assert plan.schedule.total_steps == plan.steps and decays_to_zero(rates)
+
+
+def test_the_last_epoch_is_cut_short_to_spend_the_time_a_whole_one_would_not_fit() -> None:
+    # Epochs of 30 s before a 100 s deadline: three whole ones would end at 90 s, and a fourth at
+    # 120 s. The plan runs three of the fourth's ten steps, and the cosine still ends at zero.
+    ran, plan, ended, rates = run_plan([30.0] * 10)
+    assert ran == 4 and plan.steps == plan.planned_steps == 33 and plan.last_epoch_share == 0.3
+    assert ended == 99.0 and plan.schedule.total_steps == 33 and decays_to_zero(rates)
+
+
+def test_a_host_that_slows_down_within_the_last_epoch_still_stops_at_the_deadline() -> None:
+    # Planned at 30 s an epoch (33 steps), the third epoch takes 60 s: training stops at the first
+    # step that ends past the deadline, not at the plan's step 30 (120 s).
+    ran, plan, ended, _ = run_plan([30.0, 30.0, 60.0])
+    assert ran == 3 and plan.steps == 27 and plan.last_epoch_share == 0.7
+    assert 100.0 <= ended < 100.0 + 6.0  # one step of 6 s past it at most
+
+
+def test_without_a_deadline_every_epoch_runs_whole() -> None:
+    plan = EpochPlan(3, deadline=None, schedule=None, steps_per_epoch=10)
+    plan.set_model(SimpleNamespace(stop_training=False))
+    for epoch in range(3):
+        for batch in range(10):
+            assert not plan.model.stop_training
+            plan.on_train_batch_end(batch)
+        plan.on_epoch_end(epoch)
+    assert plan.model.stop_training and plan.steps == 30 and plan.last_epoch_share == 1.0
 
 
 def test_retraining_one_configuration_twice_gives_the_same_accuracy(synthetic_dir: Path) -> None:

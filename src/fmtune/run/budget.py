@@ -26,7 +26,6 @@ from fmtune import devices, training
 from fmtune.config import ExperimentConfig
 from fmtune.data import Dataset
 from fmtune.files import replace
-from fmtune.pacing import typical_epoch
 from fmtune.tuning.bookkeeping import Book
 
 log = logging.getLogger("fmtune")
@@ -93,9 +92,13 @@ class Budget:
         return self.clock() - self.started_at
 
     def retrain_epoch_estimate(self) -> float | None:
-        """What an epoch of retraining will cost, from the trials' epochs (None: none measured)."""
-        typical = typical_epoch(self.epoch_costs())
-        return None if typical is None else typical * self.epoch_scale
+        """What an epoch of retraining will cost, from the fastest of the trials' epochs (None:
+        none measured). Interference only adds time: a trial's epochs share the cores with the
+        other workers' and the coordinator's, while retraining runs alone, so the least disturbed
+        epoch predicts it best: their median overestimated it on a host whose epoch times varied
+        from one epoch to the next (reports/accuracy.md)."""
+        costs = self.epoch_costs()
+        return min(costs) * self.epoch_scale if costs else None
 
     def reserve(self) -> float:
         """Seconds kept for retraining and export."""
