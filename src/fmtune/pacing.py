@@ -117,7 +117,7 @@ class EpochPlan(keras.callbacks.Callback):
     so it still ends at zero with the last step.
 
     The plan counts steps, so its last epoch may be cut short: where an epoch takes minutes, whole
-    epochs left up to one of them unused (reports/accuracy.md, standard on a slow host). Once an
+    epochs left up to one of them unused (reports/search-centre.md, standard on a slow host). Once an
     epoch has been timed, training also stops at the step where the deadline, less the reserve,
     has come, however much the host slowed within the epoch."""
 

@@ -96,7 +96,7 @@ class Budget:
         none measured). Interference only adds time: a trial's epochs share the cores with the
         other workers' and the coordinator's, while retraining runs alone, so the least disturbed
         epoch predicts it best: their median overestimated it on a host whose epoch times varied
-        from one epoch to the next (reports/accuracy.md)."""
+        from one epoch to the next (reports/search-centre.md)."""
         costs = self.epoch_costs()
         return min(costs) * self.epoch_scale if costs else None
 
