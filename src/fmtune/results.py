@@ -27,7 +27,9 @@ class RetrainRecord(BaseModel):
     best_epoch: int
     history: list[Epoch]
     epoch_seconds: list[float] = Field(default_factory=list)
-    last_epoch_share: float = Field(default=1.0, description="the share of its steps the last epoch ran: cut short to end at the deadline")
+    last_epoch_share: float = Field(
+        default=1.0, description="the share of its steps the last epoch ran: less than 1 when cut short at the deadline"
+    )
     warm_start: str | None = Field(default=None, description="the weights retraining started from, if not from scratch")
     holdout_metrics: dict[str, float]
     test_loss: float
