@@ -13,6 +13,7 @@ from fmtune.run.budget import (
     VALIDATION_COST,
     Budget,
     epoch_scale,
+    first_epoch_costs,
     started_at,
     trial_epoch_costs,
 )
@@ -25,9 +26,16 @@ def budgeted(tmp_path: Path, clock: Clock, seconds: float, share: float, scale: 
     """An oracle whose search closes when the budget says so (as the coordinator wires it)."""
     oracle = oracle_for(tmp_path, "search.max_trials=50", clock=clock)
     budget = Budget(
-        seconds, clock.now, share, 5, epoch_costs=trial_epoch_costs(oracle.book), epoch_scale=scale, clock=clock
+        seconds,
+        clock.now,
+        share,
+        5,
+        epoch_costs=trial_epoch_costs(oracle.book),
+        epoch_scale=scale,
+        first_epochs=first_epoch_costs(oracle.book),
+        clock=clock,
     )
-    oracle.control.search_open = budget.search_open
+    oracle.control.search_open, oracle.control.starts_open = budget.search_open, budget.starts_open
     return oracle, budget
 
 
@@ -59,6 +67,34 @@ def test_the_search_closes_when_only_the_reserve_is_left(tmp_path: Path) -> None
     assert report(oracle, second, "tuner1", 0.6, 0) == "STOPPED" and end(oracle, second, "tuner1") == "COMPLETED"
     assert oracle.search_over()
     assert oracle.get_best_trials(1)[0].trial_id == first.trial_id
+
+
+def test_no_trial_starts_that_could_not_end_an_epoch_before_the_search_closes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    oracle, budget = budgeted(tmp_path, clock, 100, share=0.4)
+    first = oracle.create_trial("tuner0")
+    clock.now += 3
+    assert report(oracle, first, "tuner0", 0.5, 0) == "RUNNING"  # a first epoch of 3 s
+    clock.now += 2
+    assert report(oracle, first, "tuner0", 0.6, 1) == "RUNNING"
+    start = budget.started_at
+    assert budget.search_deadline() == pytest.approx(start + 60)  # the share's 40 s is the reserve
+    clock.now = start + 56  # a first epoch begun now ends at 59 s
+    second = oracle.create_trial("tuner1")
+    assert second.status == "RUNNING"
+    clock.now = start + 57.5  # one begun now would end at 60.5 s, after the search closes
+    with caplog.at_level("INFO", logger="fmtune"):
+        assert oracle.create_trial("tuner2").status == "STOPPED"
+    assert "no new trial for tuner2: one would not end an epoch before the search closes" in caplog.text
+    assert not oracle.search_over()
+    clock.now = start + 59  # the running trials go on until the search closes
+    assert report(oracle, first, "tuner0", 0.7, 2) == "RUNNING"
+    clock.now = start + 61
+    assert report(oracle, first, "tuner0", 0.8, 3) == "STOPPED" and end(oracle, first, "tuner0") == "COMPLETED"
+    assert report(oracle, second, "tuner1", 0.6, 0) == "STOPPED" and end(oracle, second, "tuner1") == "COMPLETED"
+    assert oracle.search_over()
 
 
 def test_the_reserve_grows_with_what_retraining_costs(tmp_path: Path) -> None:

@@ -45,6 +45,16 @@ def test_a_new_trial_may_be_made_while_open_below_the_limit_and_with_no_retry_wa
     assert not closed.may_create(0, 0)
 
 
+def test_no_trial_starts_once_starts_are_closed_though_the_search_is_still_open() -> None:
+    starts = [True]
+    control = SearchControl(lambda: 3, starts_open=lambda: starts[0])
+    assert control.may_start() and control.may_create(0, 0)
+    starts[0] = False  # one would not end an epoch before the search closes
+    assert not control.may_start() and not control.may_create(0, 0)
+    assert not control.closed()  # the running trials go on
+    assert not SearchControl(lambda: 3, lambda: False).may_start()  # nor after it closed
+
+
 def test_the_search_is_over_only_when_no_trial_runs_and_none_will_be_handed_out() -> None:
     control = SearchControl(lambda: 3)
     assert control.over(running=0, trials=3, queued=0)  # full

@@ -9,7 +9,9 @@ The search closes when only the reserve is left: ``retrain.budget_share`` of the
 less than ``retrain.min_epochs`` epochs of retraining and no more than ``retrain.max_epochs`` (time
 kept beyond those would go unused), each at the cost the search measured (a trial's epoch, scaled
 to the retraining's images and threads: ``epoch_scale``), and FINISH_SECONDS for the test
-evaluation and the export. Retraining then sizes its epochs to the time that really remains, up
+evaluation and the export. A new trial starts only while one epoch of it (the median first
+epoch so far) would end before then: begun later, it delays the close by that epoch, with the other
+cores idle, and its one epoch buys nothing. Retraining then sizes its epochs to the time that really remains, up
 to ``retrain_deadline``, which keeps EXPORT_SECONDS for the export and the exit.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,11 +72,12 @@ class Budget:
         max_epochs: int | None = None,
         epoch_costs: Callable[[], list[float]] = no_costs,
         epoch_scale: float = 1.0,
+        first_epochs: Callable[[], list[float]] = no_costs,
         clock: Callable[[], float] = time.time,
     ):
         self.seconds, self.started_at = seconds, started_at
         self.retrain_share, self.min_epochs, self.max_epochs = retrain_share, min_epochs, max_epochs
-        self.epoch_costs, self.epoch_scale = epoch_costs, epoch_scale
+        self.epoch_costs, self.epoch_scale, self.first_epochs = epoch_costs, epoch_scale, first_epochs
         self.clock = clock
 
     @property
@@ -115,6 +119,12 @@ class Budget:
 
     def search_open(self) -> bool:
         return self.clock() < self.search_deadline()
+
+    def starts_open(self) -> bool:
+        """Whether a new trial may start: one epoch of it, at the median of the trials' first
+        epochs so far, would end before the search closes."""
+        first = self.first_epochs()
+        return self.clock() + (statistics.median(first) if first else 0.0) < self.search_deadline()
 
 
 def epoch_scale(trial: tuple[int, int], retrain: tuple[int, int], speedup: float = 1.0) -> float:
@@ -185,5 +195,14 @@ def trial_epoch_costs(book: Book) -> Callable[[], list[float]]:
         best = book.best_trial
         timed = book.later_epochs(best) if best is not None else []
         return timed or [s for trial_id in list(book.attempts) for s in book.later_epochs(trial_id)]
+
+    return costs
+
+
+def first_epoch_costs(book: Book) -> Callable[[], list[float]]:
+    """Every trial's first epoch so far: what starting one more costs before it reports anything."""
+
+    def costs() -> list[float]:
+        return [a.epoch_seconds[0] for a in list(book.attempts.values()) if a.epoch_seconds]
 
     return costs

@@ -22,7 +22,7 @@ from fmtune.dashboard import server as dashboard_server
 from fmtune.export import ModelCard, publish
 from fmtune.layout import ExperimentDir, adopt_own_files
 from fmtune.results import Results
-from fmtune.run.budget import Budget, retrain_epoch_scale, trial_epoch_costs
+from fmtune.run.budget import Budget, first_epoch_costs, retrain_epoch_scale, trial_epoch_costs
 from fmtune.run.budget import started_at as budget_start
 from fmtune.run.state_writer import StateWriter
 from fmtune.run.tracking import tracked
@@ -153,8 +153,9 @@ def run(
             cfg.retrain.max_epochs,
             epoch_costs=trial_epoch_costs(oracle.book),
             epoch_scale=retrain_epoch_scale(cfg, dataset, tuner.hypermodel, trial_threads),
+            first_epochs=first_epoch_costs(oracle.book),
         )
-        oracle.control.search_open = budget.search_open
+        oracle.control.search_open, oracle.control.starts_open = budget.search_open, budget.starts_open
         log.info(
             "budget: %.1f min from %s, %.1f min left; the search closes when only the reserve for retraining is left",
             cfg.budget_minutes,

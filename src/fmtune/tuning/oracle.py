@@ -85,7 +85,9 @@ class FmtuneOracle(PersistedOracle):
     def create_trial(self, tuner_id: str) -> Any:
         self.use_quick_copies()  # the space may have been replaced by a worker's update
         self.leases.seen(tuner_id)
-        if self.control.closed():
+        if not self.control.may_start():
+            if not self.control.closed() and not self.control.stop_sent:
+                log.info("no new trial for %s: one would not end an epoch before the search closes", tuner_id)
             return self._stop(tuner_id)
         held = self.ongoing_trials.get(tuner_id)
         if held is not None:
